@@ -1,0 +1,138 @@
+"""Typed views of config.yaml: one dataset, one run, and the checks the schema cannot express.
+
+The JSON schema (workflow/schemas/config.schema.yaml) rejects unknown keys and wrong types; the
+checks here are the cross-key ones (a target naming an unknown run, a pool smaller than N, ...).
+Every error names the key.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+from ouroboros.errors import OuroborosError
+
+PARADIGMS = ("replace", "accumulate")
+SELECTIONS = ("all", "random", "greedy", "threshold_decay")
+EXTRACTORS = ("pixels", "classifier", "dinov2", "inception")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    batch_size: int = 128
+    lr: float = 1e-4
+    weight_decay: float = 1e-6
+    warmup_steps: int = 500
+    grad_clip: float = 1.0
+    steps: int | None = None  # exactly one of steps / epochs
+    epochs: int | None = None
+
+    def total_steps(self, train_size: int) -> int:
+        """Optimizer steps for a training set of this size (epochs scale with |D_n|)."""
+        if self.steps is not None:
+            return self.steps
+        assert self.epochs is not None
+        return self.epochs * math.ceil(train_size / self.batch_size)
+
+
+@dataclass(frozen=True)
+class SampleConfig:
+    inference_steps: int = 1000
+    batch_size: int = 256
+
+
+@dataclass(frozen=True)
+class Dataset:
+    name: str
+    source: str
+    size: int
+    model: str
+    train: TrainConfig
+    sample: SampleConfig
+    features: str
+    fid_features: str
+    root: str | None = None
+    tau0: float | None = None
+    dinov2: str = "facebook/dinov2-small"
+    inception_weights: str | None = None
+    classifier_steps: int = 400
+
+
+@dataclass(frozen=True)
+class Run:
+    name: str
+    paradigm: str
+    selection: str
+    samples: int = 1  # G_n holds samples × N images
+    tau0: float | None = None
+    decay: float | None = None
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class Config:
+    seed: int
+    datasets: dict[str, Dataset]
+    runs: dict[str, Run]
+    targets: dict[str, Any] = field(default_factory=dict)
+
+    def dataset(self, name: str) -> Dataset:
+        if name not in self.datasets:
+            raise OuroborosError(f"config.yaml: unknown dataset {name!r}; datasets: {sorted(self.datasets)}")
+        return self.datasets[name]
+
+    def run(self, name: str) -> Run:
+        if name not in self.runs:
+            raise OuroborosError(f"config.yaml: unknown run {name!r}; runs: {sorted(self.runs)}")
+        return self.runs[name]
+
+    def tau0(self, dataset: str, run: str) -> float:
+        """A run's τ0, else its dataset's (τ0 lives in the dataset's feature space)."""
+        r, d = self.run(run), self.dataset(dataset)
+        value = r.tau0 if r.tau0 is not None else d.tau0
+        if value is None:
+            raise OuroborosError(
+                f"config.yaml: run {run!r} uses threshold_decay but neither runs.{run}.tau0 nor "
+                f"datasets.{dataset}.tau0 is set; set one (an initial distance in the {d.features} feature space)"
+            )
+        return float(value)
+
+
+def parse(raw: Mapping[str, Any]) -> Config:
+    """Build a Config from the (schema-validated) dict and check what spans several keys."""
+    datasets = {}
+    for name, d in (raw.get("datasets") or {}).items():
+        train = dict(d.get("train") or {})
+        if ("steps" in train) == ("epochs" in train):
+            raise OuroborosError(f"config.yaml: datasets.{name}.train needs exactly one of 'steps' or 'epochs'")
+        datasets[name] = Dataset(
+            name=name,
+            source=d["source"],
+            size=int(d["size"]),
+            model=d["model"],
+            train=TrainConfig(**train),
+            sample=SampleConfig(**(d.get("sample") or {})),
+            features=d["features"],
+            fid_features=d["fid_features"],
+            root=d.get("root"),
+            tau0=d.get("tau0"),
+            dinov2=d.get("dinov2", "facebook/dinov2-small"),
+            inception_weights=d.get("inception_weights"),
+            classifier_steps=int(d.get("classifier_steps", 400)),
+        )
+    runs = {}
+    for name, r in (raw.get("runs") or {}).items():
+        runs[name] = Run(name=name, **r)
+        if runs[name].selection == "threshold_decay" and runs[name].decay is None:
+            raise OuroborosError(f"config.yaml: runs.{name}.decay is required for selection threshold_decay")
+        if runs[name].paradigm == "replace" and runs[name].selection != "all" and runs[name].samples < 2:
+            raise OuroborosError(
+                f"config.yaml: runs.{name}: replace with selection {runs[name].selection!r} needs "
+                f"samples ≥ 2 (the pool G_(n-1) holds samples × N images and N are selected); set runs.{name}.samples"
+            )
+    cfg = Config(seed=int(raw.get("seed", 0)), datasets=datasets, runs=runs, targets=dict(raw.get("targets") or {}))
+    for key in ("datasets", "runs"):
+        for name in cfg.targets.get(key, []):
+            (cfg.dataset if key == "datasets" else cfg.run)(name)
+    return cfg

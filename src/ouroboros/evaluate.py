@@ -1,0 +1,62 @@
+"""metrics.json of one iteration: how far G_n is from D_n, and how spread out both are.
+
+G_n is evaluated on its first N images (N = the dataset size), so runs that sample 2N are
+compared with the others at equal size; D_n is evaluated whole.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ouroboros import manifest, metrics
+from ouroboros.features import pixels
+from ouroboros.io import load_features, load_images, save_json
+from ouroboros.paths import features_of
+
+
+def set_metrics(x: np.ndarray, prefix: str) -> dict[str, float]:
+    kl = metrics.kl_entropy_details(x)
+    return {
+        f"{prefix}_entropy": kl["entropy"],
+        f"{prefix}_duplicates": kl["duplicates"],
+        f"{prefix}_mnnd": metrics.mnnd(x),
+        f"{prefix}_covariance_trace": metrics.covariance_trace(x),
+    }
+
+
+def compute(train: np.ndarray, generated: np.ndarray, real: np.ndarray, train_pixels: np.ndarray,
+            generated_pixels: np.ndarray) -> dict[str, float]:
+    """Every metric of one iteration from feature arrays (and pixels for the memorization ratio)."""
+    values = {"generalization_score": metrics.generalization_score(generated, train)}
+    values |= set_metrics(train, "train")
+    values |= set_metrics(generated, "generated")
+    # d1/d2 is scale-free, so the √(HWC) normalisation of the literature changes nothing here
+    values["memorization_ratio"] = metrics.memorization_ratio(generated_pixels, train_pixels)
+    values |= {f"{k}": v for k, v in metrics.prdc(real, generated, k=5).items()}
+    return values
+
+
+def load_generated(files: list[str], count: int, load) -> np.ndarray:
+    return np.concatenate([load(f) for f in files])[:count]
+
+
+def stage(manifest_path: str, generated_files: list[str], real_images: str, extractor: str, *,
+          count: int, meta: dict, out: str) -> dict:
+    m = manifest.read(manifest_path)
+    feats = lambda f: load_features(features_of(f, extractor))  # noqa: E731
+    train = manifest.gather(m, feats)
+    generated = load_generated(generated_files, count, feats)
+    values = compute(
+        train, generated, feats(real_images),
+        pixels(manifest.gather(m, load_images)), pixels(load_generated(generated_files, count, load_images)),
+    )
+    values["real_share"] = m.share("real")
+    result = {
+        **meta,
+        "feature_space": extractor,
+        "sizes": {"train": len(m), "generated": len(generated)},
+        "source_shares": m.shares(),
+        "values": values,
+    }
+    save_json(out, result)
+    return result

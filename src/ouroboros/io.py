@@ -1,0 +1,108 @@
+"""Files in and out: atomic writes, and loads that check what they read.
+
+Every write goes to a temporary file in the same directory and is renamed into place, so a
+killed job never leaves a half-written file under the final name. Every load refuses pickles
+(``allow_pickle=False``) and names the file in its error.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ouroboros.errors import OuroborosError
+
+
+def _atomic(path: str | os.PathLike, write) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def save_array(path: str | os.PathLike, array: np.ndarray) -> Path:
+    return _atomic(path, lambda f: np.save(f, np.ascontiguousarray(array), allow_pickle=False))
+
+
+def save_json(path: str | os.PathLike, obj: Any) -> Path:
+    text = json.dumps(obj, indent=2, sort_keys=False, default=_jsonable) + "\n"
+    return _atomic(path, lambda f: f.write(text.encode()))
+
+
+def save_text(path: str | os.PathLike, text: str) -> Path:
+    return _atomic(path, lambda f: f.write(text.encode()))
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"cannot write {type(value).__name__} to JSON")
+
+
+def load_array(
+    path: str | os.PathLike,
+    *,
+    dtype: np.dtype | type | None = None,
+    ndim: int | None = None,
+    finite: bool = False,
+) -> np.ndarray:
+    """Load a ``.npy`` file, checking dtype, rank and (for features) that no value is NaN/inf."""
+    path = Path(path)
+    if not path.is_file():
+        raise OuroborosError(f"{path}: file not found; re-run the workflow step that writes it")
+    try:
+        array = np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:
+        raise OuroborosError(
+            f"{path}: not a readable .npy array ({exc}); delete it and re-run the step that writes it"
+        ) from exc
+    if dtype is not None and array.dtype != np.dtype(dtype):
+        raise OuroborosError(f"{path}: expected dtype {np.dtype(dtype)}, found {array.dtype}")
+    if ndim is not None and array.ndim != ndim:
+        raise OuroborosError(f"{path}: expected a {ndim}-d array, found shape {array.shape}")
+    if finite and not np.isfinite(array).all():
+        bad = int((~np.isfinite(array)).any(axis=tuple(range(1, array.ndim))).sum()) if array.ndim > 1 else -1
+        raise OuroborosError(f"{path}: contains NaN or infinite values ({bad} rows); re-run the step that writes it")
+    return array
+
+
+def load_images(path: str | os.PathLike) -> np.ndarray:
+    """uint8 images, NHWC."""
+    images = load_array(path, dtype=np.uint8, ndim=4)
+    if images.shape[-1] not in (1, 3):
+        raise OuroborosError(f"{path}: expected NHWC images with 1 or 3 channels, found shape {images.shape}")
+    return images
+
+
+def load_features(path: str | os.PathLike) -> np.ndarray:
+    """float32 features, (count, dim), all finite."""
+    return load_array(path, dtype=np.float32, ndim=2, finite=True)
+
+
+def load_json(path: str | os.PathLike) -> Any:
+    path = Path(path)
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError as exc:
+        raise OuroborosError(f"{path}: file not found") from exc
+    except json.JSONDecodeError as exc:
+        raise OuroborosError(f"{path}: not valid JSON ({exc}); delete it and re-run the step that writes it") from exc

@@ -1,0 +1,105 @@
+"""The paper's measurements, each a pure function of feature arrays (count, dim).
+
+Distances are Euclidean in whatever space the features live in (pixels, DINOv2, ...).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from scipy.special import digamma, gammaln
+
+from ouroboros.neighbors import knn
+
+
+def generalization_score(generated: np.ndarray, train: np.ndarray) -> float:
+    """GS(n), Eq. 1: mean distance from each generated point to its nearest training point."""
+    d, _ = knn(generated, train, 1)
+    return float(d[:, 0].mean())
+
+
+def distinct(x: np.ndarray) -> tuple[np.ndarray, int]:
+    """Rows with exact duplicates removed, and how many rows were removed."""
+    unique = np.unique(np.ascontiguousarray(x), axis=0)
+    return unique, len(x) - len(unique)
+
+
+def kl_entropy_details(x: np.ndarray, k: int = 1) -> dict[str, float | int]:
+    """Kozachenko–Leonenko entropy (nats) with its bookkeeping.
+
+    Exact duplicates (common once a model copies its training set) have a zero k-NN distance and
+    log 0 = −∞. The estimator is computed over the distinct points and the duplicate count is
+    reported beside it: jittering duplicates apart does not work in float32, where the jitter
+    either vanishes or dominates.
+    """
+    x = np.asarray(x, dtype=np.float64)
+    unique, duplicates = distinct(x)
+    n, d = unique.shape
+    eps, _ = knn(unique, unique, k, exclude_self=True)
+    log_unit_ball = (d / 2) * math.log(math.pi) - gammaln(d / 2 + 1)
+    h = digamma(n) - digamma(k) + log_unit_ball + d * np.log(eps[:, k - 1]).mean()
+    return {"entropy": float(h), "duplicates": int(duplicates), "distinct": int(n), "dim": int(d)}
+
+
+def kl_entropy(x: np.ndarray, k: int = 1) -> float:
+    """Kozachenko–Leonenko differential entropy estimate in nats (γ = k = 1 in the paper)."""
+    return float(kl_entropy_details(x, k)["entropy"])
+
+
+def mnnd(x: np.ndarray) -> float:
+    """MNND, Eq. 4: mean leave-one-out nearest-neighbour distance (duplicates count as 0)."""
+    d, _ = knn(x, x, 1, exclude_self=True)
+    return float(d[:, 0].mean())
+
+
+def covariance_trace(x: np.ndarray) -> float:
+    """Trace of the sample covariance (ddof = 1): the total variance of Fig. 7."""
+    return float(np.var(np.asarray(x, dtype=np.float64), axis=0, ddof=1).sum())
+
+
+def memorization_ratio(generated: np.ndarray, train: np.ndarray, threshold: float = 1 / 3) -> float:
+    """Share of generated points whose nearest training point is < threshold × the second nearest.
+
+    A generated point that equals a training point (d1 = 0) counts as memorized even when the
+    training set holds a duplicate of it (d2 = 0).
+    """
+    d, _ = knn(generated, train, 2)
+    d1, d2 = d[:, 0], d[:, 1]
+    memorized = (d1 == 0) | (d1 < threshold * d2)
+    return float(memorized.mean())
+
+
+def _pairwise_le(a: np.ndarray, b: np.ndarray, radii_b: np.ndarray) -> np.ndarray:
+    """Boolean (len(a), len(b)): is a_i within radius_j of b_j. Chunked over a."""
+    a64, b64 = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    out = np.empty((len(a), len(b)), dtype=bool)
+    for lo in range(0, len(a), 1024):
+        chunk = a64[lo : lo + 1024]
+        d2 = (chunk**2).sum(1)[:, None] - 2 * chunk @ b64.T + (b64**2).sum(1)[None, :]
+        out[lo : lo + 1024] = np.sqrt(np.maximum(d2, 0)) <= radii_b[None, :]
+    return out
+
+
+def prdc(real: np.ndarray, generated: np.ndarray, k: int = 5) -> dict[str, float]:
+    """Precision, recall, density, coverage (Naeem et al. 2020) with k-NN radii."""
+    real_radii = knn(real, real, k, exclude_self=True)[0][:, k - 1]
+    fake_radii = knn(generated, generated, k, exclude_self=True)[0][:, k - 1]
+    fake_in_real = _pairwise_le(generated, real, real_radii)  # (M, N)
+    real_in_fake = _pairwise_le(real, generated, fake_radii)  # (N, M)
+    nearest_fake = knn(real, generated, 1)[0][:, 0]
+    return {
+        "precision": float(fake_in_real.any(axis=1).mean()),
+        "recall": float(real_in_fake.any(axis=1).mean()),
+        "density": float(fake_in_real.sum() / (k * len(generated))),
+        "coverage": float((nearest_fake <= real_radii).mean()),
+    }
+
+
+def fid(features_a: np.ndarray, features_b: np.ndarray) -> float:
+    """Fréchet distance of two feature sets, through torch-fidelity's statistics functions (float64)."""
+    import torch
+    from torch_fidelity.metric_fid import KEY_METRIC_FID, fid_features_to_statistics, fid_statistics_to_metric
+
+    stats = [fid_features_to_statistics(torch.from_numpy(np.asarray(f, dtype=np.float64))) for f in (features_a, features_b)]
+    return float(fid_statistics_to_metric(stats[0], stats[1], verbose=False)[KEY_METRIC_FID])

@@ -1,0 +1,96 @@
+"""diffusers UNet2DModel presets, by name.
+
+``tiny8``: the CPU preset for 8×8 digits (about 1M parameters: big enough to memorize a few
+hundred images, small enough to train in about a minute on one core).
+``cifar-paper``: §D.2 of the paper as written: 6 blocks of 48, 48, 96, 96, 144, 144 channels,
+2 layers per block, 16 groups, with the block types of diffusers' train_unconditional example
+(attention in the 5th down and 2nd up block), which the paper says it kept at their defaults.
+``cifar-released``: the same with 48, 48, 96, 96, 192, 192 channels, as in the authors' script.
+``mnist-paper``: 4 blocks of 64, 128, 256, 512 channels, 2 layers, 32 groups, for 32×32
+(MNIST padded by 2 pixels; three downsamplings do not divide 28).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ouroboros.errors import OuroborosError
+
+_EXAMPLE_DOWN = ("DownBlock2D", "DownBlock2D", "DownBlock2D", "DownBlock2D", "AttnDownBlock2D", "DownBlock2D")
+_EXAMPLE_UP = ("UpBlock2D", "AttnUpBlock2D", "UpBlock2D", "UpBlock2D", "UpBlock2D", "UpBlock2D")
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "tiny8": dict(
+        sample_size=8,
+        in_channels=1,
+        out_channels=1,
+        block_out_channels=(32, 64, 64),
+        down_block_types=("DownBlock2D",) * 3,
+        up_block_types=("UpBlock2D",) * 3,
+        layers_per_block=1,
+        norm_num_groups=8,
+        add_attention=False,
+    ),
+    "cifar-paper": dict(
+        sample_size=32,
+        in_channels=3,
+        out_channels=3,
+        block_out_channels=(48, 48, 96, 96, 144, 144),
+        down_block_types=_EXAMPLE_DOWN,
+        up_block_types=_EXAMPLE_UP,
+        layers_per_block=2,
+        norm_num_groups=16,
+    ),
+    "cifar-released": dict(
+        sample_size=32,
+        in_channels=3,
+        out_channels=3,
+        block_out_channels=(48, 48, 96, 96, 192, 192),
+        down_block_types=_EXAMPLE_DOWN,
+        up_block_types=_EXAMPLE_UP,
+        layers_per_block=2,
+        norm_num_groups=16,
+    ),
+    "mnist-paper": dict(
+        sample_size=32,
+        in_channels=1,
+        out_channels=1,
+        block_out_channels=(64, 128, 256, 512),
+        down_block_types=("DownBlock2D", "DownBlock2D", "AttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "AttnUpBlock2D", "UpBlock2D", "UpBlock2D"),
+        layers_per_block=2,
+        norm_num_groups=32,
+    ),
+}
+
+
+def preset(name: str) -> dict[str, Any]:
+    if name not in PRESETS:
+        raise OuroborosError(f"config.yaml: unknown model preset {name!r}; presets: {sorted(PRESETS)}")
+    return dict(PRESETS[name])
+
+
+def build(name: str):
+    """A freshly initialised UNet2DModel (initialise under a seeded torch RNG for determinism)."""
+    from diffusers import UNet2DModel
+
+    return UNet2DModel(**preset(name))
+
+
+def load(path: str):
+    """A trained UNet from a save_pretrained directory (safetensors only, never a pickle)."""
+    from pathlib import Path
+
+    from diffusers import UNet2DModel
+
+    folder = Path(path)
+    weights = folder / "diffusion_pytorch_model.safetensors"
+    if not (folder / "config.json").is_file() or not weights.is_file():
+        raise OuroborosError(
+            f"{folder}: not a complete model directory (needs config.json and {weights.name}); "
+            "delete it and re-run the train step"
+        )
+    try:
+        return UNet2DModel.from_pretrained(folder, use_safetensors=True)
+    except Exception as exc:  # diffusers raises several types for corrupt weights
+        raise OuroborosError(f"{folder}: cannot load the model ({exc}); delete it and re-run the train step") from exc

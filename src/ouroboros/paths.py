@@ -1,0 +1,133 @@
+"""Where every file of the loop lives, and the recursion that links iteration n to n-1.
+
+Iteration n trains on D_n and samples G_n. D_1 is the real subset; iteration 1 depends only on
+the dataset, so its model and samples live once under ``results/{dataset}/real/iter01`` and every
+run points there. From iteration 2 on, D_n is built by the run's selection from its pool:
+replace: G_(n-1); accumulate: real ∪ G_1 … G_(n-1).
+
+G_n of a run holds ``samples × N`` images with per-image seeds 0 … samples·N-1. The shared G_1
+holds the first N in ``real/iter01/samples.npy``; a run that needs 2N adds
+``real/iter01/x2/samples.npy`` with images N … 2N-1 (per-image seeds make the two a prefix and
+its extension), so adding such a run never invalidates the others.
+
+Features live beside the images they describe: ``features-{extractor}.npy`` in the same folder.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ouroboros.config import Config
+
+RESULTS = "results"
+REAL = "real"
+
+
+def iter_name(n: int) -> str:
+    return f"iter{n:02d}"
+
+
+def dataset_dir(dataset: str) -> str:
+    return f"{RESULTS}/{dataset}"
+
+
+def real_dir(dataset: str) -> str:
+    return f"{RESULTS}/{dataset}/{REAL}"
+
+
+def real_images(dataset: str) -> str:
+    return f"{real_dir(dataset)}/images.npy"
+
+
+def real_labels(dataset: str) -> str:
+    return f"{real_dir(dataset)}/labels.npy"
+
+
+def classifier_dir(dataset: str) -> str:
+    return f"{real_dir(dataset)}/classifier"
+
+
+def iteration_dir(dataset: str, run: str, n: int) -> str:
+    """The run's own directory for iteration n (metrics.json and fid.json live here for every n)."""
+    return f"{RESULTS}/{dataset}/{run}/{iter_name(n)}"
+
+
+def producer_dir(dataset: str, run: str, n: int) -> str:
+    """Where the model and samples of iteration n live: shared for n = 1."""
+    return f"{real_dir(dataset)}/{iter_name(1)}" if n == 1 else iteration_dir(dataset, run, n)
+
+
+def manifest(dataset: str, run: str, n: int) -> str:
+    """D_n as (source, index, file, row) rows."""
+    return f"{real_dir(dataset)}/train.tsv" if n == 1 else f"{iteration_dir(dataset, run, n)}/train.tsv"
+
+
+def model_dir(dataset: str, run: str, n: int) -> str:
+    return f"{producer_dir(dataset, run, n)}/model"
+
+
+def features_of(images_file: str, extractor: str) -> str:
+    """features-{extractor}.npy beside images.npy or samples.npy."""
+    return f"{images_file.rsplit('/', 1)[0]}/features-{extractor}.npy"
+
+
+def sample_files(cfg: Config, dataset: str, run: str, n: int) -> list[str]:
+    """The files that together hold G_n of a run, in per-image-seed order."""
+    k = cfg.run(run).samples
+    folder = producer_dir(dataset, run, n)
+    if n == 1 and k > 1:
+        return [f"{folder}/samples.npy", f"{folder}/x{k}/samples.npy"]
+    return [f"{folder}/samples.npy"]
+
+
+def parse_producer(producer: str) -> tuple[str, int, int]:
+    """'real/iter01/x2' → ('real', 1, 2); 'greedy/iter03' → ('greedy', 3, 1)."""
+    parts = producer.split("/")
+    branch, n = parts[0], int(parts[1].removeprefix("iter"))
+    k = int(parts[2].removeprefix("x")) if len(parts) > 2 else 1
+    return branch, n, k
+
+
+def sample_range(cfg: Config, dataset: str, producer: str) -> tuple[int, int]:
+    """(first per-image index, count) of the samples.npy in a producer folder."""
+    branch, n, k = parse_producer(producer)
+    size = cfg.dataset(dataset).size
+    if branch == REAL:
+        if n != 1:
+            raise ValueError(f"the real branch holds iteration 1 only, not {iter_name(n)}")
+        return (0, size) if k == 1 else (size, (k - 1) * size)
+    if k != 1 or n < 2:
+        raise ValueError(f"run folders hold iterations ≥ 2 and one samples.npy, not {producer}")
+    return 0, cfg.run(branch).samples * size
+
+
+@dataclass(frozen=True)
+class Source:
+    """One source of a pool: 'real' or 'G03', and the files that hold it, in order."""
+
+    name: str
+    files: tuple[str, ...]
+
+
+def pool(cfg: Config, dataset: str, run: str, n: int) -> list[Source]:
+    """The candidates D_n (n ≥ 2) is selected from."""
+    if n < 2:
+        raise ValueError("D_1 is the real subset; pools start at iteration 2")
+    generated = lambda j: Source(f"G{j:02d}", tuple(sample_files(cfg, dataset, run, j)))  # noqa: E731
+    if cfg.run(run).paradigm == "replace":
+        return [generated(n - 1)]
+    return [Source(REAL, (real_images(dataset),))] + [generated(j) for j in range(1, n)]
+
+
+def pool_size(cfg: Config, dataset: str, run: str, n: int) -> int:
+    size, k = cfg.dataset(dataset).size, cfg.run(run).samples
+    if cfg.run(run).paradigm == "replace":
+        return k * size
+    return size + (n - 1) * k * size
+
+
+def train_files(cfg: Config, dataset: str, run: str, n: int) -> list[str]:
+    """Every image file D_n may reference (what the train and evaluate rules must wait for)."""
+    if n == 1:
+        return [real_images(dataset)]
+    return [f for source in pool(cfg, dataset, run, n) for f in source.files]

@@ -1,0 +1,46 @@
+"""The tidy table: one row per dataset × run × iteration × metric, from metrics.json and fid.json.
+
+Usage outside Snakemake: ``python -m ouroboros.tables results/`` scans whatever results/ holds.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from ouroboros.io import load_json
+
+ID_COLUMNS = ["dataset", "run", "paradigm", "selection", "samples_per_iteration", "tau0", "decay", "iteration"]
+
+
+def rows(path: str | Path) -> list[dict]:
+    record = load_json(path)
+    space = record.get("feature_space") or record.get("feature_extractor")
+    base = {k: record.get(k) for k in ID_COLUMNS} | {"file": Path(path).name, "feature_space": space}
+    return [base | {"metric": metric, "value": value} for metric, value in record["values"].items()]
+
+
+def tidy(paths: list[str | Path]) -> pd.DataFrame:
+    frame = pd.DataFrame([r for p in paths for r in rows(p)], columns=ID_COLUMNS + ["file", "feature_space", "metric", "value"])
+    return frame.sort_values(["dataset", "run", "iteration", "metric"], kind="stable").reset_index(drop=True)
+
+
+def stage(inputs: list[str], out: str) -> pd.DataFrame:
+    from ouroboros.io import save_text
+
+    frame = tidy(inputs)
+    save_text(out, frame.to_csv(sep="\t", index=False))
+    print(f"{len(frame)} rows from {len(inputs)} files → {out}")
+    return frame
+
+
+def scan(results: str | Path) -> list[Path]:
+    root = Path(results)
+    return sorted(p for name in ("metrics.json", "fid.json") for p in root.glob(f"*/*/iter*/{name}"))
+
+
+if __name__ == "__main__":
+    results = sys.argv[1] if len(sys.argv) > 1 else "results"
+    stage([str(p) for p in scan(results)], f"{results}/tables/metrics.tsv")

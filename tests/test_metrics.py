@@ -1,0 +1,101 @@
+"""Metrics against brute-force numpy and analytic values."""
+
+import math
+
+import numpy as np
+import pytest
+
+from ouroboros import metrics
+from ouroboros.neighbors import knn
+
+
+def brute_dist(a, b):
+    return np.sqrt(((a[:, None, :].astype(np.float64) - b[None, :, :]) ** 2).sum(-1))
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(0)
+
+
+def test_knn_matches_brute_force(rng):
+    q, b = rng.normal(size=(50, 7)).astype(np.float32), rng.normal(size=(80, 7)).astype(np.float32)
+    d, i = knn(q, b, 3)
+    full = brute_dist(q, b)
+    expect = np.sort(full, axis=1)[:, :3]
+    np.testing.assert_allclose(d, expect, rtol=1e-12)
+    np.testing.assert_allclose(np.take_along_axis(full, i, 1), expect, rtol=1e-12)
+
+
+def test_knn_exclude_self_drops_own_index_even_with_duplicates():
+    x = np.array([[0.0], [0.0], [0.0], [5.0], [7.0]], dtype=np.float32)
+    d, i = knn(x, x, 1, exclude_self=True)
+    assert (i[:, 0] != np.arange(5)).all()
+    np.testing.assert_array_equal(d[:, 0], [0, 0, 0, 2, 2])
+
+
+def test_generalization_score_and_mnnd_match_brute_force(rng):
+    g, t = rng.normal(size=(40, 5)), rng.normal(size=(60, 5))
+    assert metrics.generalization_score(g, t) == pytest.approx(brute_dist(g, t).min(1).mean(), rel=1e-6)
+    full = brute_dist(t, t)
+    np.fill_diagonal(full, np.inf)
+    assert metrics.mnnd(t) == pytest.approx(full.min(1).mean(), rel=1e-6)
+
+
+def test_kl_entropy_of_gaussian_matches_analytic():
+    rng = np.random.default_rng(1)
+    sigma, d, n = 0.7, 2, 20000
+    x = rng.normal(scale=sigma, size=(n, d))
+    analytic = 0.5 * d * math.log(2 * math.pi * math.e * sigma**2)
+    assert metrics.kl_entropy(x) == pytest.approx(analytic, abs=0.05)
+
+
+def test_kl_entropy_is_computed_over_distinct_points_and_counts_duplicates(rng):
+    x = rng.normal(size=(200, 3))
+    doubled = np.concatenate([x, x[:30]])
+    details = metrics.kl_entropy_details(doubled)
+    assert details["duplicates"] == 30 and details["distinct"] == 200
+    assert details["entropy"] == pytest.approx(metrics.kl_entropy(x))
+    assert np.isfinite(details["entropy"])
+
+
+def test_covariance_trace(rng):
+    x = rng.normal(size=(100, 4)) * [1, 2, 3, 4]
+    assert metrics.covariance_trace(x) == pytest.approx(np.trace(np.cov(x, rowvar=False)))
+
+
+def test_memorization_ratio_on_hand_made_points():
+    train = np.array([[0.0], [10.0], [20.0], [20.0]])
+    generated = np.array([[1.0], [5.0], [9.0], [20.0], [14.0]])
+    # d1/d2: 1/9 yes, 5/5 no, 1/9 yes, 0 (copy of a duplicated point) yes, 4/6 no
+    assert metrics.memorization_ratio(generated, train) == pytest.approx(3 / 5)
+
+
+def test_prdc_tight_cluster_against_spread_set(rng):
+    real = rng.normal(size=(400, 2))
+    tight = rng.normal(scale=0.05, size=(400, 2))
+    r = metrics.prdc(real, tight, k=5)
+    assert r["precision"] > 0.95 and r["recall"] < 0.2 and r["coverage"] < 0.3
+
+
+def test_prdc_matches_brute_force_definitions(rng):
+    real, fake, k = rng.normal(size=(60, 3)), rng.normal(size=(50, 3)) + 0.3, 5
+    rr, ff, rf = brute_dist(real, real), brute_dist(fake, fake), brute_dist(real, fake)
+    r_radius = np.sort(rr, 1)[:, k]  # column 0 is the point itself
+    f_radius = np.sort(ff, 1)[:, k]
+    expect = {
+        "precision": (rf <= r_radius[:, None]).any(0).mean(),
+        "recall": (rf <= f_radius[None, :]).any(1).mean(),
+        "density": (rf <= r_radius[:, None]).sum() / (k * len(fake)),
+        "coverage": (rf.min(1) <= r_radius).mean(),
+    }
+    got = metrics.prdc(real, fake, k=k)
+    for key, value in expect.items():
+        assert got[key] == pytest.approx(value), key
+
+
+def test_fid_with_equal_covariance_is_squared_mean_distance(rng):
+    a = rng.normal(size=(500, 4))
+    shift = np.array([1.0, -2.0, 0.5, 0.0])
+    assert metrics.fid(a, a + shift) == pytest.approx(float(shift @ shift), abs=1e-6)
+    assert metrics.fid(a, a) == pytest.approx(0.0, abs=1e-6)

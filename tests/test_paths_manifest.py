@@ -1,0 +1,87 @@
+"""The recursion (which files iteration n reads) and manifests (D_n without copies)."""
+
+import numpy as np
+import pytest
+
+from ouroboros import manifest, paths
+from ouroboros.config import parse
+from ouroboros.errors import OuroborosError
+from ouroboros.io import save_array
+
+RAW = {
+    "seed": 0,
+    "datasets": {"d": {"source": "digits", "size": 10, "model": "tiny8", "train": {"steps": 1},
+                       "sample": {}, "features": "pixels", "fid_features": "classifier", "tau0": 1.0}},
+    "runs": {
+        "rep": {"paradigm": "replace", "selection": "all"},
+        "rep2": {"paradigm": "replace", "selection": "greedy", "samples": 2},
+        "acc": {"paradigm": "accumulate", "selection": "random"},
+    },
+}
+
+
+def test_replace_pool_is_previous_generation_and_iteration_1_is_shared():
+    cfg = parse(RAW)
+    assert paths.pool(cfg, "d", "rep", 2) == [paths.Source("G01", ("results/d/real/iter01/samples.npy",))]
+    assert paths.pool(cfg, "d", "rep", 4) == [paths.Source("G03", ("results/d/rep/iter03/samples.npy",))]
+    assert paths.model_dir("d", "rep", 1) == "results/d/real/iter01/model"
+    assert paths.manifest("d", "acc", 1) == "results/d/real/train.tsv"
+
+
+def test_2n_runs_extend_the_shared_first_generation():
+    cfg = parse(RAW)
+    assert paths.sample_files(cfg, "d", "rep2", 1) == [
+        "results/d/real/iter01/samples.npy", "results/d/real/iter01/x2/samples.npy"]
+    assert paths.sample_range(cfg, "d", "real/iter01") == (0, 10)
+    assert paths.sample_range(cfg, "d", "real/iter01/x2") == (10, 10)
+    assert paths.sample_range(cfg, "d", "rep2/iter03") == (0, 20)
+    assert paths.pool_size(cfg, "d", "rep2", 3) == 20
+
+
+def test_accumulate_pool_is_real_and_every_generation_so_far():
+    cfg = parse(RAW)
+    names = [s.name for s in paths.pool(cfg, "d", "acc", 4)]
+    assert names == ["real", "G01", "G02", "G03"]
+    assert paths.pool_size(cfg, "d", "acc", 4) == 40
+    assert paths.features_of("results/d/acc/iter02/samples.npy", "pixels") == "results/d/acc/iter02/features-pixels.npy"
+
+
+def test_config_errors_name_the_key():
+    bad = {**RAW, "runs": {"t": {"paradigm": "accumulate", "selection": "threshold_decay"}}}
+    with pytest.raises(OuroborosError, match="runs.t.decay"):
+        parse(bad)
+    bad = {**RAW, "targets": {"runs": ["nope"]}}
+    with pytest.raises(OuroborosError, match="unknown run 'nope'"):
+        parse(bad)
+    bad = {**RAW, "runs": {"r": {"paradigm": "replace", "selection": "greedy"}}}
+    with pytest.raises(OuroborosError, match="runs.r"):
+        parse(bad)
+
+
+def test_manifest_round_trip_and_gather(tmp_path):
+    a, b = tmp_path / "a.npy", tmp_path / "b.npy"
+    save_array(a, np.arange(6)[:, None] * 10)
+    save_array(b, np.arange(4)[:, None] * 100)
+    parts = [manifest.PoolPart("real", str(a), 6), manifest.PoolPart("G01", str(b), 4)]
+    m = manifest.from_pool(parts, np.array([7, 0, 9, 5]))
+    assert list(m.source) == ["G01", "real", "G01", "real"]
+    assert list(m.index) == [1, 0, 3, 5]
+    manifest.write(tmp_path / "train.tsv", m)
+    back = manifest.read(tmp_path / "train.tsv")
+    np.testing.assert_array_equal(back.row, m.row)
+    got = manifest.gather(back, lambda f: np.load(f))
+    np.testing.assert_array_equal(got[:, 0], [100, 0, 300, 50])
+    assert back.share("real") == 0.5
+
+
+def test_index_counts_across_the_files_of_one_source(tmp_path):
+    parts = [manifest.PoolPart("G01", "s.npy", 3), manifest.PoolPart("G01", "x2/s.npy", 3)]
+    m = manifest.from_pool(parts, np.array([4]))
+    assert (m.index[0], m.file[0], m.row[0]) == (4, "x2/s.npy", 1)
+
+
+def test_bad_manifest_names_the_file(tmp_path):
+    p = tmp_path / "train.tsv"
+    p.write_text("nonsense\n")
+    with pytest.raises(OuroborosError, match=str(p)):
+        manifest.read(p)

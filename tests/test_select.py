@@ -1,0 +1,69 @@
+"""Selection methods: the defining property of each, on known answers."""
+
+import numpy as np
+import pytest
+
+from ouroboros import select
+from ouroboros.errors import OuroborosError
+
+
+def test_greedy_each_choice_is_farthest_from_those_before():
+    x = np.random.default_rng(0).normal(size=(300, 6))
+    chosen = select.greedy(x, 40, seed=3)
+    assert len(set(chosen.tolist())) == 40
+    for i in range(1, 40):
+        min_d = np.sqrt(((x[:, None, :] - x[chosen[:i]][None]) ** 2).sum(-1)).min(1)
+        min_d[chosen[:i]] = -1
+        assert min_d[chosen[i]] == pytest.approx(min_d.max())
+
+
+def test_greedy_same_seed_same_indices_and_seed_moves_the_start():
+    x = np.random.default_rng(1).normal(size=(200, 3))
+    np.testing.assert_array_equal(select.greedy(x, 20, seed=5), select.greedy(x, 20, seed=5))
+    assert select.greedy(x, 20, seed=5)[0] != select.greedy(x, 20, seed=6)[0]
+
+
+def test_threshold_decay_hand_made_1d_example():
+    x = np.array([[0.0], [0.5], [3.0], [3.2], [7.0]])
+    trace = select.threshold_decay_trace(x, 4, tau0=2.5, decay=0.5, seed=0, order=np.arange(5))
+    # pass 1 (τ=2.5) adds 3.0 and 7.0; passes 2-4 add nothing (τ → 1.25 → 0.625 → 0.3125);
+    # pass 5 adds 0.5 (0.5 > 0.3125) and stops at N = 4
+    np.testing.assert_array_equal(trace.indices, [0, 2, 4, 1])
+    assert trace.final_tau == pytest.approx(0.3125)
+    assert trace.passes == 5
+
+
+def test_threshold_decay_tests_against_d_as_it_stands_within_a_pass():
+    x = np.array([[0.0], [3.0], [4.0]])
+    # 4.0 is 4 from the seed point but only 1 from 3.0, added earlier in the same pass
+    trace = select.threshold_decay_trace(x, 3, tau0=2.0, decay=0.4, seed=0, order=np.arange(3))
+    np.testing.assert_array_equal(trace.indices, [0, 1, 2])
+    assert trace.final_tau == pytest.approx(0.8)
+
+
+def test_threshold_decay_same_seed_same_indices():
+    x = np.random.default_rng(2).normal(size=(300, 4))
+    a = select.threshold_decay(x, 50, tau0=3.0, decay=0.8, seed=9)
+    np.testing.assert_array_equal(a, select.threshold_decay(x, 50, tau0=3.0, decay=0.8, seed=9))
+    assert len(set(a.tolist())) == 50
+
+
+def test_threshold_decay_reports_too_few_distinct_points():
+    x = np.zeros((10, 2))
+    x[1] = 1.0
+    with pytest.raises(OuroborosError, match="distinct"):
+        select.threshold_decay(x, 3, tau0=1.0, decay=0.5, seed=0)
+
+
+def test_random_and_all():
+    r = select.random(100, 30, seed=1)
+    assert len(set(r.tolist())) == 30 and r.max() < 100
+    np.testing.assert_array_equal(r, select.random(100, 30, seed=1))
+    np.testing.assert_array_equal(select.keep_all(5), np.arange(5))
+
+
+def test_pool_smaller_than_n_is_a_clear_error():
+    with pytest.raises(OuroborosError, match="pool is smaller than N"):
+        select.greedy(np.zeros((5, 2)), 6, seed=0)
+    with pytest.raises(OuroborosError, match="pool is smaller than N"):
+        select.random(5, 6, seed=0)

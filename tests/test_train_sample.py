@@ -1,0 +1,77 @@
+"""Training and sampling: determinism, per-image seeds, the data stream, the model files."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from ouroboros import data, models, sample, train
+from ouroboros.config import TrainConfig
+from ouroboros.errors import OuroborosError
+
+TINY = TrainConfig(steps=6, batch_size=16, lr=1e-3, warmup_steps=2, weight_decay=0.0)
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return data.prepare("digits", None, 48, seed=0, dataset="digits")
+
+
+def test_digits_are_uint8_nhwc_and_subsets_are_nested(digits):
+    images, labels = digits
+    assert images.dtype == np.uint8 and images.shape == (48, 8, 8, 1) and images.max() == 255
+    small = data.subset(1797, 16, seed=0, dataset="digits")
+    large = data.subset(1797, 48, seed=0, dataset="digits")
+    np.testing.assert_array_equal(large[:16], small)
+
+
+def test_batch_stream_covers_every_image_once_per_epoch():
+    stream = np.concatenate([train.batch_indices(10, 4, s, seed=3) for s in range(5)])  # 20 = 2 epochs
+    assert sorted(stream[:10]) == list(range(10)) and sorted(stream[10:]) == list(range(10))
+    assert not np.array_equal(stream[:10], stream[10:])
+
+
+def test_lr_warms_up_then_decays_to_zero():
+    assert train.lr_factor(0, 10, 100) == pytest.approx(0.1)
+    assert train.lr_factor(9, 10, 100) == pytest.approx(1.0)
+    assert train.lr_factor(100, 10, 100) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_training_is_deterministic_and_saves_safetensors(digits, tmp_path):
+    images, _ = digits
+    for name in ("a", "b"):
+        train.train(images, "tiny8", TINY, seed=7, out_dir=tmp_path / name, stats_path=tmp_path / f"{name}.jsonl",
+                    progress=False)
+    wa, wb = models.load(tmp_path / "a").state_dict(), models.load(tmp_path / "b").state_dict()
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    assert (tmp_path / "a" / "diffusion_pytorch_model.safetensors").is_file()
+    assert not list((tmp_path / "a").glob("*.bin"))
+    stats = [json.loads(line) for line in (tmp_path / "a.jsonl").read_text().splitlines()]
+    assert [s["step"] for s in stats] == list(range(6)) and all(np.isfinite(s["loss"]) for s in stats)
+
+
+def test_samples_do_not_depend_on_batch_size_and_extend_as_a_prefix(tmp_path):
+    torch.manual_seed(0)
+    unet = models.build("tiny8")
+    sched = train.scheduler()
+    whole = sample.sample(unet, sched, 0, 5, seed=11, inference_steps=4, batch_size=5, progress=False)
+    split = sample.sample(unet, sched, 0, 5, seed=11, inference_steps=4, batch_size=2, progress=False)
+    tail = sample.sample(unet, sched, 3, 2, seed=11, inference_steps=4, batch_size=2, progress=False)
+    assert whole.dtype == np.uint8 and whole.shape == (5, 8, 8, 1)
+    assert np.abs(whole.astype(int) - split.astype(int)).max() <= 1
+    assert np.abs(whole[3:].astype(int) - tail.astype(int)).max() <= 1
+    other = sample.sample(unet, sched, 0, 5, seed=12, inference_steps=4, batch_size=5, progress=False)
+    assert np.abs(whole.astype(int) - other.astype(int)).mean() > 5
+
+
+def test_model_directory_missing_weights_is_a_clear_error(tmp_path):
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "config.json").write_text("{}")
+    with pytest.raises(OuroborosError, match="diffusion_pytorch_model.safetensors"):
+        models.load(tmp_path / "model")
+
+
+def test_unknown_preset_names_the_key():
+    with pytest.raises(OuroborosError, match="unknown model preset"):
+        models.preset("huge")

@@ -1,0 +1,134 @@
+"""The workflow through the real snakemake CLI, on a tiny config in a temporary directory."""
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
+RUNS = ["replace", "replace-2n", "replace-greedy", "replace-threshold", "accumulate", "greedy", "threshold"]
+ITERATIONS = 3
+N = 32
+
+
+def tiny_config() -> dict:
+    cfg = yaml.safe_load((REPO / "config.yaml").read_text())
+    digits = cfg["datasets"]["digits"]
+    digits.update(size=N, classifier_steps=30)
+    digits["train"].update(steps=12, batch_size=16, warmup_steps=2)
+    digits["sample"].update(inference_steps=4, batch_size=64)
+    cfg["targets"] = {"datasets": ["digits"], "runs": RUNS, "iterations": ITERATIONS}
+    return cfg
+
+
+def snakemake(workdir: Path, *args: str, env: dict | None = None, check: bool = True) -> subprocess.CompletedProcess:
+    cmd = [SNAKEMAKE, "-s", str(REPO / "Snakefile"), "--directory", str(workdir), "--cores", "2",
+           "--resources=gpu=2", *args]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, **(env or {})}, timeout=900)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}")
+    return proc
+
+
+def make_workdir(path: Path, cfg: dict) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return path
+
+
+@pytest.fixture(scope="module")
+def done(tmp_path_factory) -> Path:
+    """A workdir in which the whole tiny experiment has run once."""
+    workdir = make_workdir(tmp_path_factory.mktemp("loop"), tiny_config())
+    snakemake(workdir)
+    return workdir
+
+
+def test_every_run_produces_every_file(done):
+    for run in RUNS:
+        for n in range(1, ITERATIONS + 1):
+            folder = done / f"results/digits/{run}/iter{n:02d}"
+            metrics = json.loads((folder / "metrics.json").read_text())
+            fid = json.loads((folder / "fid.json").read_text())
+            assert (metrics["run"], metrics["iteration"], metrics["dataset"]) == (run, n, "digits")
+            assert metrics["sizes"]["generated"] == N
+            assert metrics["values"]["generalization_score"] > 0
+            assert fid["values"]["fid"] >= 0 and fid["feature_extractor"] == "classifier"
+            if n > 1:
+                assert (folder / "model" / "diffusion_pytorch_model.safetensors").is_file()
+                assert (folder / "train.tsv").is_file()
+    table = (done / "results/tables/metrics.tsv").read_text().splitlines()
+    assert len(table) > len(RUNS) * ITERATIONS * 10
+    for name in ("generalization_score", "entropy", "fid", "real_share"):
+        assert (done / f"results/figures/{name}.png").stat().st_size > 1000
+
+
+def test_training_sets_follow_the_paradigms(done):
+    def sources(run, n):
+        rows = (done / f"results/digits/{run}/iter{n:02d}/train.tsv").read_text().splitlines()[1:]
+        return [r.split("\t")[0] for r in rows]
+
+    assert set(sources("replace", 3)) == {"G02"} and len(sources("replace", 3)) == N
+    assert len(sources("replace-2n", 2)) == 2 * N  # trains on all 2N samples
+    assert set(sources("replace-greedy", 2)) == {"G01"} and len(sources("replace-greedy", 2)) == N
+    assert set(sources("accumulate", 3)) <= {"real", "G01", "G02"} and len(sources("accumulate", 3)) == N
+    # the shared G_1 is sampled once; the 2N runs add an extension beside it
+    assert (done / "results/digits/real/iter01/x2/samples.npy").is_file()
+    assert not (done / "results/digits/replace/iter01/model").exists()
+
+
+def test_second_invocation_has_nothing_to_do(done):
+    out = snakemake(done, "-n")
+    assert "Nothing to be done" in out.stdout + out.stderr
+
+
+def test_failed_job_leaves_no_partial_output_and_the_next_run_resumes(done):
+    target = "results/digits/greedy/iter03/metrics.json"
+    before = json.loads((done / target).read_text())
+    untouched = done / "results/digits/greedy/iter02/model/diffusion_pytorch_model.safetensors"
+    mtime = untouched.stat().st_mtime_ns
+    shutil.rmtree(done / "results/digits/greedy/iter03")
+
+    failed = snakemake(done, target, env={"OUROBOROS_FAULT": "train"}, check=False)
+    assert failed.returncode != 0
+    assert "injected fault" in (done / "logs/digits/greedy/iter03/train.log").read_text()
+    folder = done / "results/digits/greedy/iter03"
+    assert not (folder / "model").exists() and not (folder / "train-stats.jsonl").exists()
+    assert not any(p.name.startswith(".model.") for p in folder.iterdir())
+
+    resumed = snakemake(done, target)
+    jobs = re.findall(r"^(\w+)\s+(\d+)$", resumed.stdout + resumed.stderr, flags=re.M)
+    assert dict(jobs).get("train") == "1"  # only the lost training runs again
+    assert untouched.stat().st_mtime_ns == mtime
+    after = json.loads((done / target).read_text())
+    assert after["values"] == before["values"]  # bit-for-bit the same result as the uninterrupted run
+
+
+def test_cifar_dry_run_plans_eight_trainings(tmp_path):
+    shutil.copy(REPO / "config.yaml", tmp_path / "config.yaml")
+    out = snakemake(tmp_path, "-n", "results/cifar/greedy/iter08/fid.json")
+    jobs = dict(re.findall(r"^(\w+)\s+(\d+)$", out.stdout, flags=re.M))
+    assert jobs["train"] == "8"
+    assert jobs["select"] == "7" and jobs["sample"] == "8"
+
+
+def test_config_typo_fails_before_any_job_naming_the_key(tmp_path):
+    cfg = tiny_config()
+    cfg["datasets"]["digits"]["train"]["stpes"] = 3
+    make_workdir(tmp_path, cfg)
+    out = snakemake(tmp_path, "-n", check=False)
+    assert out.returncode != 0 and "stpes" in out.stdout + out.stderr
+    assert not (tmp_path / "results").exists()
+
+
+def test_unknown_run_in_a_target_names_it(tmp_path):
+    make_workdir(tmp_path, tiny_config())
+    out = snakemake(tmp_path, "-n", "results/digits/nope/iter02/fid.json", check=False)
+    assert out.returncode != 0 and "unknown run 'nope'" in out.stdout + out.stderr

@@ -1,0 +1,182 @@
+# All Python of the workflow: config validation, wildcard constraints and the input functions
+# that encode the recursion (iteration n reads what iteration n-1 wrote). The logic itself lives
+# in ouroboros.paths, where it is unit-tested; these functions only adapt it to wildcards.
+import sys
+from pathlib import Path
+
+from snakemake.exceptions import WorkflowError
+from snakemake.utils import validate
+
+sys.path.insert(0, str(Path(workflow.basedir) / "src"))
+
+from ouroboros import paths, seeds  # noqa: E402
+from ouroboros.config import parse as parse_config  # noqa: E402
+from ouroboros.errors import OuroborosError  # noqa: E402
+
+
+validate(config, schema="../schemas/config.schema.yaml")
+try:
+    CFG = parse_config(config)
+except OuroborosError as exc:
+    raise WorkflowError(str(exc)) from None
+
+TABLE = "results/tables/metrics.tsv"
+FIGURES = [f"results/figures/{name}.png" for name in ("generalization_score", "entropy", "fid", "real_share")]
+
+
+wildcard_constraints:
+    dataset=r"[A-Za-z0-9][A-Za-z0-9_.-]*",
+    run=r"[A-Za-z0-9][A-Za-z0-9_.-]*",
+    branch=r"[A-Za-z0-9][A-Za-z0-9_.-]*",
+    iter=r"\d\d",
+    producer=r"[A-Za-z0-9][A-Za-z0-9_.-]*/iter\d\d(/x\d+)?",
+    folder=r"[A-Za-z0-9][A-Za-z0-9_.-]*(/iter\d\d(/x\d+)?)?",
+    extractor=r"pixels|classifier|dinov2|inception",
+
+
+def default_targets():
+    """metrics.json and fid.json of every (dataset, run, iteration) in config.yaml's targets."""
+    t = CFG.targets
+    return [
+        f"{paths.iteration_dir(d, r, n)}/{name}.json"
+        for d in t.get("datasets", [])
+        for r in t.get("runs", [])
+        for n in range(1, int(t.get("iterations", 1)) + 1)
+        for name in ("metrics", "fid")
+    ]
+
+
+def _n(wildcards):
+    return int(wildcards.iter)
+
+
+def _check_run(wildcards):
+    """Unknown names in a target fail here, naming the config key."""
+    CFG.dataset(wildcards.dataset)
+    if getattr(wildcards, "run", paths.REAL) != paths.REAL:
+        CFG.run(wildcards.run)
+    if _n(wildcards) < 1:
+        raise OuroborosError(f"iterations count from 1: iter{wildcards.iter} does not exist")
+
+
+def seed(stage):
+    return lambda wildcards: seeds.derive(CFG.seed, wildcards.dataset, int(getattr(wildcards, "iter", 0)), stage)
+
+
+def dataset_params(wildcards):
+    return CFG.dataset(wildcards.dataset)
+
+
+# --- train -----------------------------------------------------------------------------
+def train_input(wildcards):
+    """D_n's manifest and every image file it may name."""
+    _check_run(wildcards)
+    n, branch = _n(wildcards), wildcards.branch
+    if branch == paths.REAL:
+        if n != 1:
+            raise OuroborosError(f"results/{wildcards.dataset}/real holds iteration 1 only")
+        return {"manifest": paths.manifest(wildcards.dataset, branch, 1), "images": [paths.real_images(wildcards.dataset)]}
+    CFG.run(branch)
+    if n < 2:
+        raise OuroborosError(f"iteration 1 is shared: its model is results/{wildcards.dataset}/real/iter01/model")
+    return {
+        "manifest": paths.manifest(wildcards.dataset, branch, n),
+        "images": paths.train_files(CFG, wildcards.dataset, branch, n),
+    }
+
+
+# --- sample ----------------------------------------------------------------------------
+def sample_input(wildcards):
+    branch, n, _ = paths.parse_producer(wildcards.producer)
+    CFG.dataset(wildcards.dataset)
+    if branch != paths.REAL:
+        CFG.run(branch)
+    return {"model": paths.model_dir(wildcards.dataset, branch, n)}
+
+
+def sample_range(wildcards):
+    try:
+        return paths.sample_range(CFG, wildcards.dataset, wildcards.producer)
+    except ValueError as exc:
+        raise OuroborosError(f"results/{wildcards.dataset}/{wildcards.producer}: {exc}") from None
+
+
+def sample_seed(wildcards):
+    _, n, _ = paths.parse_producer(wildcards.producer)
+    return seeds.derive(CFG.seed, wildcards.dataset, n, "sample")
+
+
+# --- features --------------------------------------------------------------------------
+def features_input(wildcards):
+    CFG.dataset(wildcards.dataset)
+    folder = f"results/{wildcards.dataset}/{wildcards.folder}"
+    images = f"{folder}/images.npy" if wildcards.folder == paths.REAL else f"{folder}/samples.npy"
+    out = {"images": images}
+    if wildcards.extractor == "classifier":
+        out["classifier"] = paths.classifier_dir(wildcards.dataset)
+    return out
+
+
+def features_gpu(wildcards):
+    return 1 if wildcards.extractor in ("dinov2", "inception") else 0
+
+
+# --- select ----------------------------------------------------------------------------
+def pool_sources(wildcards):
+    """[(source name, image file)] of the pool D_n is selected from, in pool order."""
+    return [(s.name, f) for s in paths.pool(CFG, wildcards.dataset, wildcards.run, _n(wildcards)) for f in s.files]
+
+
+def select_input(wildcards):
+    _check_run(wildcards)
+    if _n(wildcards) < 2:
+        raise OuroborosError("D_1 is the real subset: there is no selection at iteration 1")
+    extractor = CFG.dataset(wildcards.dataset).features
+    files = [f for _, f in pool_sources(wildcards)]
+    return {"images": files, "features": [paths.features_of(f, extractor) for f in files]}
+
+
+def select_params(wildcards):
+    run = CFG.run(wildcards.run)
+    tau0 = CFG.tau0(wildcards.dataset, wildcards.run) if run.selection == "threshold_decay" else None
+    return {"method": run.selection, "tau0": tau0, "decay": run.decay}
+
+
+# --- evaluate and fid ------------------------------------------------------------------
+def generated_files(wildcards):
+    return paths.sample_files(CFG, wildcards.dataset, wildcards.run, _n(wildcards))
+
+
+def evaluate_input(wildcards):
+    _check_run(wildcards)
+    d, r, n = wildcards.dataset, wildcards.run, _n(wildcards)
+    extractor = CFG.dataset(d).features
+    train_images = paths.train_files(CFG, d, r, n)
+    images = list(dict.fromkeys(train_images + generated_files(wildcards) + [paths.real_images(d)]))
+    return {
+        "manifest": paths.manifest(d, r, n),
+        "images": images,
+        "features": [paths.features_of(f, extractor) for f in images],
+    }
+
+
+def fid_input(wildcards):
+    _check_run(wildcards)
+    extractor = CFG.dataset(wildcards.dataset).fid_features
+    files = generated_files(wildcards) + [paths.real_images(wildcards.dataset)]
+    return {"images": files, "features": [paths.features_of(f, extractor) for f in files]}
+
+
+def run_meta(wildcards):
+    run = CFG.run(wildcards.run)
+    return {
+        "dataset": wildcards.dataset,
+        "run": wildcards.run,
+        "paradigm": run.paradigm,
+        "selection": run.selection,
+        "samples_per_iteration": run.samples,
+        "iteration": _n(wildcards),
+        "tau0": CFG.tau0(wildcards.dataset, wildcards.run) if run.selection == "threshold_decay" else None,
+        "decay": run.decay,
+        "dataset_size": CFG.dataset(wildcards.dataset).size,
+    }

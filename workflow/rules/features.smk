@@ -1,0 +1,20 @@
+rule features:
+    """Features of a set of images (real or generated) in one space: pixels, classifier, dinov2, inception."""
+    input:
+        unpack(features_input),
+    output:
+        "results/{dataset}/{folder}/features-{extractor}.npy",
+    params:
+        dinov2=lambda w: dataset_params(w).dinov2,
+        inception_weights=lambda w: dataset_params(w).inception_weights,
+    log:
+        "logs/{dataset}/{folder}/features-{extractor}.log",
+    benchmark:
+        "logs/{dataset}/{folder}/features-{extractor}.benchmark.tsv"
+    threads: 1
+    resources:
+        gpu=features_gpu,
+    conda:
+        "../../envs/torch.yaml"
+    script:
+        "../scripts/features.py"

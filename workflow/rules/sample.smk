@@ -1,0 +1,22 @@
+rule sample:
+    """G_n (or the 2N extension of the shared G_1): per-image-seeded DDPM samples, uint8 NHWC."""
+    input:
+        unpack(sample_input),
+    output:
+        "results/{dataset}/{producer}/samples.npy",
+    params:
+        sample_range=sample_range,
+        seed=sample_seed,
+        inference_steps=lambda w: dataset_params(w).sample.inference_steps,
+        batch_size=lambda w: dataset_params(w).sample.batch_size,
+    log:
+        "logs/{dataset}/{producer}/sample.log",
+    benchmark:
+        "logs/{dataset}/{producer}/sample.benchmark.tsv"
+    threads: 1
+    resources:
+        gpu=1,
+    conda:
+        "../../envs/torch.yaml"
+    script:
+        "../scripts/sample.py"

@@ -1,0 +1,22 @@
+rule select:
+    """D_n (n ≥ 2) chosen from the run's pool by its selection method, as a manifest."""
+    input:
+        unpack(select_input),
+    output:
+        manifest="results/{dataset}/{run}/iter{iter}/train.tsv",
+        info="results/{dataset}/{run}/iter{iter}/selection.json",
+    params:
+        sources=pool_sources,
+        extractor=lambda w: dataset_params(w).features,
+        n=lambda w: dataset_params(w).size,
+        selection=select_params,
+        seed=seed("select"),
+    log:
+        "logs/{dataset}/{run}/iter{iter}/select.log",
+    benchmark:
+        "logs/{dataset}/{run}/iter{iter}/select.benchmark.tsv"
+    threads: 1
+    conda:
+        "../../envs/torch.yaml"
+    script:
+        "../scripts/select.py"

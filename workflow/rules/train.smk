@@ -1,0 +1,22 @@
+rule train:
+    """Iteration n: a DDPM trained on D_n (branch 'real' = the shared iteration 1)."""
+    input:
+        unpack(train_input),
+    output:
+        model=directory("results/{dataset}/{branch}/iter{iter}/model"),
+        stats="results/{dataset}/{branch}/iter{iter}/train-stats.jsonl",
+    params:
+        preset=lambda w: dataset_params(w).model,
+        options=lambda w: vars(dataset_params(w).train),
+        seed=seed("train"),
+    log:
+        "logs/{dataset}/{branch}/iter{iter}/train.log",
+    benchmark:
+        "logs/{dataset}/{branch}/iter{iter}/train.benchmark.tsv"
+    threads: 1
+    resources:
+        gpu=1,
+    conda:
+        "../../envs/torch.yaml"
+    script:
+        "../scripts/train.py"

@@ -1,0 +1,13 @@
+# Thin Snakemake script: output goes to the rule's log, the work to ouroboros (src/ouroboros).
+import sys
+
+sys.path.insert(0, f"{snakemake.scriptdir}/../../src")  # the library, also without pip install -e
+
+from ouroboros.runtime import logged  # noqa: E402
+
+with logged(snakemake.log[0], snakemake.threads):
+    from ouroboros import evaluate
+
+    p = snakemake.params
+    evaluate.stage(snakemake.input.manifest, p.generated, p.real, p.extractor, count=p.eval_count, meta=p.meta,
+                   out=snakemake.output[0])

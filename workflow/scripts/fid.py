@@ -1,0 +1,12 @@
+# Thin Snakemake script: output goes to the rule's log, the work to ouroboros (src/ouroboros).
+import sys
+
+sys.path.insert(0, f"{snakemake.scriptdir}/../../src")  # the library, also without pip install -e
+
+from ouroboros.runtime import logged  # noqa: E402
+
+with logged(snakemake.log[0], snakemake.threads):
+    from ouroboros import fid
+
+    p = snakemake.params
+    fid.stage(p.generated, p.real, p.extractor, count=p.eval_count, meta=p.meta, out=snakemake.output[0])

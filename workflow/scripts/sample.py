@@ -1,0 +1,14 @@
+# Thin Snakemake script: output goes to the rule's log, the work to ouroboros (src/ouroboros).
+import sys
+
+sys.path.insert(0, f"{snakemake.scriptdir}/../../src")  # the library, also without pip install -e
+
+from ouroboros.runtime import logged  # noqa: E402
+
+with logged(snakemake.log[0], snakemake.threads):
+    from ouroboros import sample
+
+    p = snakemake.params
+    start, count = p.sample_range
+    sample.stage(snakemake.input.model, start, count, seed=p.seed, inference_steps=p.inference_steps,
+                 batch_size=p.batch_size, out=snakemake.output[0])
