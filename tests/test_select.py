@@ -67,3 +67,33 @@ def test_pool_smaller_than_n_is_a_clear_error():
         select.greedy(np.zeros((5, 2)), 6, seed=0)
     with pytest.raises(OuroborosError, match="pool is smaller than N"):
         select.random(5, 6, seed=0)
+
+
+def clustered(n, d, clusters, seed):
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(clusters, d)) * 3
+    x = centres[rng.integers(clusters, size=n)] + rng.normal(size=(n, d)) * rng.uniform(0.05, 1, size=(n, 1))
+    x[10:20] = x[0]  # exact duplicates, as collapsed generations produce
+    return x.astype(np.float32)
+
+
+def lattice():
+    """Integer grid points: exact ties everywhere, so the lowest-index rule decides."""
+    g = np.stack(np.meshgrid(np.arange(12), np.arange(12), np.arange(3)), -1).reshape(-1, 3)
+    return np.random.default_rng(0).permutation(g).astype(np.float32)
+
+
+@pytest.mark.parametrize("x", [clustered(4000, 24, 30, 1), lattice()], ids=["clustered", "lattice"])
+def test_fast_greedy_selects_exactly_what_the_reference_selects(x):
+    for active in (32, 512):
+        np.testing.assert_array_equal(select.greedy(x, 300, seed=4, active_size=active),
+                                      select.greedy_reference(x, 300, seed=4))
+
+
+@pytest.mark.parametrize("x", [clustered(3000, 16, 20, 2), lattice()], ids=["clustered", "lattice"])
+def test_blocked_threshold_decay_matches_the_reference(x):
+    for block in (7, 256):
+        fast = select.threshold_decay_trace(x, 250, tau0=6.0, decay=0.8, seed=3, block=block)
+        ref = select.threshold_decay_reference(x, 250, tau0=6.0, decay=0.8, seed=3)
+        np.testing.assert_array_equal(fast.indices, ref.indices)
+        assert (fast.final_tau, fast.passes) == (ref.final_tau, ref.passes)

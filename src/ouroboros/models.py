@@ -1,7 +1,8 @@
 """diffusers UNet2DModel presets, by name.
 
-``tiny8``: the CPU preset for 8×8 digits (about 1M parameters: big enough to memorize a few
-hundred images, small enough to train in about a minute on one core).
+``tiny8``: the CPU preset for 8×8 digits: three plain blocks of 32, 32, 64 channels, one layer
+each, 8 groups, no attention (0.74M parameters: big enough to memorize a few hundred images,
+small enough to train 400 steps of batch 64 in about 25 s on one core).
 ``cifar-paper``: §D.2 of the paper as written: 6 blocks of 48, 48, 96, 96, 144, 144 channels,
 2 layers per block, 16 groups, with the block types of diffusers' train_unconditional example
 (attention in the 5th down and 2nd up block), which the paper says it kept at their defaults.
@@ -24,7 +25,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         sample_size=8,
         in_channels=1,
         out_channels=1,
-        block_out_channels=(32, 64, 64),
+        block_out_channels=(32, 32, 64),
         down_block_types=("DownBlock2D",) * 3,
         up_block_types=("UpBlock2D",) * 3,
         layers_per_block=1,

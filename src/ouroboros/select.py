@@ -16,8 +16,18 @@ from ouroboros.errors import OuroborosError
 
 
 def _sq_dist(features: np.ndarray, point: np.ndarray) -> np.ndarray:
+    """The one exact kernel: float64 squared distance by direct differences, summed per row.
+
+    Every distance that decides a selection goes through this function (or ``_sq_dist_pairs``,
+    the same arithmetic on row pairs), so fast and reference paths agree bit for bit.
+    """
     diff = features - point
-    return np.einsum("ij,ij->i", diff, diff)
+    return np.sum(diff * diff, axis=1)
+
+
+def _sq_dist_pairs(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    diff = a - b
+    return np.sum(diff * diff, axis=1)
 
 
 def _check(features: np.ndarray, n: int) -> np.ndarray:
@@ -29,9 +39,12 @@ def _check(features: np.ndarray, n: int) -> np.ndarray:
     return features
 
 
-def greedy(features: np.ndarray, n: int, *, seed: int) -> np.ndarray:
-    """Algorithm 1 (k-center greedy): a seeded random first point, then repeatedly the candidate
-    farthest from everything chosen so far. Returns pool indices in selection order."""
+def greedy_reference(features: np.ndarray, n: int, *, seed: int) -> np.ndarray:
+    """Algorithm 1 as written: after each choice, every candidate's distance to the new centre.
+
+    Streams the whole pool once per selected point; kept as the reference the fast path is
+    tested and benchmarked against.
+    """
     features = _check(features, n)
     first = int(np.random.default_rng(seed).integers(len(features)))
     chosen = np.empty(n, dtype=np.int64)
@@ -46,6 +59,118 @@ def greedy(features: np.ndarray, n: int, *, seed: int) -> np.ndarray:
     return chosen
 
 
+# float32 dot products of length d are within gamma_d * |x||c| of the truth (Higham, Thm 3.5)
+_U32 = 2.0**-24
+
+
+class _LazyMinDistances:
+    """Candidates' min squared distance to the centres, kept exact only where it can matter.
+
+    ``value[i]`` is exact w.r.t. the first ``seen[i]`` centres, so it is an upper bound of the
+    true value (min distances only shrink as centres are added). A refresh brings candidates up
+    to date in decreasing order of their bound, with one float32 matrix product per chunk as a
+    filter: a pair whose product-based distance minus its rounding bound cannot beat the current
+    value is skipped, every other pair is recomputed with the exact kernel. Result: exact values
+    for the candidates that can win, identical to the reference, for a fraction of its work.
+    """
+
+    def __init__(self, features: np.ndarray, first: int, chunk: int = 4096):
+        self.x64 = features
+        self.x32 = features.astype(np.float32)
+        self.norm = np.sqrt(np.einsum("ij,ij->i", features, features))
+        self.gamma = 2 * (features.shape[1] + 2) * _U32 / (1 - (features.shape[1] + 2) * _U32)
+        self.value = _sq_dist(features, features[first])
+        self.value[first] = -1.0
+        self.seen = np.ones(len(features), dtype=np.int64)
+        self.centres = [first]
+        self.chunk = chunk
+
+    def add_centre(self, c: int, active: np.ndarray) -> None:
+        """A new centre: exact update of the active candidates only; the rest become stale."""
+        self.centres.append(c)
+        self.value[active] = np.minimum(self.value[active], _sq_dist(self.x64[active], self.x64[c]))
+        self.value[c] = -1.0
+        self.seen[active] = len(self.centres)
+
+    def _update(self, rows: np.ndarray) -> None:
+        """Make ``rows`` exact w.r.t. every centre so far (re-applying a seen centre is harmless)."""
+        start = int(self.seen[rows].min())
+        current = self.value[rows]
+        x32, norm = self.x32[rows], self.norm[rows, None]
+        for lo in range(start, len(self.centres), self.chunk):
+            cents = np.asarray(self.centres[lo : lo + self.chunk], dtype=np.int64)
+            c_norm = self.norm[None, cents]
+            approx = (norm**2 - 2.0 * (x32 @ self.x32[cents].T).astype(np.float64) + c_norm**2)
+            slack = self.gamma * norm * c_norm + 1e-12 * (norm**2 + c_norm**2)
+            ri, ci = np.nonzero(approx - slack < current[:, None])
+            if len(ri):
+                np.minimum.at(current, ri, _sq_dist_pairs(self.x64[rows[ri]], self.x64[cents[ci]]))
+        self.value[rows] = current
+        self.seen[rows] = len(self.centres)
+
+    def refresh(self, m: int) -> tuple[np.ndarray, float]:
+        """Bring candidates up to date until the top ``m`` are exact and provably the top.
+
+        Returns the active set (sorted by index) and the bound B that no candidate outside it
+        can exceed.
+        """
+        order = np.argsort(-self.value, kind="stable")
+        order = order[self.value[order] >= 0]
+        done = 0
+        while True:
+            rows = order[done : done + self.chunk]
+            stale = rows[self.seen[rows] < len(self.centres)]
+            if len(stale):
+                self._update(stale)
+            done += len(rows)
+            updated = order[:done]
+            next_bound = float(self.value[order[done]]) if done < len(order) else -1.0
+            if done >= len(order) or int(np.sum(self.value[updated] > next_bound)) >= m:
+                break
+        exact_vals = self.value[updated]
+        k = min(m, len(updated))
+        top = np.argpartition(-exact_vals, k - 1)[:k] if k < len(updated) else np.arange(len(updated))
+        active = np.sort(updated[top])
+        rest = np.setdiff1d(updated, active, assume_unique=True)
+        bound = max(next_bound, float(self.value[rest].max()) if len(rest) else -1.0)
+        return active, bound
+
+
+def greedy(features: np.ndarray, n: int, *, seed: int, active_size: int = 2048) -> np.ndarray:
+    """Algorithm 1 (k-center greedy): a seeded random first point, then repeatedly the candidate
+    farthest from everything chosen so far (ties: lowest pool index). Returns pool indices in
+    selection order, identical to ``greedy_reference``.
+
+    Lazy formulation: the ``active_size`` candidates with the largest (exact) min distances are
+    tracked step by step; every other candidate is bounded by B. While the active set's best
+    exceeds B it is the global best; when it does not, the bounds are refreshed.
+    """
+    features = _check(features, n)
+    first = int(np.random.default_rng(seed).integers(len(features)))
+    chosen = np.empty(n, dtype=np.int64)
+    chosen[0] = first
+    if n == 1:
+        return chosen
+    lazy = _LazyMinDistances(features, first)
+    active, bound = lazy.refresh(active_size)
+    for i in range(1, n):
+        vals = lazy.value[active]
+        j = int(np.argmax(vals))
+        if not vals[j] > bound:
+            active, bound = lazy.refresh(active_size)
+            vals = lazy.value[active]
+            j = int(np.argmax(vals))
+            if not vals[j] > bound:  # a tie with a candidate outside: settle it over the whole pool
+                lazy.refresh(len(features))
+                best = int(np.argmax(lazy.value))
+                active, bound = lazy.refresh(active_size)
+                j = None
+        best = int(active[j]) if j is not None else best
+        chosen[i] = best
+        lazy.add_centre(best, active)
+    return chosen
+
+
 @dataclass(frozen=True)
 class ThresholdTrace:
     indices: np.ndarray
@@ -53,21 +178,29 @@ class ThresholdTrace:
     passes: int
 
 
-def threshold_decay_trace(features: np.ndarray, n: int, *, tau0: float, decay: float, seed: int,
-                          order: np.ndarray | None = None) -> ThresholdTrace:
-    """Algorithm 2 with its bookkeeping.
-
-    One seeded order of the pool is used for every pass; its first element seeds D. In a pass
-    each candidate not yet in D is compared with D as it stands at that moment (points added
-    earlier in the same pass included) and joins D when its distance to every member exceeds τ.
-    τ is multiplied by ``decay`` only after a pass that added nothing. ``order`` overrides the
-    seeded order (for hand-checked examples).
-    """
+def _threshold_setup(features, n, tau0, decay, seed, order):
     features = _check(features, n)
     if tau0 < 0 or not 0 <= decay < 1:
         raise OuroborosError(f"threshold_decay needs tau0 ≥ 0 and 0 ≤ decay < 1, got tau0={tau0}, decay={decay}")
     if order is None:
         order = np.random.default_rng(seed).permutation(len(features))
+    return features, np.asarray(order, dtype=np.int64)
+
+
+def _decayed(tau: float, tau0: float, decay: float, chosen: int, pool: int, n: int) -> float:
+    """τ after a pass that added nothing; at τ = 0 nothing more can join (only duplicates are left)."""
+    if tau == 0.0:
+        raise OuroborosError(
+            f"threshold_decay: only {chosen} distinct points in a pool of {pool}; "
+            f"cannot select {n} (the rest duplicate points already chosen)"
+        )
+    return tau * decay if tau * decay > 1e-12 * max(tau0, 1.0) else 0.0
+
+
+def threshold_decay_reference(features: np.ndarray, n: int, *, tau0: float, decay: float, seed: int,
+                              order: np.ndarray | None = None) -> ThresholdTrace:
+    """Algorithm 2 as written: every acceptance updates every candidate's distance to D."""
+    features, order = _threshold_setup(features, n, tau0, decay, seed, order)
     chosen = [int(order[0])]
     in_d = np.zeros(len(features), dtype=bool)
     in_d[order[0]] = True
@@ -86,13 +219,62 @@ def threshold_decay_trace(features: np.ndarray, n: int, *, tau0: float, decay: f
             if len(chosen) == n:
                 break
         if not added:
-            if tau == 0.0:
-                raise OuroborosError(
-                    f"threshold_decay: only {len(chosen)} distinct points in a pool of {len(features)}; "
-                    f"cannot select {n} (the rest duplicate points already chosen)"
-                )
-            tau = tau * decay if tau * decay > 1e-12 * max(tau0, 1.0) else 0.0
+            tau = _decayed(tau, tau0, decay, len(chosen), len(features), n)
     return ThresholdTrace(np.asarray(chosen, dtype=np.int64), tau, passes)
+
+
+def threshold_decay_trace(features: np.ndarray, n: int, *, tau0: float, decay: float, seed: int,
+                          order: np.ndarray | None = None, block: int = 512) -> ThresholdTrace:
+    """Algorithm 2 with its bookkeeping; the same result as ``threshold_decay_reference``.
+
+    One seeded order of the pool is used for every pass; its first element seeds D. In a pass
+    each candidate not yet in D is compared with D as it stands at that moment (points added
+    earlier in the same pass included) and joins D when its distance to every member exceeds τ.
+    τ is multiplied by ``decay`` only after a pass that added nothing. ``order`` overrides the
+    seeded order (for hand-checked examples).
+
+    Blocked: a candidate whose (stale, upper-bound) distance is already ≤ τ is rejected
+    without work; the others are compared, a block at a time, with the members added since
+    they were last compared (one float32 product as a filter, exact rechecks inside its rounding
+    band), and acceptances inside a block are resolved in order against a block-local product.
+    """
+    features, order = _threshold_setup(features, n, tau0, decay, seed, order)
+    lazy = _LazyMinDistances(features, int(order[0]))
+    tau, passes = float(tau0), 0
+    while len(lazy.centres) < n:
+        passes += 1
+        added = False
+        # min distances only shrink: a bound already ≤ τ rejects for the whole pass
+        bound = lazy.value[order]
+        live = order[(bound >= 0) & (np.sqrt(np.maximum(bound, 0.0)) > tau)]
+        for lo in range(0, len(live), block):
+            rows = live[lo : lo + block]
+            rows = rows[np.sqrt(np.maximum(lazy.value[rows], 0.0)) > tau]  # bounds shrank since the pass began
+            if len(rows) == 0:
+                continue
+            lazy._update(rows)
+            x32, norm = lazy.x32[rows], lazy.norm[rows]
+            approx = norm[:, None] ** 2 - 2.0 * (x32 @ x32.T).astype(np.float64) + norm[None, :] ** 2
+            slack = lazy.gamma * norm[:, None] * norm[None, :] + 1e-12 * (norm[:, None] ** 2 + norm[None, :] ** 2)
+            lower = approx - slack
+            for pos, x in enumerate(rows):
+                if lazy.value[x] < 0 or not np.sqrt(lazy.value[x]) > tau:
+                    continue
+                lazy.centres.append(int(x))
+                lazy.value[x] = -1.0
+                added = True
+                if len(lazy.centres) == n:
+                    break
+                later = rows[pos + 1 :]
+                maybe = later[(lower[pos + 1 :, pos] < lazy.value[later]) & (lazy.value[later] >= 0)]
+                if len(maybe):
+                    lazy.value[maybe] = np.minimum(lazy.value[maybe], _sq_dist(lazy.x64[maybe], lazy.x64[x]))
+                lazy.seen[later] = len(lazy.centres)
+            if len(lazy.centres) == n:
+                break
+        if not added and len(lazy.centres) < n:
+            tau = _decayed(tau, tau0, decay, len(lazy.centres), len(features), n)
+    return ThresholdTrace(np.asarray(lazy.centres, dtype=np.int64), tau, passes)
 
 
 def threshold_decay(features: np.ndarray, n: int, *, tau0: float, decay: float, seed: int) -> np.ndarray:

@@ -1,6 +1,7 @@
 """The tidy table: one row per dataset × run × iteration × metric, from metrics.json and fid.json.
 
-Usage outside Snakemake: ``python -m ouroboros.tables results/`` scans whatever results/ holds.
+Usage outside Snakemake: ``python -m ouroboros.tables results/`` scans whatever results/ holds;
+``python -m ouroboros.tables --summary results/tables/metrics.tsv`` prints the headline metrics.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ def stage(inputs: list[str], out: str) -> pd.DataFrame:
     frame = tidy(inputs)
     save_text(out, frame.to_csv(sep="\t", index=False))
     print(f"{len(frame)} rows from {len(inputs)} files → {out}")
+    print(summary(frame))
     return frame
 
 
@@ -41,6 +43,25 @@ def scan(results: str | Path) -> list[Path]:
     return sorted(p for name in ("metrics.json", "fid.json") for p in root.glob(f"*/*/iter*/{name}"))
 
 
+HEADLINE = ["generalization_score", "train_entropy", "generated_entropy", "real_share", "fid"]
+
+
+def summary(frame: pd.DataFrame, metrics: list[str] = HEADLINE) -> str:
+    """The headline metrics as one block per metric: runs down, iterations across."""
+    blocks = []
+    for metric in metrics:
+        part = frame[frame.metric == metric]
+        if part.empty:
+            continue
+        wide = part.pivot_table(index=["dataset", "run"], columns="iteration", values="value", aggfunc="first")
+        blocks.append(f"{metric}\n{wide.to_string(float_format=lambda v: f'{v:.3f}')}")
+    return "\n\n".join(blocks)
+
+
 if __name__ == "__main__":
-    results = sys.argv[1] if len(sys.argv) > 1 else "results"
-    stage([str(p) for p in scan(results)], f"{results}/tables/metrics.tsv")
+    args = sys.argv[1:]
+    if args[:1] == ["--summary"]:
+        print(summary(pd.read_csv(args[1] if len(args) > 1 else "results/tables/metrics.tsv", sep="\t")))
+    else:
+        results = args[0] if args else "results"
+        stage([str(p) for p in scan(results)], f"{results}/tables/metrics.tsv")
