@@ -24,6 +24,7 @@ def plot(table: pd.DataFrame, name: str, out: str | Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator, ScalarFormatter
 
     metric, label, log = FIGURES[name]
     data = table[table.metric == metric]
@@ -38,8 +39,11 @@ def plot(table: pd.DataFrame, name: str, out: str | Path) -> None:
             n = range(1, int(part.iteration.max()) + 1)
             ax.plot(list(n), [1 / i for i in n], "r--", label="1/n")
         ax.set(title=dataset, xlabel="iteration n", ylabel=label)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         if log and len(part):
             ax.set_yscale("log")
+            ax.yaxis.set_major_formatter(ScalarFormatter())
+            ax.yaxis.set_minor_formatter(ScalarFormatter())
         if len(part):
             ax.legend(fontsize=8)
     fig.tight_layout()
