@@ -70,28 +70,33 @@ def memorization_ratio(generated: np.ndarray, train: np.ndarray, threshold: floa
     return float(memorized.mean())
 
 
-def _pairwise_le(a: np.ndarray, b: np.ndarray, radii_b: np.ndarray) -> np.ndarray:
-    """Boolean (len(a), len(b)): is a_i within radius_j of b_j. Chunked over a."""
+def _within(a: np.ndarray, b: np.ndarray, radii_b: np.ndarray, chunk: int = 2048):
+    """Yield, chunk by chunk over a, the boolean block 'a_i lies within radius_j of b_j'.
+
+    Never holds more than chunk × len(b) distances (no n × n matrix).
+    """
     a64, b64 = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    out = np.empty((len(a), len(b)), dtype=bool)
-    for lo in range(0, len(a), 1024):
-        chunk = a64[lo : lo + 1024]
-        d2 = (chunk**2).sum(1)[:, None] - 2 * chunk @ b64.T + (b64**2).sum(1)[None, :]
-        out[lo : lo + 1024] = np.sqrt(np.maximum(d2, 0)) <= radii_b[None, :]
-    return out
+    b_sq = (b64**2).sum(1)[None, :]
+    for lo in range(0, len(a64), chunk):
+        block = a64[lo : lo + chunk]
+        d2 = (block**2).sum(1)[:, None] - 2 * block @ b64.T + b_sq
+        yield np.sqrt(np.maximum(d2, 0)) <= radii_b[None, :]
 
 
 def prdc(real: np.ndarray, generated: np.ndarray, k: int = 5) -> dict[str, float]:
     """Precision, recall, density, coverage (Naeem et al. 2020) with k-NN radii."""
     real_radii = knn(real, real, k, exclude_self=True)[0][:, k - 1]
     fake_radii = knn(generated, generated, k, exclude_self=True)[0][:, k - 1]
-    fake_in_real = _pairwise_le(generated, real, real_radii)  # (M, N)
-    real_in_fake = _pairwise_le(real, generated, fake_radii)  # (N, M)
+    precise, density = 0, 0
+    for block in _within(generated, real, real_radii):  # each generated point against every real ball
+        precise += int(block.any(axis=1).sum())
+        density += int(block.sum())
+    recalled = sum(int(block.any(axis=1).sum()) for block in _within(real, generated, fake_radii))
     nearest_fake = knn(real, generated, 1)[0][:, 0]
     return {
-        "precision": float(fake_in_real.any(axis=1).mean()),
-        "recall": float(real_in_fake.any(axis=1).mean()),
-        "density": float(fake_in_real.sum() / (k * len(generated))),
+        "precision": precise / len(generated),
+        "recall": recalled / len(real),
+        "density": density / (k * len(generated)),
         "coverage": float((nearest_fake <= real_radii).mean()),
     }
 

@@ -85,10 +85,28 @@ class _LazyMinDistances:
         self.centres = [first]
         self.chunk = chunk
 
-    def add_centre(self, c: int, active: np.ndarray) -> None:
-        """A new centre: exact update of the active candidates only; the rest become stale."""
+    def activate(self, active: np.ndarray) -> None:
+        """Cache the active candidates contiguously: every step of an epoch reads them."""
+        self.active = active
+        self.active32 = np.ascontiguousarray(self.x32[active])
+        self.active_norm = self.norm[active]
+
+    def add_centre(self, c: int) -> None:
+        """A new centre: exact update of the active candidates only; the rest become stale.
+
+        One float32 matrix-vector product filters the active set; only candidates whose
+        distance to c may fall below their current value (inside the rounding band) are
+        recomputed with the exact kernel.
+        """
+        active = self.active
         self.centres.append(c)
-        self.value[active] = np.minimum(self.value[active], _sq_dist(self.x64[active], self.x64[c]))
+        approx = self.active_norm**2 - 2.0 * (self.active32 @ self.x32[c]).astype(np.float64) + self.norm[c] ** 2
+        slack = self.gamma * self.active_norm * self.norm[c] + 1e-12 * (self.active_norm**2 + self.norm[c] ** 2)
+        current = self.value[active]
+        maybe = np.nonzero(approx - slack < current)[0]
+        if len(maybe):
+            current[maybe] = np.minimum(current[maybe], _sq_dist(self.x64[active[maybe]], self.x64[c]))
+            self.value[active] = current
         self.value[c] = -1.0
         self.seen[active] = len(self.centres)
 
@@ -102,7 +120,9 @@ class _LazyMinDistances:
             c_norm = self.norm[None, cents]
             approx = (norm**2 - 2.0 * (x32 @ self.x32[cents].T).astype(np.float64) + c_norm**2)
             slack = self.gamma * norm * c_norm + 1e-12 * (norm**2 + c_norm**2)
-            ri, ci = np.nonzero(approx - slack < current[:, None])
+            # only pairs that can be the row's new minimum: within the band of its best upper bound
+            upper = np.minimum(current, (approx + slack).min(axis=1))
+            ri, ci = np.nonzero(approx - slack < upper[:, None])
             if len(ri):
                 np.minimum.at(current, ri, _sq_dist_pairs(self.x64[rows[ri]], self.x64[cents[ci]]))
         self.value[rows] = current
@@ -153,6 +173,7 @@ def greedy(features: np.ndarray, n: int, *, seed: int, active_size: int = 2048) 
         return chosen
     lazy = _LazyMinDistances(features, first)
     active, bound = lazy.refresh(active_size)
+    lazy.activate(active)
     for i in range(1, n):
         vals = lazy.value[active]
         j = int(np.argmax(vals))
@@ -165,9 +186,10 @@ def greedy(features: np.ndarray, n: int, *, seed: int, active_size: int = 2048) 
                 best = int(np.argmax(lazy.value))
                 active, bound = lazy.refresh(active_size)
                 j = None
+            lazy.activate(active)
         best = int(active[j]) if j is not None else best
         chosen[i] = best
-        lazy.add_centre(best, active)
+        lazy.add_centre(best)
     return chosen
 
 
@@ -236,7 +258,7 @@ def threshold_decay_trace(features: np.ndarray, n: int, *, tau0: float, decay: f
     Blocked: a candidate whose (stale, upper-bound) distance is already ≤ τ is rejected
     without work; the others are compared, a block at a time, with the members added since
     they were last compared (one float32 product as a filter, exact rechecks inside its rounding
-    band), and acceptances inside a block are resolved in order against a block-local product.
+    band), and acceptances inside a block are resolved in order, each against the rest of its block.
     """
     features, order = _threshold_setup(features, n, tau0, decay, seed, order)
     lazy = _LazyMinDistances(features, int(order[0]))
@@ -253,20 +275,22 @@ def threshold_decay_trace(features: np.ndarray, n: int, *, tau0: float, decay: f
             if len(rows) == 0:
                 continue
             lazy._update(rows)
-            x32, norm = lazy.x32[rows], lazy.norm[rows]
-            approx = norm[:, None] ** 2 - 2.0 * (x32 @ x32.T).astype(np.float64) + norm[None, :] ** 2
-            slack = lazy.gamma * norm[:, None] * norm[None, :] + 1e-12 * (norm[:, None] ** 2 + norm[None, :] ** 2)
-            lower = approx - slack
-            for pos, x in enumerate(rows):
-                if lazy.value[x] < 0 or not np.sqrt(lazy.value[x]) > tau:
+            for pos in np.nonzero(np.sqrt(np.maximum(lazy.value[rows], 0.0)) > tau)[0]:
+                x = rows[pos]
+                if not np.sqrt(lazy.value[x]) > tau:  # a member accepted earlier in the block is within τ
                     continue
                 lazy.centres.append(int(x))
                 lazy.value[x] = -1.0
                 added = True
                 if len(lazy.centres) == n:
                     break
+                # the rest of the block against x: one float32 product as a filter, exact inside its band
                 later = rows[pos + 1 :]
-                maybe = later[(lower[pos + 1 :, pos] < lazy.value[later]) & (lazy.value[later] >= 0)]
+                later = later[lazy.value[later] >= 0]
+                norm = lazy.norm[later]
+                approx = norm**2 - 2.0 * (lazy.x32[later] @ lazy.x32[x]).astype(np.float64) + lazy.norm[x] ** 2
+                slack = lazy.gamma * norm * lazy.norm[x] + 1e-12 * (norm**2 + lazy.norm[x] ** 2)
+                maybe = later[approx - slack < lazy.value[later]]
                 if len(maybe):
                     lazy.value[maybe] = np.minimum(lazy.value[maybe], _sq_dist(lazy.x64[maybe], lazy.x64[x]))
                 lazy.seen[later] = len(lazy.centres)
