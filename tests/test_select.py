@@ -97,3 +97,10 @@ def test_blocked_threshold_decay_matches_the_reference(x):
         ref = select.threshold_decay_reference(x, 250, tau0=6.0, decay=0.8, seed=3)
         np.testing.assert_array_equal(fast.indices, ref.indices)
         assert (fast.final_tau, fast.passes) == (ref.final_tau, ref.passes)
+
+
+@pytest.mark.parametrize("x", [clustered(2000, 24, 30, 5), lattice()], ids=["clustered", "lattice"])
+def test_torch_greedy_matches_the_reference_on_cpu(x):
+    # the GPU path, run here on torch's CPU device
+    np.testing.assert_array_equal(select.greedy_torch(x, 150, seed=2, device="cpu"),
+                                  select.greedy_reference(x, 150, seed=2))

@@ -57,6 +57,7 @@ class Dataset:
     dinov2: str = "facebook/dinov2-small"
     inception_weights: str | None = None
     classifier_steps: int = 400
+    select_device: str = "cpu"
 
 
 @dataclass(frozen=True)
@@ -120,6 +121,7 @@ def parse(raw: Mapping[str, Any]) -> Config:
             dinov2=d.get("dinov2", "facebook/dinov2-small"),
             inception_weights=d.get("inception_weights"),
             classifier_steps=int(d.get("classifier_steps", 400)),
+            select_device=d.get("select_device", "cpu"),
         )
     runs = {}
     for name, r in (raw.get("runs") or {}).items():

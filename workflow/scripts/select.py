@@ -10,4 +10,5 @@ with logged(snakemake.log[0], snakemake.threads):
 
     p = snakemake.params
     select.stage(p.sources, p.extractor, p.n, p.selection["method"], seed=p.seed, tau0=p.selection["tau0"],
-                 decay=p.selection["decay"], manifest_out=snakemake.output.manifest, info_out=snakemake.output.info)
+                 decay=p.selection["decay"], manifest_out=snakemake.output.manifest, info_out=snakemake.output.info,
+                 device=p.device)
