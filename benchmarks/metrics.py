@@ -10,8 +10,12 @@ scikit-learn's ‖x‖² − 2x·y + ‖y‖² path) and whether the neighbours 
 
 from __future__ import annotations
 
-import argparse
 import sys
+
+# this folder holds select.py, which must not shadow the standard library's select module
+sys.path = [p for p in sys.path if p not in ("", sys.path[0])] if __name__ == "__main__" else sys.path
+
+import argparse
 import time
 from pathlib import Path
 
@@ -49,7 +53,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args()
     cases = [(8192, 8192, 384)] if args.quick else [(32768, 32768, 384), (32768, 294912, 384), (32768, 32768, 768)]
-    print("| query × base | d | ouroboros 1-NN | scikit-learn brute | ratio | max |Δd| | same neighbour distance |")
+    print("| query × base | d | ouroboros 1-NN | scikit-learn brute | ratio | max Δd | same neighbour distance |")
     print("|---|---|---|---|---|---|---|")
     for nq, nb, d in cases:
         q, b = clustered(nq, d, seed=1), clustered(nb, d, seed=2)

@@ -17,9 +17,13 @@ the float32 baseline, which may differ at near-ties.
 
 from __future__ import annotations
 
+import sys
+
+# this folder holds select.py, which must not shadow the standard library's select module
+sys.path = [p for p in sys.path if p not in ("", sys.path[0])] if __name__ == "__main__" else sys.path
+
 import argparse
 import os
-import sys
 import time
 from pathlib import Path
 
