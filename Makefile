@@ -20,6 +20,7 @@ $(BIN)/snakemake: pyproject.toml
 # concurrent model jobs, so the demo lifts the default profile's gpu=1 to the core count.
 demo: $(BIN)/snakemake
 	OMP_WAIT_POLICY=PASSIVE $(BIN)/snakemake --cores $(CORES) --resources=gpu=$(CORES)
+	$(BIN)/snakemake --cores 1 figures
 	$(BIN)/python -m ouroboros.tables --summary results/tables/metrics.tsv
 
 test: $(BIN)/snakemake

@@ -48,6 +48,7 @@ def done(tmp_path_factory) -> Path:
     """A workdir in which the whole tiny experiment has run once."""
     workdir = make_workdir(tmp_path_factory.mktemp("loop"), tiny_config())
     snakemake(workdir)
+    snakemake(workdir, "figures")
     return workdir
 
 
@@ -66,7 +67,8 @@ def test_every_run_produces_every_file(done):
                 assert (folder / "train.tsv").is_file()
     table = (done / "results/tables/metrics.tsv").read_text().splitlines()
     assert len(table) > len(RUNS) * ITERATIONS * 10
-    for name in ("generalization_score", "entropy", "fid", "real_share"):
+    for name in ("fig01_generalization_by_size", "fig03_generalization_score", "fig09_fid", "fig11_source_shares",
+                 "fig13_replace_2n", "samples_digits_greedy"):
         assert (done / f"results/figures/{name}.png").stat().st_size > 1000
 
 
@@ -85,8 +87,23 @@ def test_training_sets_follow_the_paradigms(done):
 
 
 def test_second_invocation_has_nothing_to_do(done):
-    out = snakemake(done, "-n")
-    assert "Nothing to be done" in out.stdout + out.stderr
+    for target in ([], ["figures"]):
+        out = snakemake(done, "-n", *target)
+        assert "Nothing to be done" in out.stdout + out.stderr
+
+
+def test_figures_draw_what_exists_and_never_trigger_training(done, tmp_path):
+    """Only metrics.json and fid.json copied: `figures` plans tables and figures, nothing else."""
+    make_workdir(tmp_path, tiny_config())
+    for f in list((done / "results").glob("digits/*/iter*/*.json")):
+        if f.name in ("metrics.json", "fid.json"):
+            dest = tmp_path / f.relative_to(done)
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(f, dest)
+    out = snakemake(tmp_path, "figures")
+    jobs = dict(re.findall(r"^(\w+)\s+(\d+)$", out.stdout + out.stderr, flags=re.M))
+    assert jobs == {"tables": "1", "figures": "1", "total": "2"}
+    assert (tmp_path / "results/figures/fig03_generalization_score.png").is_file()
 
 
 def test_failed_job_leaves_no_partial_output_and_the_next_run_resumes(done):

@@ -1,64 +1,289 @@
-"""Metrics over iterations, one line per dataset × run, drawn from the tidy table.
+"""The paper's figures, regenerated from whatever results/ holds; never trains anything.
 
-Usage outside Snakemake: ``python -m ouroboros.figures results/`` (after ouroboros.tables).
+Each figure is drawn from the tidy table (ouroboros.tables) and, for image figures, from the
+samples and manifests on disk. A figure whose runs are missing is skipped with one log line
+saying which. Every figure is written to results/figures/ as PNG and PDF, with a wide TSV beside
+it holding exactly the numbers it plots.
+
+Usage outside Snakemake: ``python -m ouroboros.figures results/``.
 """
 
 from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Callable
 
+import numpy as np
 import pandas as pd
 
-# figure name → (metric in the tidy table, y label, log scale)
-FIGURES = {
-    "generalization_score": ("generalization_score", "generalization score GS(n)", True),
-    "entropy": ("train_entropy", "entropy of D_n (nats, KL estimator)", False),
-    "fid": ("fid", "FID of G_n", False),
-    "real_share": ("real_share", "share of real images in D_n", False),
-}
+from ouroboros.tables import scan, tidy
+
+Drawn = tuple[object, pd.DataFrame]  # (matplotlib figure, the wide table of what it plots)
 
 
-def plot(table: pd.DataFrame, name: str, out: str | Path) -> None:
+def _plt():
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from matplotlib.ticker import MaxNLocator, ScalarFormatter
 
-    metric, label, log = FIGURES[name]
-    data = table[table.metric == metric]
-    datasets = sorted(data.dataset.unique()) or ["(no data)"]
-    fig, axes = plt.subplots(1, len(datasets), figsize=(4.5 * len(datasets), 3.6), squeeze=False)
-    for ax, dataset in zip(axes[0], datasets):
-        part = data[data.dataset == dataset]
-        for run, line in part.groupby("run"):
-            line = line.sort_values("iteration")
-            ax.plot(line.iteration, line.value.astype(float), marker="o", label=run)
-        if name == "real_share" and len(part):
-            n = range(1, int(part.iteration.max()) + 1)
-            ax.plot(list(n), [1 / i for i in n], "r--", label="1/n")
-        ax.set(title=dataset, xlabel="iteration n", ylabel=label)
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        if log and len(part):
+    return plt
+
+
+def _integer_x(ax) -> None:
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+
+
+def _lines(ax, data: pd.DataFrame, metric: str, label_by: list[str], ylabel: str, log: bool = False) -> pd.DataFrame:
+    """One line per group, value over iteration; returns the wide table of the points."""
+    part = data[data.metric == metric]
+    wide = part.pivot_table(index="iteration", columns=label_by, values="value", aggfunc="first").sort_index()
+    for key in wide.columns:
+        series = wide[key].dropna()
+        label = key if isinstance(key, str) else " · ".join(map(str, key))
+        ax.plot(series.index, series.values, marker="o", label=label)
+    ax.set(xlabel="iteration n", ylabel=ylabel)
+    _integer_x(ax)
+    if log and len(part):
+        from matplotlib.ticker import ScalarFormatter
+
+        ax.set_yscale("log")
+        ax.yaxis.set_major_formatter(ScalarFormatter())
+        ax.yaxis.set_minor_formatter(ScalarFormatter())
+    if len(wide.columns):
+        ax.legend(fontsize=7)
+    wide.columns = [c if isinstance(c, str) else " · ".join(map(str, c)) for c in wide.columns]
+    return wide.add_prefix(f"{metric}: ")
+
+
+def _vanilla_replace(t: pd.DataFrame) -> pd.DataFrame:
+    return t[(t.paradigm == "replace") & (t.selection == "all") & (t.samples_per_iteration == 1)]
+
+
+def generalization_by_size(t: pd.DataFrame, results: Path) -> Drawn | str:
+    """Fig. 1 (right): GS over iterations under replace, one line per dataset (size)."""
+    data = _vanilla_replace(t).copy()
+    if data.empty:
+        return "no vanilla replace run (paradigm replace, selection all, samples 1)"
+    data["label"] = data.dataset + " (N=" + data.dataset_size.astype(int).astype(str) + ")"
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(5, 3.8))
+    wide = _lines(ax, data, "generalization_score", ["label"], "generalization score GS(n)", log=True)
+    ax.set_title("generalization to memorization (replace)")
+    return fig, wide
+
+
+def entropy_and_generalization(t: pd.DataFrame, results: Path) -> Drawn | str:
+    """Fig. 2: entropy of D_n over iterations; entropy vs log GS and variance vs GS, with Pearson r."""
+    from scipy.stats import pearsonr
+
+    data = _vanilla_replace(t)
+    if data.empty:
+        return "no vanilla replace run (paradigm replace, selection all, samples 1)"
+    points = data.pivot_table(index=["dataset", "dataset_size", "iteration"], columns="metric", values="value",
+                              aggfunc="first").reset_index()
+    need = {"train_entropy", "generalization_score", "train_covariance_trace"}
+    if not need <= set(points.columns) or len(points) < 3:
+        return "fewer than 3 (dataset, iteration) points with entropy, GS and variance"
+    plt = _plt()
+    fig, axes = plt.subplots(1, 3, figsize=(14, 3.8))
+    data = data.assign(label=data.dataset + " (N=" + data.dataset_size.astype(int).astype(str) + ")")
+    _lines(axes[0], data, "train_entropy", ["label"], "entropy of D_n (nats)")
+    axes[0].set_title("(a) entropy of the training set")
+    out = points[["dataset", "dataset_size", "iteration", "train_entropy", "train_covariance_trace",
+                  "generalization_score"]].copy()
+    for ax, x, name in ((axes[1], "train_entropy", "entropy of D_n (nats)"),
+                        (axes[2], "train_covariance_trace", "trace of covariance of D_n")):
+        gs = out.generalization_score.to_numpy(float)
+        xs = out[x].to_numpy(float)
+        r, p = pearsonr(xs, np.log(gs) if x == "train_entropy" else gs)
+        for dataset, part in out.groupby("dataset"):
+            ax.scatter(part[x], part.generalization_score, label=dataset, s=18)
+        if x == "train_entropy":
+            from matplotlib.ticker import ScalarFormatter
+
             ax.set_yscale("log")
             ax.yaxis.set_major_formatter(ScalarFormatter())
             ax.yaxis.set_minor_formatter(ScalarFormatter())
-        if len(part):
-            ax.legend(fontsize=8)
+        ax.set(xlabel=name, ylabel="GS(n)", title=f"Pearson r = {r:.2f}, p = {p:.1e}")
+        ax.legend(fontsize=7)
+        out[f"pearson_r_{x}"] = r
+        out[f"pearson_p_{x}"] = p
     fig.tight_layout()
-    Path(out).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
+    return fig, out
 
 
-def stage(table_path: str, outputs: list[str]) -> None:
-    table = pd.read_csv(table_path, sep="\t")
-    for out in outputs:
-        plot(table, Path(out).stem, out)
-        print(f"wrote {out}")
+def _per_run(metric: str, ylabel: str, log: bool = False) -> Callable[[pd.DataFrame, Path], Drawn | str]:
+    def draw(t: pd.DataFrame, results: Path) -> Drawn | str:
+        data = t[t.metric == metric]
+        if data.empty:
+            return f"no {metric} in any run"
+        plt = _plt()
+        datasets = sorted(data.dataset.unique())
+        fig, axes = plt.subplots(1, len(datasets), figsize=(5 * len(datasets), 3.8), squeeze=False)
+        wides = []
+        for ax, dataset in zip(axes[0], datasets):
+            wides.append(_lines(ax, data[data.dataset == dataset], metric, ["run"], ylabel, log=log).add_prefix(f"{dataset}: "))
+            ax.set_title(dataset)
+        fig.tight_layout()
+        return fig, pd.concat(wides, axis=1)
+
+    draw.__doc__ = f"Figs. 3, 8–10: {ylabel} over iterations, one line per run."
+    return draw
+
+
+def mnnd_and_variance(t: pd.DataFrame, results: Path) -> Drawn | str:
+    """Fig. 7: MNND and covariance trace of the generated sets over iterations (replace)."""
+    data = _vanilla_replace(t)
+    if data.empty:
+        return "no vanilla replace run (paradigm replace, selection all, samples 1)"
+    plt = _plt()
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    data = data.assign(label=data.dataset)
+    a = _lines(axes[0], data, "generated_mnnd", ["label"], "MNND of G_n", log=True)
+    b = _lines(axes[1], data, "generated_covariance_trace", ["label"], "trace of covariance of G_n")
+    fig.tight_layout()
+    return fig, pd.concat([a, b], axis=1)
+
+
+def source_shares(t: pd.DataFrame, results: Path) -> Drawn | str:
+    """Fig. 11: D_n's share by source (real, G_1, ...) per iteration, against the 1/n curve."""
+    data = t[(t.paradigm == "accumulate") & t.metric.str.startswith("share_") & (t.file == "metrics.json")]
+    if data.empty:
+        return "no accumulate-paradigm run"
+    plt = _plt()
+    groups = sorted(data.groupby(["dataset", "run"]).groups)
+    fig, axes = plt.subplots(1, len(groups), figsize=(4.2 * len(groups), 3.8), squeeze=False)
+    wides = []
+    for ax, (dataset, run) in zip(axes[0], groups):
+        part = data[(data.dataset == dataset) & (data.run == run)]
+        wide = part.pivot_table(index="iteration", columns="metric", values="value", aggfunc="first").fillna(0.0)
+        order = ["share_real"] + sorted(c for c in wide.columns if c != "share_real")
+        bottom = np.zeros(len(wide))
+        colors = ["tab:blue"] + [f"C{i % 9 + 1}" for i in range(len(order) - 1)]  # real is always blue
+        for col, color in zip(order, colors):
+            ax.bar(wide.index, wide[col], bottom=bottom, label=col.removeprefix("share_"), color=color)
+            bottom += wide[col].to_numpy()
+        n = wide.index.to_numpy()
+        ax.plot(n, 1 / n, "r-o", ms=3, label="1/n")
+        ax.set(title=f"{dataset} · {run}", xlabel="iteration n", ylabel="share of D_n", ylim=(0, 1.05))
+        _integer_x(ax)
+        ax.legend(fontsize=6)
+        wides.append(wide[order].add_prefix(f"{dataset} · {run}: "))
+    fig.tight_layout()
+    return fig, pd.concat(wides, axis=1)
+
+
+def _ablation(selector: Callable[[pd.DataFrame], pd.DataFrame], why: str, title: str):
+    def draw(t: pd.DataFrame, results: Path) -> Drawn | str:
+        data = selector(t)
+        if data.empty or data.run.nunique() < 2:
+            return why
+        plt = _plt()
+        fig, ax = plt.subplots(figsize=(5.5, 3.8))
+        wide = _lines(ax, data, "fid", ["dataset", "run"], "FID of G_n")
+        ax.set_title(title)
+        return fig, wide
+
+    return draw
+
+
+def _two_n(t: pd.DataFrame) -> pd.DataFrame:
+    """Fig. 13: replace with N, replace with all 2N, and replace with 2N filtered to N."""
+    rep = t[t.paradigm == "replace"]
+    if not (rep.samples_per_iteration > 1).any() or not ((rep.selection == "all") & (rep.samples_per_iteration > 1)).any():
+        return rep.iloc[:0]
+    return rep
+
+
+def _decays(t: pd.DataFrame) -> pd.DataFrame:
+    """Fig. 14: accumulate with Threshold Decay at several decay rates, against vanilla accumulate."""
+    acc = t[t.paradigm == "accumulate"]
+    thr = acc[acc.selection == "threshold_decay"]
+    if thr.decay.nunique() < 2:
+        return acc.iloc[:0]
+    return acc[acc.selection.isin(["threshold_decay", "random"])]
+
+
+def sample_grids(results: Path, rows: int = 4) -> dict[str, object]:
+    """Figs. 15–20: the first images of G_n for each run and iteration (one figure per run)."""
+    plt = _plt()
+    out = {}
+    runs = [p for p in results.glob("*/*") if p.is_dir() and p.name != "real" and p.parent.name not in ("tables", "figures")]
+    for run_dir in sorted(runs):
+        iters = sorted(run_dir.glob("iter*/samples.npy"))
+        first = run_dir.parent / "real" / "iter01" / "samples.npy"
+        files = ([first] if first.is_file() else []) + iters
+        if not files:
+            continue
+        fig, axes = plt.subplots(1, len(files), figsize=(2.2 * len(files), 2.4), squeeze=False)
+        for ax, f in zip(axes[0], files):
+            images = np.load(f, allow_pickle=False)[: rows * rows]
+            ax.imshow(_grid(images, rows), cmap="gray" if images.shape[-1] == 1 else None)
+            ax.set_title(f"n = {int(f.parent.name.removeprefix('iter'))}", fontsize=8)
+            ax.axis("off")
+        fig.suptitle(f"{run_dir.parent.name} · {run_dir.name}", fontsize=9)
+        out[f"samples_{run_dir.parent.name}_{run_dir.name}"] = fig
+    return out
+
+
+def _grid(images: np.ndarray, rows: int) -> np.ndarray:
+    n, h, w, c = images.shape
+    full = np.zeros((rows * rows, h, w, c), dtype=images.dtype)
+    full[:n] = images
+    grid = full.reshape(rows, rows, h, w, c).transpose(0, 2, 1, 3, 4).reshape(rows * h, rows * w, c)
+    return grid[..., 0] if c == 1 else grid
+
+
+FIGURES: dict[str, Callable[[pd.DataFrame, Path], Drawn | str]] = {
+    "fig01_generalization_by_size": generalization_by_size,
+    "fig02_entropy_vs_generalization": entropy_and_generalization,
+    "fig03_generalization_score": _per_run("generalization_score", "generalization score GS(n)", log=True),
+    "fig09_fid": _per_run("fid", "FID of G_n"),
+    "fig10_entropy": _per_run("train_entropy", "entropy of D_n (nats)"),
+    "fig07_mnnd_variance": mnnd_and_variance,
+    "fig11_source_shares": source_shares,
+    "fig13_replace_2n": _ablation(_two_n, "no replace run with samples ≥ 2 and selection all (the 2N ablation)",
+                                  "training on 2N samples (replace)"),
+    "fig14_decay_rates": _ablation(_decays, "fewer than two accumulate threshold_decay runs with different decays",
+                                   "Threshold Decay Filter: decay rates"),
+}
+
+
+def build(results: str | Path, out_dir: str | Path | None = None, log=print) -> list[Path]:
+    """Every figure that results/ has the runs for; returns the files written."""
+    results = Path(results)
+    table = tidy(scan(results))
+    figures_dir = Path(out_dir) if out_dir else results / "figures"
+    figures_dir.mkdir(parents=True, exist_ok=True)
+    plt = _plt()
+    written = []
+    for name, draw in FIGURES.items():
+        drawn = draw(table, results) if not table.empty else "results/ holds no metrics.json or fid.json"
+        if isinstance(drawn, str):
+            log(f"skipped {name}: {drawn}")
+            continue
+        fig, wide = drawn
+        written += _save(fig, figures_dir / name)
+        wide.to_csv(figures_dir / f"{name}.tsv", sep="\t")
+        written.append(figures_dir / f"{name}.tsv")
+        plt.close(fig)
+        log(f"wrote {name}")
+    for name, fig in sample_grids(results).items():
+        written += _save(fig, figures_dir / name)
+        plt.close(fig)
+    return written
+
+
+def _save(fig, stem: Path) -> list[Path]:
+    paths = [stem.with_suffix(".png"), stem.with_suffix(".pdf")]
+    fig.savefig(paths[0], dpi=120, bbox_inches="tight")
+    fig.savefig(paths[1], bbox_inches="tight")
+    return paths
 
 
 if __name__ == "__main__":
-    results = sys.argv[1] if len(sys.argv) > 1 else "results"
-    stage(f"{results}/tables/metrics.tsv", [f"{results}/figures/{name}.png" for name in FIGURES])
+    build(sys.argv[1] if len(sys.argv) > 1 else "results")

@@ -13,14 +13,17 @@ import pandas as pd
 
 from ouroboros.io import load_json
 
-ID_COLUMNS = ["dataset", "run", "paradigm", "selection", "samples_per_iteration", "tau0", "decay", "iteration"]
+ID_COLUMNS = ["dataset", "dataset_size", "run", "paradigm", "selection", "samples_per_iteration", "tau0", "decay",
+              "iteration"]
 
 
 def rows(path: str | Path) -> list[dict]:
+    """One row per value; D_n's share by source becomes metrics ``share_real``, ``share_G01``, ..."""
     record = load_json(path)
     space = record.get("feature_space") or record.get("feature_extractor")
     base = {k: record.get(k) for k in ID_COLUMNS} | {"file": Path(path).name, "feature_space": space}
-    return [base | {"metric": metric, "value": value} for metric, value in record["values"].items()]
+    values = dict(record["values"]) | {f"share_{k}": v for k, v in record.get("source_shares", {}).items()}
+    return [base | {"metric": metric, "value": value} for metric, value in values.items()]
 
 
 def tidy(paths: list[str | Path]) -> pd.DataFrame:
@@ -39,8 +42,21 @@ def stage(inputs: list[str], out: str) -> pd.DataFrame:
 
 
 def scan(results: str | Path) -> list[Path]:
+    """Every metrics.json and fid.json under results/{dataset}/{run}/iter{NN}/."""
     root = Path(results)
     return sorted(p for name in ("metrics.json", "fid.json") for p in root.glob(f"*/*/iter*/{name}"))
+
+
+def signature(results: str | Path) -> str:
+    """A digest of which result files exist and when they changed: as a rule parameter, it makes
+    Snakemake redraw tables and figures whenever results/ changes, without depending on (and so
+    triggering) the jobs that made them."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for p in scan(results):
+        h.update(f"{p}:{p.stat().st_mtime_ns}\n".encode())
+    return h.hexdigest()[:16]
 
 
 HEADLINE = ["generalization_score", "train_entropy", "generated_entropy", "real_share", "fid"]

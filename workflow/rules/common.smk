@@ -21,7 +21,12 @@ except OuroborosError as exc:
     raise WorkflowError(str(exc)) from None
 
 TABLE = "results/tables/metrics.tsv"
-FIGURES = [f"results/figures/{name}.png" for name in ("generalization_score", "entropy", "fid", "real_share")]
+
+
+def results_signature():
+    from ouroboros.tables import signature
+
+    return signature("results")
 
 
 wildcard_constraints:

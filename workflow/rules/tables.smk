@@ -1,9 +1,10 @@
 rule tables:
-    """One tidy TSV of every metric of the configured targets (one row per dataset × run × iteration × metric)."""
-    input:
-        default_targets(),
+    """The tidy table of every metrics.json and fid.json that results/ holds (never triggers training)."""
     output:
         report(TABLE, caption="../report/tables.rst", category="Tables"),
+    params:
+        results=lambda w, output: str(Path(output[0]).parents[1]),
+        signature=lambda w: results_signature(),
     log:
         "logs/tables.log",
     threads: 1

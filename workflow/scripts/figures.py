@@ -8,4 +8,4 @@ from ouroboros.runtime import logged  # noqa: E402
 with logged(snakemake.log[0], snakemake.threads):
     from ouroboros import figures
 
-    figures.stage(snakemake.input[0], list(snakemake.output))
+    figures.build(snakemake.params.results, out_dir=snakemake.output[0])

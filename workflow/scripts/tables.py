@@ -8,4 +8,4 @@ from ouroboros.runtime import logged  # noqa: E402
 with logged(snakemake.log[0], snakemake.threads):
     from ouroboros import tables
 
-    tables.stage(list(snakemake.input), snakemake.output[0])
+    tables.stage([str(p) for p in tables.scan(snakemake.params.results)], snakemake.output[0])
