@@ -75,3 +75,39 @@ def test_model_directory_missing_weights_is_a_clear_error(tmp_path):
 def test_unknown_preset_names_the_key():
     with pytest.raises(OuroborosError, match="unknown model preset"):
         models.preset("huge")
+
+
+def test_a_killed_training_resumes_from_its_checkpoint_with_the_same_weights(digits, tmp_path, monkeypatch):
+    images, _ = digits
+    cfg = TrainConfig(steps=8, batch_size=16, lr=1e-3, warmup_steps=2, weight_decay=0.0)
+    train.train(images, "tiny8", cfg, seed=5, out_dir=tmp_path / "whole", stats_path=tmp_path / "whole.jsonl",
+                progress=False)
+    ckpt = tmp_path / "train-checkpoint"
+    monkeypatch.setenv("OUROBOROS_FAULT", "train")  # dies after step 4, right after a checkpoint
+    with pytest.raises(RuntimeError, match="injected fault"):
+        train.train(images, "tiny8", cfg, seed=5, out_dir=tmp_path / "cut", stats_path=tmp_path / "cut.jsonl",
+                    progress=False, checkpoint_dir=ckpt, checkpoint_seconds=0)
+    assert json.loads((ckpt / "state.json").read_text())["next_step"] == 5
+    assert not (tmp_path / "cut").exists()
+    monkeypatch.delenv("OUROBOROS_FAULT")
+    train.train(images, "tiny8", cfg, seed=5, out_dir=tmp_path / "cut", stats_path=tmp_path / "cut.jsonl",
+                progress=False, checkpoint_dir=ckpt, checkpoint_seconds=3600)
+    whole, cut = models.load(tmp_path / "whole").state_dict(), models.load(tmp_path / "cut").state_dict()
+    assert all(torch.equal(whole[k], cut[k]) for k in whole)  # bit for bit
+    losses = lambda p: [json.loads(x)["loss"] for x in p.read_text().splitlines()]  # noqa: E731
+    assert losses(tmp_path / "cut.jsonl") == losses(tmp_path / "whole.jsonl")
+    assert not ckpt.exists()  # removed once the model is saved
+
+
+def test_a_checkpoint_of_other_inputs_is_not_resumed(digits, tmp_path):
+    images, _ = digits
+    cfg = TrainConfig(steps=3, batch_size=16, lr=1e-3, warmup_steps=1, weight_decay=0.0)
+    torch.manual_seed(0)
+    unet = models.build("tiny8")
+    opt = torch.optim.AdamW(unet.parameters())
+    from ouroboros import checkpoint
+
+    checkpoint.save(tmp_path / "ck", unet, opt, 2, "other-fingerprint", "")
+    log = []
+    assert checkpoint.load(tmp_path / "ck", unet, opt, "mine", log=log.append) is None
+    assert "another configuration" in log[0]

@@ -27,6 +27,7 @@ class TrainConfig:
     grad_clip: float = 1.0
     steps: int | None = None  # exactly one of steps / epochs
     epochs: int | None = None
+    checkpoint_minutes: float = 10.0  # in-job checkpoint interval (wall clock)
 
     def total_steps(self, train_size: int) -> int:
         """Optimizer steps for a training set of this size (epochs scale with |D_n|)."""

@@ -7,6 +7,7 @@ run is therefore reproducible bit for bit on CPU, and independent of how it was 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -59,8 +60,16 @@ def train(
     out_dir: str | os.PathLike,
     stats_path: str | os.PathLike | None = None,
     progress: bool = True,
+    checkpoint_dir: str | os.PathLike | None = None,
+    checkpoint_seconds: float | None = None,
 ) -> dict:
-    """Train on uint8 NHWC images and save the model to ``out_dir`` (atomically, as a directory)."""
+    """Train on uint8 NHWC images and save the model to ``out_dir`` (atomically, as a directory).
+
+    With ``checkpoint_dir``, the state is saved there every ``checkpoint_seconds`` (default:
+    the config's ``checkpoint_minutes``) and a later
+    call with the same inputs resumes from it (see ouroboros.checkpoint); it is removed at the end.
+    """
+    from ouroboros import checkpoint
     import torch
     from tqdm import tqdm
 
@@ -76,35 +85,48 @@ def train(
     data = to_model(images).to(device)
     amp = dict(device_type="cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
 
-    stats = open(stats_path, "w") if stats_path else None
-    started = time.time()
-    losses = []
-    bar = tqdm(range(total), desc="train", mininterval=5, disable=not progress)
-    for step in bar:
-        for group in opt.param_groups:
-            group["lr"] = cfg.lr * lr_factor(step, cfg.warmup_steps, total)
-        gen = torch.Generator().manual_seed(seeds.per_item(seed, [step + 1])[0])
-        x0 = data[torch.from_numpy(batch_indices(len(data), cfg.batch_size, step, seed)).to(device)]
-        noise = torch.randn(x0.shape, generator=gen).to(device)
-        t = torch.randint(0, NUM_TRAIN_TIMESTEPS, (len(x0),), generator=gen).to(device)
-        with torch.autocast(**amp):
-            pred = unet(noise_schedule.add_noise(x0, noise, t), t).sample
-        loss = torch.nn.functional.mse_loss(pred.float(), noise)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(unet.parameters(), cfg.grad_clip)
-        opt.step()
-        value = float(loss.detach())
-        losses.append(value)
+    if checkpoint_seconds is None:
+        checkpoint_seconds = 60.0 * cfg.checkpoint_minutes
+    # what the weights depend on: everything but how often they are saved
+    options = {k: v for k, v in cfg.__dict__.items() if k != "checkpoint_minutes"}
+    fp = checkpoint.fingerprint(preset, options, seed, images) if checkpoint_dir else ""
+    resumed = checkpoint.load(checkpoint_dir, unet, opt, fp) if checkpoint_dir else None
+    first_step, stats_text = resumed if resumed else (0, "")
+    stats_lines = stats_text.splitlines(keepends=True)
+    losses = [json.loads(line)["loss"] for line in stats_lines]
+    with open(stats_path, "w") if stats_path else contextlib.nullcontext() as stats:
         if stats:
-            stats.write(json.dumps({"step": step, "loss": value, "lr": opt.param_groups[0]["lr"],
-                                    "grad_norm": float(grad_norm), "seconds": round(time.time() - started, 3)}) + "\n")
-        if step == total // 2:
-            fault_point("train")
-        if step % 50 == 0:
-            bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}")
-    if stats:
-        stats.close()
+            stats.write(stats_text)
+        started = last_checkpoint = time.time()
+        bar = tqdm(range(first_step, total), desc="train", mininterval=5, disable=not progress, initial=first_step, total=total)
+        for step in bar:
+            for group in opt.param_groups:
+                group["lr"] = cfg.lr * lr_factor(step, cfg.warmup_steps, total)
+            gen = torch.Generator().manual_seed(seeds.per_item(seed, [step + 1])[0])
+            x0 = data[torch.from_numpy(batch_indices(len(data), cfg.batch_size, step, seed)).to(device)]
+            noise = torch.randn(x0.shape, generator=gen).to(device)
+            t = torch.randint(0, NUM_TRAIN_TIMESTEPS, (len(x0),), generator=gen).to(device)
+            with torch.autocast(**amp):
+                pred = unet(noise_schedule.add_noise(x0, noise, t), t).sample
+            loss = torch.nn.functional.mse_loss(pred.float(), noise)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            grad_norm = torch.nn.utils.clip_grad_norm_(unet.parameters(), cfg.grad_clip)
+            opt.step()
+            value = float(loss.detach())
+            losses.append(value)
+            line = json.dumps({"step": step, "loss": value, "lr": opt.param_groups[0]["lr"],
+                               "grad_norm": float(grad_norm), "seconds": round(time.time() - started, 3)}) + "\n"
+            stats_lines.append(line)
+            if stats:
+                stats.write(line)
+            if checkpoint_dir and time.time() - last_checkpoint >= checkpoint_seconds and step + 1 < total:
+                checkpoint.save(checkpoint_dir, unet, opt, step + 1, fp, "".join(stats_lines))
+                last_checkpoint = time.time()
+            if step == total // 2:
+                fault_point("train")
+            if step % 50 == 0:
+                bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}")
 
     summary = {
         "preset": preset,
@@ -117,6 +139,8 @@ def train(
         "seed": seed,
     }
     save_model(unet, noise_schedule, out_dir, summary)
+    if checkpoint_dir:
+        shutil.rmtree(checkpoint_dir, ignore_errors=True)
     return summary
 
 
@@ -137,13 +161,15 @@ def save_model(unet, noise_schedule, out_dir: str | os.PathLike, summary: dict) 
         raise
 
 
-def stage(manifest_path: str, preset: str, options: dict, *, seed: int, model_out: str, stats_out: str) -> dict:
-    """Train on the images a manifest names (D_n)."""
+def stage(manifest_path: str, preset: str, options: dict, *, seed: int, model_out: str, stats_out: str,
+          checkpoint_dir: str | None = None) -> dict:
+    """Train on the images a manifest names (D_n), checkpointing every few minutes."""
     from ouroboros import manifest
     from ouroboros.io import load_images
 
     images = manifest.gather(manifest.read(manifest_path), load_images)
     print(f"training {preset} on {len(images)} images from {manifest_path}")
-    summary = train(images, preset, TrainConfig(**options), seed=seed, out_dir=model_out, stats_path=stats_out)
+    summary = train(images, preset, TrainConfig(**options), seed=seed, out_dir=model_out, stats_path=stats_out,
+                    checkpoint_dir=checkpoint_dir)
     print(json.dumps(summary, indent=2))
     return summary

@@ -9,6 +9,8 @@ rule train:
         preset=lambda w: dataset_params(w).model,
         options=lambda w: vars(dataset_params(w).train),
         seed=seed("train"),
+        # not an output: Snakemake must not delete it when a killed job is re-run
+        checkpoint=lambda w, output: str(Path(output.model).with_name("train-checkpoint")),
     log:
         "logs/{dataset}/{branch}/iter{iter}/train.log",
     benchmark:

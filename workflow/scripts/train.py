@@ -10,4 +10,4 @@ with logged(snakemake.log[0], snakemake.threads):
 
     p = snakemake.params
     train.stage(snakemake.input.manifest, p.preset, p.options, seed=p.seed,
-                model_out=snakemake.output.model, stats_out=snakemake.output.stats)
+                model_out=snakemake.output.model, stats_out=snakemake.output.stats, checkpoint_dir=p.checkpoint)
