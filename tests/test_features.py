@@ -41,3 +41,30 @@ def test_dinov2_loads_a_local_model_through_transformers(tmp_path):
 def test_missing_dinov2_offline_says_what_to_download(tmp_path):
     with pytest.raises(OuroborosError, match="download"):
         features.dinov2(np.zeros((1, 8, 8, 3), np.uint8), str(tmp_path / "no-such-model"))
+
+
+def test_npz_and_folder_sources_load_uint8_nhwc(tmp_path):
+    from PIL import Image
+
+    images = np.random.default_rng(0).integers(0, 256, size=(5, 4, 4, 3), dtype=np.uint8)
+    np.savez(tmp_path / "set.npz", images=images, labels=np.arange(5))
+    got, labels = data.load_source("npz", str(tmp_path / "set.npz"))
+    np.testing.assert_array_equal(got, images)
+    np.testing.assert_array_equal(labels, np.arange(5))
+    (tmp_path / "faces").mkdir()
+    for i, im in enumerate(images):
+        Image.fromarray(im).save(tmp_path / "faces" / f"{i:03d}.png")
+    got, _ = data.load_source("folder", str(tmp_path / "faces"))
+    np.testing.assert_array_equal(got, images)
+
+
+def test_missing_or_bad_sources_name_the_path(tmp_path):
+    with pytest.raises(OuroborosError, match="no .npz file"):
+        data.load_source("npz", str(tmp_path / "missing.npz"))
+    np.savez(tmp_path / "floats.npz", images=np.zeros((2, 4, 4, 3)))
+    with pytest.raises(OuroborosError, match="floats.npz: expected uint8"):
+        data.load_source("npz", str(tmp_path / "floats.npz"))
+    with pytest.raises(OuroborosError, match="no .png or .jpg"):
+        data.load_source("folder", str(tmp_path))
+    with pytest.raises(OuroborosError, match="cifar10"):
+        data.load_source("cifar10", str(tmp_path / "nowhere"))

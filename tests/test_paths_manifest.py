@@ -85,3 +85,24 @@ def test_bad_manifest_names_the_file(tmp_path):
     p.write_text("nonsense\n")
     with pytest.raises(OuroborosError, match=str(p)):
         manifest.read(p)
+
+
+def test_a_size_sweep_inherits_its_base_and_shares_its_permutation():
+    from ouroboros import data
+
+    raw = {**RAW, "datasets": {**RAW["datasets"],
+                               "d-small": {"base": "d", "size": 4, "train": {"steps": 9}},
+                               "d-tiny": {"base": "d-small", "size": 2}}}
+    cfg = parse(raw)
+    small, tiny = cfg.dataset("d-small"), cfg.dataset("d-tiny")
+    assert (small.size, small.train.steps, small.model, small.family) == (4, 9, "tiny8", "d")
+    assert (tiny.size, tiny.train.steps, tiny.family) == (2, 9, "d")
+    big = data.subset(1797, 10, seed=0, dataset="d")
+    assert list(data.subset(1797, 4, seed=0, dataset=small.family)) == list(big[:4])  # nested
+
+
+def test_bad_bases_name_the_key():
+    with pytest.raises(OuroborosError, match="datasets.x.base names unknown dataset 'nope'"):
+        parse({**RAW, "datasets": {**RAW["datasets"], "x": {"base": "nope"}}})
+    with pytest.raises(OuroborosError, match="cycle"):
+        parse({**RAW, "datasets": {"a": {"base": "b"}, "b": {"base": "a"}}})

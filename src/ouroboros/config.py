@@ -59,6 +59,7 @@ class Dataset:
     inception_weights: str | None = None
     classifier_steps: int = 400
     select_device: str = "cpu"
+    family: str = ""  # the root of the `base:` chain: datasets of one family share one permutation
 
 
 @dataclass(frozen=True)
@@ -101,10 +102,42 @@ class Config:
         return float(value)
 
 
+def resolve_bases(entries: Mapping[str, Any]) -> dict[str, tuple[dict, str]]:
+    """Each dataset entry with its ``base:`` chain merged in (train/sample merge key by key),
+    and the name of the chain's root."""
+    out: dict[str, tuple[dict, str]] = {}
+
+    def resolve(name: str, seen: tuple[str, ...]) -> tuple[dict, str]:
+        if name in out:
+            return out[name]
+        if name in seen:
+            raise OuroborosError(f"config.yaml: datasets.{name}.base forms a cycle: {' → '.join(seen + (name,))}")
+        entry = dict(entries[name])
+        base = entry.pop("base", None)
+        if base is None:
+            out[name] = (entry, name)
+            return out[name]
+        if base not in entries:
+            raise OuroborosError(f"config.yaml: datasets.{name}.base names unknown dataset {base!r}")
+        parent, root = resolve(base, seen + (name,))
+        merged = dict(parent)
+        for key, value in entry.items():
+            merged[key] = {**parent.get(key, {}), **value} if isinstance(value, dict) else value
+        out[name] = (merged, root)
+        return out[name]
+
+    for name in entries:
+        resolve(name, ())
+    return out
+
+
 def parse(raw: Mapping[str, Any]) -> Config:
     """Build a Config from the (schema-validated) dict and check what spans several keys."""
     datasets = {}
-    for name, d in (raw.get("datasets") or {}).items():
+    for name, (d, family) in resolve_bases(raw.get("datasets") or {}).items():
+        missing = [k for k in ("source", "size", "model", "train", "sample", "features", "fid_features") if k not in d]
+        if missing:
+            raise OuroborosError(f"config.yaml: datasets.{name} lacks {', '.join(missing)} (set them or a base)")
         train = dict(d.get("train") or {})
         if ("steps" in train) == ("epochs" in train):
             raise OuroborosError(f"config.yaml: datasets.{name}.train needs exactly one of 'steps' or 'epochs'")
@@ -123,6 +156,7 @@ def parse(raw: Mapping[str, Any]) -> Config:
             inception_weights=d.get("inception_weights"),
             classifier_steps=int(d.get("classifier_steps", 400)),
             select_device=d.get("select_device", "cpu"),
+            family=family,
         )
     runs = {}
     for name, r in (raw.get("runs") or {}).items():

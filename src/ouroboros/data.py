@@ -1,4 +1,5 @@
-"""Real data: the embedded digits, and the nested seeded subsets of the Finding I protocol.
+"""Real data: the embedded digits, CIFAR-10 / MNIST through torchvision, any .npz or image folder
+(FFHQ at 32×32, say), and the nested seeded subsets of the Finding I protocol.
 
 Images are uint8 NHWC everywhere. A dataset of size N is the first N images of one seeded
 permutation of the source, so the subsets of a size sweep are nested (1,024 ⊂ 2,048 ⊂ ...).
@@ -21,13 +22,17 @@ def digits() -> tuple[np.ndarray, np.ndarray]:
     return images, bunch.target.astype(np.int64)
 
 
-def load_source(source: str, root: str | None) -> tuple[np.ndarray, np.ndarray]:
+def load_source(source: str, root: str | None, dataset: str = "<name>") -> tuple[np.ndarray, np.ndarray]:
     """All images and labels of a source, before subsetting."""
     if source == "digits":
         return digits()
     if source in ("cifar10", "mnist"):
         return _torchvision(source, root)
-    raise OuroborosError(f"config.yaml: unknown dataset source {source!r}; known: digits, cifar10, mnist")
+    if source == "npz":
+        return _npz(root, dataset)
+    if source == "folder":
+        return _folder(root, dataset)
+    raise OuroborosError(f"config.yaml: unknown dataset source {source!r}; known: digits, cifar10, mnist, npz, folder")
 
 
 def _torchvision(source: str, root: str | None) -> tuple[np.ndarray, np.ndarray]:
@@ -52,6 +57,60 @@ def _torchvision(source: str, root: str | None) -> tuple[np.ndarray, np.ndarray]
     return images.astype(np.uint8), np.asarray(ds.targets, dtype=np.int64)
 
 
+def _npz(root: str | None, dataset_hint: str) -> tuple[np.ndarray, np.ndarray]:
+    """uint8 NHWC images from an .npz (key ``images``, optional ``labels``), never unpickled."""
+    from pathlib import Path
+
+    path = Path(root or "")
+    if not path.is_file():
+        raise OuroborosError(
+            f"{path.resolve()}: no .npz file; write one with numpy.savez(path, images=uint8 N×H×W×C"
+            f"[, labels=int N]) and set datasets.{dataset_hint}.root to it"
+        )
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            if "images" not in archive.files:
+                raise OuroborosError(f"{path}: no 'images' array (found {archive.files})")
+            images = archive["images"]
+            labels = archive["labels"] if "labels" in archive.files else np.zeros(len(images), np.int64)
+    except (ValueError, OSError, EOFError) as exc:
+        raise OuroborosError(f"{path}: not a readable .npz ({exc})") from exc
+    return _checked(images, labels, path)
+
+
+def _folder(root: str | None, dataset_hint: str) -> tuple[np.ndarray, np.ndarray]:
+    """Every .png/.jpg under a folder (sorted by path), all of one size, as uint8 NHWC."""
+    from pathlib import Path
+
+    from PIL import Image
+
+    folder = Path(root or "")
+    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in (".png", ".jpg", ".jpeg"))
+    if not files:
+        raise OuroborosError(
+            f"{folder.resolve()}: no .png or .jpg images; point datasets.{dataset_hint}.root at a folder of "
+            "same-size images (e.g. FFHQ downsampled to 32×32, see the README)"
+        )
+    arrays = []
+    for f in files:
+        with Image.open(f) as im:
+            arrays.append(np.asarray(im.convert("RGB")))
+    shapes = {a.shape for a in arrays}
+    if len(shapes) != 1:
+        raise OuroborosError(f"{folder}: images of several sizes {sorted(shapes)[:3]}; resize them to one size first")
+    return _checked(np.stack(arrays), np.zeros(len(arrays), np.int64), folder)
+
+
+def _checked(images: np.ndarray, labels: np.ndarray, path) -> tuple[np.ndarray, np.ndarray]:
+    if images.ndim == 3:
+        images = images[..., None]
+    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] not in (1, 3):
+        raise OuroborosError(f"{path}: expected uint8 images N×H×W×C with C in (1, 3), found {images.dtype} {images.shape}")
+    if len(labels) != len(images):
+        raise OuroborosError(f"{path}: {len(labels)} labels for {len(images)} images")
+    return images, labels.astype(np.int64)
+
+
 def subset(count: int, size: int, *, seed: int, dataset: str) -> np.ndarray:
     """Indices of the first ``size`` images of the dataset's seeded permutation."""
     if size > count:
@@ -62,9 +121,12 @@ def subset(count: int, size: int, *, seed: int, dataset: str) -> np.ndarray:
     return rng.permutation(count)[:size]
 
 
-def prepare(source: str, root: str | None, size: int, *, seed: int, dataset: str) -> tuple[np.ndarray, np.ndarray]:
-    images, labels = load_source(source, root)
-    keep = subset(len(images), size, seed=seed, dataset=dataset)
+def prepare(source: str, root: str | None, size: int, *, seed: int, dataset: str,
+            family: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The first ``size`` images of the permutation of ``family`` (the root of a ``base:`` chain),
+    so the datasets of a size sweep are nested subsets of one another."""
+    images, labels = load_source(source, root, dataset)
+    keep = subset(len(images), size, seed=seed, dataset=family or dataset)
     return images[keep], labels[keep]
 
 
@@ -85,12 +147,12 @@ def from_model(x) -> np.ndarray:
 
 
 def stage(source: str, root: str | None, size: int, *, seed: int, dataset: str,
-          images_out: str, labels_out: str, manifest_out: str) -> None:
+          images_out: str, labels_out: str, manifest_out: str, family: str | None = None) -> None:
     """The real subset D_1 (images, labels) and its manifest."""
     from ouroboros import manifest
     from ouroboros.io import save_array
 
-    images, labels = prepare(source, root, size, seed=seed, dataset=dataset)
+    images, labels = prepare(source, root, size, seed=seed, dataset=dataset, family=family)
     save_array(images_out, images)
     save_array(labels_out, labels)
     manifest.write(manifest_out, manifest.from_pool([manifest.PoolPart("real", images_out, len(images))],

@@ -9,6 +9,7 @@ rule data:
         root=lambda w: dataset_params(w).root,
         size=lambda w: dataset_params(w).size,
         seed=CFG.seed,
+        family=lambda w: dataset_params(w).family,
     log:
         "logs/{dataset}/real/data.log",
     threads: 1
