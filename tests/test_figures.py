@@ -81,3 +81,39 @@ def test_empty_results_skip_everything(tmp_path):
     log = []
     assert figures.build(tmp_path, log=log.append) == []
     assert all(line.startswith("skipped") for line in log) and log
+
+
+def test_image_figures_are_skipped_without_files_and_drawn_with_them(tmp_path):
+    from ouroboros import manifest
+    from ouroboros.io import save_array
+
+    root = tmp_path / "results"
+    write_run(root, "small", 12, "replace", "replace", "all", 2)
+    log = []
+    figures.build(root, log=log.append)
+    assert any(line.startswith("skipped fig01_nearest_neighbours:") for line in log)
+    assert any(line.startswith("skipped fig06_svd_projection:") for line in log)
+
+    rng = np.random.default_rng(1)
+    real = rng.integers(0, 256, size=(12, 4, 4, 1), dtype=np.uint8)
+    g1 = rng.integers(0, 256, size=(12, 4, 4, 1), dtype=np.uint8)
+    g2 = rng.integers(0, 256, size=(12, 4, 4, 1), dtype=np.uint8)
+    files = {"real": "results/small/real/images.npy", "g1": "results/small/real/iter01/samples.npy",
+             "g2": "results/small/replace/iter02/samples.npy"}
+    for key, array in (("real", real), ("g1", g1), ("g2", g2)):
+        save_array(tmp_path / files[key], array)
+        save_array((tmp_path / files[key]).with_name("features-pixels.npy"), array.reshape(12, -1).astype(np.float32) / 255)
+    manifest.write(root / "small/real/train.tsv", manifest.from_pool([manifest.PoolPart("real", files["real"], 12)], np.arange(12)))
+    manifest.write(root / "small/replace/iter02/train.tsv",
+                   manifest.from_pool([manifest.PoolPart("G01", files["g1"], 12)], np.arange(12)))
+    log = []
+    figures.build(root, log=log.append)
+    assert "wrote fig01_nearest_neighbours" in log and "wrote fig06_svd_projection" in log
+    table = pd.read_csv(root / "figures" / "fig01_nearest_neighbours.tsv", sep="\t")
+    for n, generated, train in ((1, g1, real), (2, g2, g1)):
+        rows = table[table.iteration == n]
+        a = generated[:8].reshape(8, -1).astype(float) / 255
+        b = train.reshape(12, -1).astype(float) / 255
+        brute = np.sqrt(((a[:, None] - b[None]) ** 2).sum(-1))
+        np.testing.assert_allclose(rows.distance, brute.min(1), rtol=1e-6)  # float32 pixels
+        np.testing.assert_array_equal(rows.train_row, brute.argmin(1))

@@ -208,6 +208,95 @@ def _decays(t: pd.DataFrame) -> pd.DataFrame:
     return acc[acc.selection.isin(["threshold_decay", "random"])]
 
 
+def _generation_dir(results: Path, dataset: str, run: str, n: int) -> Path:
+    return results / dataset / ("real" if n == 1 else run) / f"iter{n:02d}"
+
+
+def _replace_iterations(t: pd.DataFrame) -> list[tuple[str, str, list[int]]]:
+    """(dataset, run, [first, last iteration]) of each vanilla replace run."""
+    data = _vanilla_replace(t)
+    return [(d, r, sorted({int(part.iteration.min()), int(part.iteration.max())}))
+            for (d, r), part in data.groupby(["dataset", "run"])]
+
+
+def nearest_neighbour_grids(t: pd.DataFrame, results: Path, count: int = 8) -> Drawn | str:
+    """Fig. 1 (left): generated images (top) above their nearest training image (bottom), pixel space."""
+    from ouroboros import manifest
+    from ouroboros.features import pixels
+    from ouroboros.io import load_images
+    from ouroboros.neighbors import knn
+
+    cases = []
+    for dataset, run, iterations in _replace_iterations(t):
+        for n in iterations:
+            samples = _generation_dir(results, dataset, run, n) / "samples.npy"
+            train = results / dataset / "real" / "train.tsv" if n == 1 else results / dataset / run / f"iter{n:02d}" / "train.tsv"
+            if samples.is_file() and train.is_file():
+                cases.append((dataset, run, n, samples, train))
+    if not cases:
+        return "no vanilla replace run with samples and a training manifest on disk"
+    plt = _plt()
+    fig, axes = plt.subplots(len(cases), 1, figsize=(1.1 * count, 2.4 * len(cases)), squeeze=False)
+    rows = []
+    for ax, (dataset, run, n, samples, train) in zip(axes[:, 0], cases):
+        generated = load_images(samples)[:count]
+        m = manifest.read(train)
+        # manifest paths are relative to the workflow's working directory, the parent of results/
+        training = manifest.gather(m, lambda f: load_images(results.parent / f))
+        dist, idx = knn(pixels(generated), pixels(training), 1)
+        pairs = np.concatenate([generated, training[idx[:, 0]]])
+        ax.imshow(_grid_rows(pairs, 2), cmap="gray" if pairs.shape[-1] == 1 else None)
+        ax.set_title(f"{dataset} · {run} · n = {n}: G_n (top) and nearest image of D_n (bottom)", fontsize=8)
+        ax.axis("off")
+        rows += [{"dataset": dataset, "run": run, "iteration": n, "sample": i, "train_row": int(idx[i, 0]),
+                  "distance": float(dist[i, 0])} for i in range(len(generated))]
+    fig.tight_layout()
+    return fig, pd.DataFrame(rows)
+
+
+def svd_projection(t: pd.DataFrame, results: Path) -> Drawn | str:
+    """Fig. 6: real and generated features on the top two singular vectors of the real features."""
+    from ouroboros.io import load_features
+
+    data = t[(t.file == "metrics.json")]
+    cases = []
+    for dataset, run, iterations in _replace_iterations(t):
+        space = data[(data.dataset == dataset) & (data.run == run)].feature_space.iloc[0]
+        real = results / dataset / "real" / f"features-{space}.npy"
+        gens = [(n, _generation_dir(results, dataset, run, n) / f"features-{space}.npy") for n in iterations]
+        if real.is_file() and all(f.is_file() for _, f in gens):
+            cases.append((dataset, run, space, real, gens))
+    if not cases:
+        return "no vanilla replace run with real and generated features on disk"
+    plt = _plt()
+    width = max(len(g) for *_, g in cases)
+    fig, axes = plt.subplots(len(cases), width, figsize=(4 * width, 3.6 * len(cases)), squeeze=False)
+    rows = []
+    for row, (dataset, run, space, real_file, gens) in zip(axes, cases):
+        real = load_features(real_file).astype(np.float64)
+        mean = real.mean(0)
+        basis = np.linalg.svd(real - mean, full_matrices=False)[2][:2].T  # top-2 right singular vectors
+        r2 = (real - mean) @ basis
+        for ax, (n, f) in zip(row, gens):
+            g2 = (load_features(f).astype(np.float64) - mean) @ basis
+            ax.scatter(r2[:, 0], r2[:, 1], s=3, c="0.7", label="real")
+            ax.scatter(g2[:, 0], g2[:, 1], s=3, c="tab:orange", label=f"G_{n}")
+            ax.set(title=f"{dataset} · {run} · n = {n} ({space})", xlabel="singular direction 1",
+                   ylabel="singular direction 2")
+            ax.legend(fontsize=7, markerscale=3)
+            rows += [{"dataset": dataset, "run": run, "iteration": n, "point": i, "x": float(a), "y": float(b)}
+                     for i, (a, b) in enumerate(g2)]
+    fig.tight_layout()
+    return fig, pd.DataFrame(rows)
+
+
+def _grid_rows(images: np.ndarray, rows: int) -> np.ndarray:
+    n, h, w, c = images.shape
+    cols = n // rows
+    grid = images[: rows * cols].reshape(rows, cols, h, w, c).transpose(0, 2, 1, 3, 4).reshape(rows * h, cols * w, c)
+    return grid[..., 0] if c == 1 else grid
+
+
 def sample_grids(results: Path, rows: int = 4) -> dict[str, object]:
     """Figs. 15–20: the first images of G_n for each run and iteration (one figure per run)."""
     plt = _plt()
@@ -239,11 +328,13 @@ def _grid(images: np.ndarray, rows: int) -> np.ndarray:
 
 
 FIGURES: dict[str, Callable[[pd.DataFrame, Path], Drawn | str]] = {
+    "fig01_nearest_neighbours": nearest_neighbour_grids,
     "fig01_generalization_by_size": generalization_by_size,
     "fig02_entropy_vs_generalization": entropy_and_generalization,
     "fig03_generalization_score": _per_run("generalization_score", "generalization score GS(n)", log=True),
     "fig09_fid": _per_run("fid", "FID of G_n"),
     "fig10_entropy": _per_run("train_entropy", "entropy of D_n (nats)"),
+    "fig06_svd_projection": svd_projection,
     "fig07_mnnd_variance": mnnd_and_variance,
     "fig11_source_shares": source_shares,
     "fig13_replace_2n": _ablation(_two_n, "no replace run with samples ≥ 2 and selection all (the 2N ablation)",
