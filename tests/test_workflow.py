@@ -149,3 +149,39 @@ def test_unknown_run_in_a_target_names_it(tmp_path):
     make_workdir(tmp_path, tiny_config())
     out = snakemake(tmp_path, "-n", "results/digits/nope/iter02/fid.json", check=False)
     assert out.returncode != 0 and "unknown run 'nope'" in out.stdout + out.stderr
+
+
+def test_report_shows_every_figure_in_a_browser(done):
+    """snakemake --report, opened in headless Chromium: every figure loads and the page is not blank."""
+    chromium = shutil.which("chromium")
+    if chromium is None:
+        if os.environ.get("CI"):
+            pytest.fail("Debian's chromium is missing: .ci/run installs it (apt-get install chromium)")
+        pytest.skip("needs Debian's chromium (apt-get install chromium)")
+    from playwright.sync_api import sync_playwright
+
+    snakemake(done, "--report", str(done / "report.html"), "figures")
+    figures = sorted(p.name for p in (done / "results/figures").glob("*.png"))
+    assert len(figures) >= 8
+    flags = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+             "--disable-sync", "--no-first-run"]
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, args=flags)
+        page = browser.new_page(viewport={"width": 1400, "height": 900})
+        page.goto((done / "report.html").as_uri())
+        page.get_by_text("Figures", exact=True).click()
+        for name in figures:
+            page.locator("tr", has_text=f"results/figures/{name}").locator("a").first.click()
+            # the figure itself, decoded: its data URI names the file
+            page.wait_for_function(
+                "name => Array.from(document.images).some(i => i.src.includes('filename=' + name + ';') "
+                "&& i.complete && i.naturalWidth > 100)", arg=name, timeout=10_000)
+        shot = page.screenshot()
+        browser.close()
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    pixels = np.asarray(Image.open(io.BytesIO(shot)).convert("L"), dtype=float)
+    assert pixels.std() > 10  # not a blank page
