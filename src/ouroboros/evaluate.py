@@ -32,7 +32,7 @@ def compute(train: np.ndarray, generated: np.ndarray, real: np.ndarray, train_pi
     values |= set_metrics(generated, "generated")
     # d1/d2 is scale-free, so the √(HWC) normalisation of the literature changes nothing here
     values["memorization_ratio"] = metrics.memorization_ratio(generated_pixels, train_pixels)
-    values |= {f"{k}": v for k, v in metrics.prdc(real, generated, k=5).items()}
+    values |= metrics.prdc(real, generated, k=5)
     return values
 
 
