@@ -320,11 +320,10 @@ def sample_grids(results: Path, rows: int = 4) -> dict[str, object]:
 
 
 def _grid(images: np.ndarray, rows: int) -> np.ndarray:
-    n, h, w, c = images.shape
-    full = np.zeros((rows * rows, h, w, c), dtype=images.dtype)
-    full[:n] = images
-    grid = full.reshape(rows, rows, h, w, c).transpose(0, 2, 1, 3, 4).reshape(rows * h, rows * w, c)
-    return grid[..., 0] if c == 1 else grid
+    """A rows × rows grid, padded with black where there are fewer images."""
+    full = np.zeros((rows * rows,) + images.shape[1:], dtype=images.dtype)
+    full[: len(images)] = images
+    return _grid_rows(full, rows)
 
 
 FIGURES: dict[str, Callable[[pd.DataFrame, Path], Drawn | str]] = {
