@@ -18,15 +18,10 @@ from ouroboros.errors import OuroborosError
 def _sq_dist(features: np.ndarray, point: np.ndarray) -> np.ndarray:
     """The one exact kernel: float64 squared distance by direct differences, summed per row.
 
-    Every distance that decides a selection goes through this function (or ``_sq_dist_pairs``,
-    the same arithmetic on row pairs), so fast and reference paths agree bit for bit.
+    Every distance that decides a selection goes through this function, against one point or
+    row by row against aligned pairs, so fast and reference paths agree bit for bit.
     """
     diff = features - point
-    return np.sum(diff * diff, axis=1)
-
-
-def _sq_dist_pairs(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    diff = a - b
     return np.sum(diff * diff, axis=1)
 
 
@@ -90,7 +85,14 @@ class _LazyMinDistances:
         self.active = active
         self.active32 = np.ascontiguousarray(self.x32[active])
         self.active_norm = self.norm[active]
-        self.active_sq = self.active_norm**2
+
+    def lower_bound(self, x32: np.ndarray, norm: np.ndarray, c: int) -> np.ndarray:
+        """A proven lower bound of the squared distances from rows (float32, with their norms) to
+        centre c: one float32 matrix-vector product, minus its rounding band (Higham's γ_d)."""
+        nc = float(self.norm[c])
+        h = (x32 @ self.x32[c]).astype(np.float64)
+        slack = self.gamma * norm * nc + 1e-12 * (norm**2 + nc * nc)
+        return norm**2 + nc * nc - 2.0 * h - slack
 
     def add_centre(self, c: int) -> None:
         """A new centre: exact update of the active candidates only; the rest become stale.
@@ -99,12 +101,10 @@ class _LazyMinDistances:
         only candidates whose distance to c may fall below their current value are recomputed
         with the exact kernel.
         """
-        active, nc = self.active, float(self.norm[c])
+        active = self.active
         self.centres.append(c)
-        h = (self.active32 @ self.x32[c]).astype(np.float64)  # float32 product, then exact arithmetic
-        slack = self.gamma * self.active_norm * nc + 1e-12 * (self.active_sq + nc * nc)
         current = self.value[active]
-        maybe = np.nonzero(self.active_sq + nc * nc - 2.0 * h - slack < current)[0]
+        maybe = np.nonzero(self.lower_bound(self.active32, self.active_norm, c) < current)[0]
         if len(maybe):
             current[maybe] = np.minimum(current[maybe], _sq_dist(self.x64[active[maybe]], self.x64[c]))
             self.value[active] = current
@@ -135,7 +135,7 @@ class _LazyMinDistances:
             limit32 = np.where(limit32 < limit, np.nextafter(limit32, np.float32(np.inf)), limit32)  # round up
             ri, ci = np.nonzero(h < limit32[:, None])
             if len(ri):
-                np.minimum.at(current, ri, _sq_dist_pairs(self.x64[rows[ri]], self.x64[cents[ci]]))
+                np.minimum.at(current, ri, _sq_dist(self.x64[rows[ri]], self.x64[cents[ci]]))
         self.value[rows] = current
         self.seen[rows] = len(self.centres)
 
@@ -333,10 +333,7 @@ def threshold_decay_trace(features: np.ndarray, n: int, *, tau0: float, decay: f
                 # the rest of the block against x: one float32 product as a filter, exact inside its band
                 later = rows[pos + 1 :]
                 later = later[lazy.value[later] >= 0]
-                norm = lazy.norm[later]
-                approx = norm**2 - 2.0 * (lazy.x32[later] @ lazy.x32[x]).astype(np.float64) + lazy.norm[x] ** 2
-                slack = lazy.gamma * norm * lazy.norm[x] + 1e-12 * (norm**2 + lazy.norm[x] ** 2)
-                maybe = later[approx - slack < lazy.value[later]]
+                maybe = later[lazy.lower_bound(lazy.x32[later], lazy.norm[later], x) < lazy.value[later]]
                 if len(maybe):
                     lazy.value[maybe] = np.minimum(lazy.value[maybe], _sq_dist(lazy.x64[maybe], lazy.x64[x]))
                 lazy.seen[later] = len(lazy.centres)
