@@ -17,6 +17,7 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
+from ouroboros import paths
 from ouroboros.tables import scan, tidy
 
 Drawn = tuple[object, pd.DataFrame]  # (matplotlib figure, the wide table of what it plots)
@@ -208,8 +209,13 @@ def _decays(t: pd.DataFrame) -> pd.DataFrame:
     return acc[acc.selection.isin(["threshold_decay", "random"])]
 
 
+def _under(results: Path, path: str) -> Path:
+    """A path of ouroboros.paths (relative to the working directory) under this results folder."""
+    return results / Path(path).relative_to(paths.RESULTS)
+
+
 def _generation_dir(results: Path, dataset: str, run: str, n: int) -> Path:
-    return results / dataset / ("real" if n == 1 else run) / f"iter{n:02d}"
+    return _under(results, paths.producer_dir(dataset, run, n))
 
 
 def _replace_iterations(t: pd.DataFrame) -> list[tuple[str, str, list[int]]]:
@@ -230,7 +236,7 @@ def nearest_neighbour_grids(t: pd.DataFrame, results: Path, count: int = 8) -> D
     for dataset, run, iterations in _replace_iterations(t):
         for n in iterations:
             samples = _generation_dir(results, dataset, run, n) / "samples.npy"
-            train = results / dataset / "real" / "train.tsv" if n == 1 else results / dataset / run / f"iter{n:02d}" / "train.tsv"
+            train = _under(results, paths.manifest(dataset, run, n))
             if samples.is_file() and train.is_file():
                 cases.append((dataset, run, n, samples, train))
     if not cases:
@@ -262,7 +268,7 @@ def svd_projection(t: pd.DataFrame, results: Path) -> Drawn | str:
     cases = []
     for dataset, run, iterations in _replace_iterations(t):
         space = data[(data.dataset == dataset) & (data.run == run)].feature_space.iloc[0]
-        real = results / dataset / "real" / f"features-{space}.npy"
+        real = _under(results, paths.features_of(paths.real_images(dataset), space))
         gens = [(n, _generation_dir(results, dataset, run, n) / f"features-{space}.npy") for n in iterations]
         if real.is_file() and all(f.is_file() for _, f in gens):
             cases.append((dataset, run, space, real, gens))
