@@ -13,11 +13,6 @@ from typing import Any, Mapping
 
 from ouroboros.errors import OuroborosError
 
-PARADIGMS = ("replace", "accumulate")
-SELECTIONS = ("all", "random", "greedy", "threshold_decay")
-EXTRACTORS = ("pixels", "classifier", "dinov2", "inception")
-
-
 @dataclass(frozen=True)
 class TrainConfig:
     batch_size: int = 128

@@ -47,8 +47,3 @@ def knn(queries: np.ndarray, base: np.ndarray, k: int = 1, *, exclude_self: bool
         idx[lo : lo + len(q)] = np.take_along_axis(cand, order, 1)
     return dist, idx
 
-
-def set_threads(threads: int) -> None:
-    import faiss
-
-    faiss.omp_set_num_threads(max(1, int(threads)))

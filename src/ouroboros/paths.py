@@ -27,10 +27,6 @@ def iter_name(n: int) -> str:
     return f"iter{n:02d}"
 
 
-def dataset_dir(dataset: str) -> str:
-    return f"{RESULTS}/{dataset}"
-
-
 def real_dir(dataset: str) -> str:
     return f"{RESULTS}/{dataset}/{REAL}"
 
