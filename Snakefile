@@ -25,9 +25,26 @@ include: "workflow/rules/tables.smk"
 include: "workflow/rules/figures.smk"
 
 
+# Under a cluster executor these run on the submitting host: they only read results/ and draw.
+localrules:
+    tables,
+    figures,
+
+
 # The configured targets (config.yaml: targets). Tables and figures are drawn from whatever
 # results/ holds by the named targets `tables` and `figures`, which never trigger training.
 rule all:
     input:
         default_targets(),
     default_target: True
+
+
+# One target per named experiment (config.yaml: experiments), e.g. `snakemake -n fig03` plans
+# the runs behind Figure 3 and `snakemake --cores 8 fig03` computes them.
+for _name in CFG.experiments:
+
+    rule:
+        name:
+            _name
+        input:
+            experiment_targets(_name),

@@ -56,6 +56,11 @@ def test_config_errors_name_the_key():
     bad = {**RAW, "runs": {"r": {"paradigm": "replace", "selection": "greedy"}}}
     with pytest.raises(OuroborosError, match="runs.r"):
         parse(bad)
+    digits = RAW["datasets"]["d"]
+    bad = {**RAW, "datasets": {**RAW["datasets"], "d": {**digits, "size": 1798}}}
+    with pytest.raises(OuroborosError, match=r"datasets\.d\.size = 1798 .* only 1797"):
+        parse(bad)
+    parse({**RAW, "datasets": {**RAW["datasets"], "d": {**digits, "size": 1797}}})  # the whole source is fine
 
 
 def test_manifest_round_trip_and_gather(tmp_path):

@@ -32,6 +32,14 @@ def test_batch_stream_covers_every_image_once_per_epoch():
     assert not np.array_equal(stream[:10], stream[10:])
 
 
+def test_device_batches_equal_the_host_stream():
+    batches = train.DeviceBatches(10, 4, seed=3, device="cpu")
+    for step in range(8):  # crosses epoch boundaries mid-batch
+        assert batches(step).tolist() == train.batch_indices(10, 4, step, seed=3).tolist()
+    small = train.DeviceBatches(3, 7, seed=1, device="cpu")  # a batch spanning three epochs
+    assert small(2).tolist() == train.batch_indices(3, 7, 2, seed=1).tolist()
+
+
 def test_lr_warms_up_then_decays_to_zero():
     assert train.lr_factor(0, 10, 100) == pytest.approx(0.1)
     assert train.lr_factor(9, 10, 100) == pytest.approx(1.0)
@@ -55,13 +63,14 @@ def test_samples_do_not_depend_on_batch_size_and_extend_as_a_prefix(tmp_path):
     torch.manual_seed(0)
     unet = models.build("tiny8")
     sched = train.scheduler()
-    whole = sample.sample(unet, sched, 0, 5, seed=11, inference_steps=4, batch_size=5, progress=False)
-    split = sample.sample(unet, sched, 0, 5, seed=11, inference_steps=4, batch_size=2, progress=False)
-    tail = sample.sample(unet, sched, 3, 2, seed=11, inference_steps=4, batch_size=2, progress=False)
+    whole, labels = sample.sample(unet, sched, 0, 5, seed=11, inference_steps=4, batch_size=5, progress=False)
+    split, _ = sample.sample(unet, sched, 0, 5, seed=11, inference_steps=4, batch_size=2, progress=False)
+    tail, _ = sample.sample(unet, sched, 3, 2, seed=11, inference_steps=4, batch_size=2, progress=False)
     assert whole.dtype == np.uint8 and whole.shape == (5, 8, 8, 1)
+    assert labels.tolist() == [-1] * 5  # an unconditional model draws no class
     assert np.abs(whole.astype(int) - split.astype(int)).max() <= 1
     assert np.abs(whole[3:].astype(int) - tail.astype(int)).max() <= 1
-    other = sample.sample(unet, sched, 0, 5, seed=12, inference_steps=4, batch_size=5, progress=False)
+    other, _ = sample.sample(unet, sched, 0, 5, seed=12, inference_steps=4, batch_size=5, progress=False)
     assert np.abs(whole.astype(int) - other.astype(int)).mean() > 5
 
 
@@ -77,21 +86,25 @@ def test_unknown_preset_names_the_key():
         models.preset("huge")
 
 
-def test_a_killed_training_resumes_from_its_checkpoint_with_the_same_weights(digits, tmp_path, monkeypatch):
-    images, _ = digits
-    cfg = TrainConfig(steps=8, batch_size=16, lr=1e-3, warmup_steps=2, weight_decay=0.0)
+@pytest.mark.parametrize("conditional_ema", [False, True], ids=["plain", "conditional-ema"])
+def test_a_killed_training_resumes_from_its_checkpoint_with_the_same_weights(digits, tmp_path, monkeypatch,
+                                                                              conditional_ema):
+    images, labels = digits
+    cfg = TrainConfig(steps=8, batch_size=16, lr=1e-3, warmup_steps=2, weight_decay=0.0, ema=conditional_ema)
+    cond = dict(labels=labels, classes=10) if conditional_ema else {}
     train.train(images, "tiny8", cfg, seed=5, out_dir=tmp_path / "whole", stats_path=tmp_path / "whole.jsonl",
-                progress=False)
+                progress=False, **cond)
     ckpt = tmp_path / "train-checkpoint"
     monkeypatch.setenv("OUROBOROS_FAULT", "train")  # dies after step 4, right after a checkpoint
     with pytest.raises(RuntimeError, match="injected fault"):
         train.train(images, "tiny8", cfg, seed=5, out_dir=tmp_path / "cut", stats_path=tmp_path / "cut.jsonl",
-                    progress=False, checkpoint_dir=ckpt, checkpoint_seconds=0)
+                    progress=False, checkpoint_dir=ckpt, checkpoint_seconds=0, **cond)
     assert json.loads((ckpt / "state.json").read_text())["next_step"] == 5
+    assert (ckpt / "ema.safetensors").is_file() == conditional_ema
     assert not (tmp_path / "cut").exists()
     monkeypatch.delenv("OUROBOROS_FAULT")
     train.train(images, "tiny8", cfg, seed=5, out_dir=tmp_path / "cut", stats_path=tmp_path / "cut.jsonl",
-                progress=False, checkpoint_dir=ckpt, checkpoint_seconds=3600)
+                progress=False, checkpoint_dir=ckpt, checkpoint_seconds=3600, **cond)
     whole, cut = models.load(tmp_path / "whole").state_dict(), models.load(tmp_path / "cut").state_dict()
     assert all(torch.equal(whole[k], cut[k]) for k in whole)  # bit for bit
     losses = lambda p: [json.loads(x)["loss"] for x in p.read_text().splitlines()]  # noqa: E731
@@ -111,3 +124,24 @@ def test_a_checkpoint_of_other_inputs_is_not_resumed(digits, tmp_path):
     log = []
     assert checkpoint.load(tmp_path / "ck", unet, opt, "mine", log=log.append) is None
     assert "another configuration" in log[0]
+
+
+def test_sampler_equals_diffusers_ddpm_step_with_per_image_generators():
+    """The written-out DDPM step against DDPMScheduler.step fed the same per-image generators."""
+    from ouroboros import seeds
+
+    torch.manual_seed(0)
+    unet = models.build("tiny8")
+    for steps in (7, 1000):  # strided and the paper's full schedule
+        ours, _ = sample.sample(unet, train.scheduler(), 2, 3, seed=5, inference_steps=steps, batch_size=3,
+                                progress=False)
+        sched = train.scheduler()
+        sched.set_timesteps(steps)
+        gens = [torch.Generator().manual_seed(s) for s in seeds.per_item(5, range(2, 5))]
+        x = torch.cat([torch.randn((1, 1, 8, 8), generator=g) for g in gens])
+        with torch.no_grad():
+            for t in sched.timesteps:
+                x = sched.step(unet(x, t).sample, t, x, generator=gens).prev_sample
+        reference = data.from_model(x)
+        assert np.abs(ours.astype(int) - reference.astype(int)).max() <= 1
+        assert reference.std() > 10  # not a degenerate all-equal image

@@ -4,43 +4,11 @@ import json
 import os
 import re
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-import yaml
 
-REPO = Path(__file__).resolve().parents[1]
-SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
-RUNS = ["replace", "replace-2n", "replace-greedy", "replace-threshold", "accumulate", "greedy", "threshold"]
-ITERATIONS = 3
-N = 32
-
-
-def tiny_config() -> dict:
-    cfg = yaml.safe_load((REPO / "config.yaml").read_text())
-    digits = cfg["datasets"]["digits"]
-    digits.update(size=N, classifier_steps=30)
-    digits["train"].update(steps=12, batch_size=16, warmup_steps=2)
-    digits["sample"].update(inference_steps=4, batch_size=64)
-    cfg["targets"] = {"datasets": ["digits"], "runs": RUNS, "iterations": ITERATIONS}
-    return cfg
-
-
-def snakemake(workdir: Path, *args: str, env: dict | None = None, check: bool = True) -> subprocess.CompletedProcess:
-    cmd = [SNAKEMAKE, "-s", str(REPO / "Snakefile"), "--directory", str(workdir), "--cores", "2",
-           "--resources=gpu=2", *args]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, **(env or {})}, timeout=900)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"{' '.join(cmd)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}")
-    return proc
-
-
-def make_workdir(path: Path, cfg: dict) -> Path:
-    path.mkdir(parents=True, exist_ok=True)
-    (path / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
-    return path
+from cli import ITERATIONS, N, REPO, RUNS, make_workdir, snakemake, tiny_config
 
 
 @pytest.fixture(scope="module")

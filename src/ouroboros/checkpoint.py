@@ -19,14 +19,17 @@ from pathlib import Path
 import numpy as np
 
 
-def fingerprint(preset: str, options: dict, seed: int, images: np.ndarray) -> str:
+def fingerprint(preset: str, options: dict, seed: int, images: np.ndarray, labels: np.ndarray | None = None) -> str:
     h = hashlib.sha256()
     h.update(json.dumps({"preset": preset, "options": options, "seed": seed, "shape": images.shape}, sort_keys=True).encode())
     h.update(np.ascontiguousarray(images).tobytes())
+    if labels is not None:
+        h.update(np.ascontiguousarray(labels, dtype=np.int64).tobytes())
     return h.hexdigest()
 
 
-def save(path: str | os.PathLike, unet, opt, next_step: int, fp: str, stats_text: str) -> None:
+def save(path: str | os.PathLike, unet, opt, next_step: int, fp: str, stats_text: str, ema=None) -> None:
+    """``ema``: the list of EMA tensors, one per parameter in ``unet.parameters()`` order."""
     from safetensors.torch import save_file
 
     path = Path(path)
@@ -37,6 +40,8 @@ def save(path: str | os.PathLike, unet, opt, next_step: int, fp: str, stats_text
         state = opt.state_dict()
         tensors = {f"{i}.{k}": v.detach().cpu().contiguous() for i, s in state["state"].items() for k, v in s.items()}
         save_file(tensors, str(tmp / "optimizer.safetensors"))
+        if ema is not None:
+            save_file({str(i): e.detach().cpu().contiguous() for i, e in enumerate(ema)}, str(tmp / "ema.safetensors"))
         (tmp / "stats.jsonl").write_text(stats_text)
         (tmp / "state.json").write_text(json.dumps({"next_step": next_step, "fingerprint": fp,
                                                     "param_groups": state["param_groups"]}))
@@ -50,29 +55,41 @@ def save(path: str | os.PathLike, unet, opt, next_step: int, fp: str, stats_text
         raise
 
 
-def load(path: str | os.PathLike, unet, opt, fp: str, log=print) -> tuple[int, str] | None:
-    """Restore model and optimizer; returns (next step, loss log so far), or None to start over."""
+def load(path: str | os.PathLike, unet, opt, fp: str, log=print, ema=None) -> tuple[int, str] | None:
+    """Restore model, optimizer (and the EMA tensors in place); returns (next step, loss log so
+    far), or None to start over."""
     from safetensors.torch import load_file
 
     path = Path(path)
     if not (path / "state.json").is_file():
         return None
+    # read and check everything before touching the model, so "starting over" starts from the
+    # untouched fresh initialisation
     try:
         state = json.loads((path / "state.json").read_text())
         if state["fingerprint"] != fp:
             log(f"{path}: checkpoint of another configuration or training set; starting over")
             return None
-        device = next(unet.parameters()).device
-        unet.load_state_dict({k: v.to(device) for k, v in load_file(str(path / "model.safetensors")).items()})
+        weights = load_file(str(path / "model.safetensors"))
         flat = load_file(str(path / "optimizer.safetensors"))
-        per_param: dict[int, dict] = {}
-        for key, value in flat.items():
-            index, name = key.split(".", 1)
-            per_param.setdefault(int(index), {})[name] = value if name == "step" else value.to(device)
-        opt.load_state_dict({"state": per_param, "param_groups": state["param_groups"]})
+        saved_ema = load_file(str(path / "ema.safetensors")) if ema is not None else {}
         stats = (path / "stats.jsonl").read_text()
+        own = unet.state_dict()
+        if set(weights) != set(own) or any(weights[k].shape != own[k].shape for k in own):
+            raise ValueError("model tensors do not match the model")
+        if ema is not None and [saved_ema[str(i)].shape for i in range(len(ema))] != [e.shape for e in ema]:
+            raise ValueError("EMA tensors do not match the model")
     except Exception as exc:  # a damaged checkpoint costs time, never correctness
         log(f"{path}: unreadable checkpoint ({exc}); starting over")
         return None
+    device = next(unet.parameters()).device
+    unet.load_state_dict({k: v.to(device) for k, v in weights.items()})
+    per_param: dict[int, dict] = {}
+    for key, value in flat.items():
+        index, name = key.split(".", 1)
+        per_param.setdefault(int(index), {})[name] = value if name == "step" else value.to(device)
+    opt.load_state_dict({"state": per_param, "param_groups": state["param_groups"]})
+    for i, e in enumerate(ema or []):
+        e.copy_(saved_ema[str(i)])
     log(f"resuming from {path} at step {state['next_step']}")
     return int(state["next_step"]), stats

@@ -13,6 +13,11 @@ from typing import Any, Mapping
 
 from ouroboros.errors import OuroborosError
 
+# training images of the sources whose size is known before loading (npz and folder are checked
+# when the data step reads them)
+SOURCE_SIZES = {"digits": 1797, "cifar10": 50000, "mnist": 60000}
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     batch_size: int = 128
@@ -23,6 +28,9 @@ class TrainConfig:
     steps: int | None = None  # exactly one of steps / epochs
     epochs: int | None = None
     checkpoint_minutes: float = 10.0  # in-job checkpoint interval (wall clock)
+    ema: bool = False  # save the EMA of the weights (diffusers' train_unconditional --use_ema)
+    label_dropout: float = 0.1  # conditional models: share of labels dropped to the null label
+    compile: bool = False  # torch.compile the UNet on CUDA (ignored on CPU)
 
     def total_steps(self, train_size: int) -> int:
         """Optimizer steps for a training set of this size (epochs scale with |D_n|)."""
@@ -36,6 +44,7 @@ class TrainConfig:
 class SampleConfig:
     inference_steps: int = 1000
     batch_size: int = 256
+    guidance_scale: float = 1.0  # CFG: ε_u + w (ε_c − ε_u); 1 = plain conditional sampling
 
 
 @dataclass(frozen=True)
@@ -52,9 +61,11 @@ class Dataset:
     tau0: float | None = None
     dinov2: str = "facebook/dinov2-small"
     inception_weights: str | None = None
+    fid_reference: str = "subset"  # FID against D_1 (subset) or every image of the source (full)
     classifier_steps: int = 400
     select_device: str = "cpu"
     family: str = ""  # the root of the `base:` chain: datasets of one family share one permutation
+    classes: int | None = None  # a class-conditional model (CFG) over labels 0 … classes-1
 
 
 @dataclass(frozen=True)
@@ -74,6 +85,7 @@ class Config:
     datasets: dict[str, Dataset]
     runs: dict[str, Run]
     targets: dict[str, Any] = field(default_factory=dict)
+    experiments: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
 
     def dataset(self, name: str) -> Dataset:
         if name not in self.datasets:
@@ -149,10 +161,23 @@ def parse(raw: Mapping[str, Any]) -> Config:
             tau0=d.get("tau0"),
             dinov2=d.get("dinov2", "facebook/dinov2-small"),
             inception_weights=d.get("inception_weights"),
+            fid_reference=d.get("fid_reference", "subset"),
             classifier_steps=int(d.get("classifier_steps", 400)),
             select_device=d.get("select_device", "cpu"),
             family=family,
+            classes=d.get("classes"),
         )
+        known = SOURCE_SIZES.get(datasets[name].source)
+        if known is not None and datasets[name].size > known:
+            raise OuroborosError(
+                f"config.yaml: datasets.{name}.size = {datasets[name].size} but source "
+                f"{datasets[name].source!r} holds only {known} training images; lower datasets.{name}.size"
+            )
+        if datasets[name].classes is None and datasets[name].sample.guidance_scale != 1.0:
+            raise OuroborosError(
+                f"config.yaml: datasets.{name}.sample.guidance_scale needs a class-conditional model; "
+                f"set datasets.{name}.classes (the number of labels) or remove the guidance scale"
+            )
     runs = {}
     for name, r in (raw.get("runs") or {}).items():
         runs[name] = Run(name=name, **r)
@@ -163,8 +188,15 @@ def parse(raw: Mapping[str, Any]) -> Config:
                 f"config.yaml: runs.{name}: replace with selection {runs[name].selection!r} needs "
                 f"samples ≥ 2 (the pool G_(n-1) holds samples × N images and N are selected); set runs.{name}.samples"
             )
-    cfg = Config(seed=int(raw.get("seed", 0)), datasets=datasets, runs=runs, targets=dict(raw.get("targets") or {}))
-    for key in ("datasets", "runs"):
-        for name in cfg.targets.get(key, []):
-            (cfg.dataset if key == "datasets" else cfg.run)(name)
+    cfg = Config(seed=int(raw.get("seed", 0)), datasets=datasets, runs=runs, targets=dict(raw.get("targets") or {}),
+                 experiments={k: [dict(g) for g in v] for k, v in (raw.get("experiments") or {}).items()})
+    groups = [("targets", cfg.targets)] + [
+        (f"experiments.{name}[{i}]", g) for name, gs in cfg.experiments.items() for i, g in enumerate(gs)
+    ]
+    for where, group in groups:
+        for key, known in (("datasets", cfg.datasets), ("runs", cfg.runs)):
+            for name in group.get(key, []):
+                if name not in known:
+                    raise OuroborosError(f"config.yaml: {where}.{key} names unknown {key[:-1]} {name!r}; {key}: {sorted(known)}")
     return cfg
+

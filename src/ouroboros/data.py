@@ -52,9 +52,21 @@ def _torchvision(source: str, root: str | None) -> tuple[np.ndarray, np.ndarray]
             f"('{root}', train=True, download=True)\", or set datasets.<name>.root to an existing copy"
         ) from exc
     images = np.asarray(ds.data)
-    if images.ndim == 3:  # MNIST: N×H×W
-        images = images[..., None]
+    if source == "mnist":
+        images = pad_to_32(images)
     return images.astype(np.uint8), np.asarray(ds.targets, dtype=np.int64)
+
+
+def pad_to_32(images: np.ndarray) -> np.ndarray:
+    """MNIST's 28×28 digits centred on a 32×32 black canvas (N×32×32×1), as the paper's MNIST UNet
+    needs: its three downsamplings halve 32 to 4 but do not divide 28."""
+    if images.ndim == 3:
+        images = images[..., None]
+    h, w = images.shape[1:3]
+    if (h, w) == (32, 32):
+        return images
+    top, left = (32 - h) // 2, (32 - w) // 2
+    return np.pad(images, ((0, 0), (top, 32 - h - top), (left, 32 - w - left), (0, 0)))
 
 
 def _npz(root: str | None, dataset_hint: str) -> tuple[np.ndarray, np.ndarray]:
@@ -128,6 +140,15 @@ def prepare(source: str, root: str | None, size: int, *, seed: int, dataset: str
     images, labels = load_source(source, root, dataset)
     keep = subset(len(images), size, seed=seed, dataset=family or dataset)
     return images[keep], labels[keep]
+
+
+def reference_stage(source: str, root: str | None, *, dataset: str, images_out: str) -> None:
+    """Every image of the source (e.g. CIFAR-10's 50,000 training images), for FID."""
+    from ouroboros.io import save_array
+
+    images, _ = load_source(source, root, dataset)
+    save_array(images_out, images)
+    print(f"{dataset}: FID reference of {len(images)} images from {source}")
 
 
 def to_model(images: np.ndarray):

@@ -10,7 +10,7 @@ import numpy as np
 
 from ouroboros import manifest, metrics
 from ouroboros.features import pixels
-from ouroboros.io import load_features, load_images, save_json
+from ouroboros.io import load_features_for, load_images, save_json
 from ouroboros.paths import features_of
 
 
@@ -43,11 +43,12 @@ def load_generated(files: list[str], count: int, load) -> np.ndarray:
 def stage(manifest_path: str, generated_files: list[str], real_images: str, extractor: str, *,
           count: int, meta: dict, out: str) -> dict:
     m = manifest.read(manifest_path)
-    feats = lambda f: load_features(features_of(f, extractor))  # noqa: E731
+    real = load_features_for(real_images, features_of(real_images, extractor))
+    feats = lambda f: load_features_for(f, features_of(f, extractor), real.shape[1])  # noqa: E731
     train = manifest.gather(m, feats)
     generated = load_generated(generated_files, count, feats)
     values = compute(
-        train, generated, feats(real_images),
+        train, generated, real,
         pixels(manifest.gather(m, load_images)), pixels(load_generated(generated_files, count, load_images)),
     )
     values["real_share"] = m.share("real")

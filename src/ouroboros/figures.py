@@ -307,7 +307,8 @@ def sample_grids(results: Path, rows: int = 4) -> dict[str, object]:
     """Figs. 15–20: the first images of G_n for each run and iteration (one figure per run)."""
     plt = _plt()
     out = {}
-    runs = [p for p in results.glob("*/*") if p.is_dir() and p.name != "real" and p.parent.name not in ("tables", "figures")]
+    runs = [p for p in results.glob("*/*")
+            if p.is_dir() and p.name not in (paths.REAL, paths.REFERENCE) and p.parent.name not in ("tables", "figures")]
     for run_dir in sorted(runs):
         iters = sorted(run_dir.glob("iter*/samples.npy"))
         first = run_dir.parent / "real" / "iter01" / "samples.npy"

@@ -93,9 +93,38 @@ def load_images(path: str | os.PathLike) -> np.ndarray:
     return images
 
 
+def load_labels(path: str | os.PathLike) -> np.ndarray:
+    """int64 class labels, one per image (-1: drawn by an unconditional model)."""
+    return load_array(path, dtype=np.int64, ndim=1)
+
+
 def load_features(path: str | os.PathLike) -> np.ndarray:
     """float32 features, (count, dim), all finite."""
     return load_array(path, dtype=np.float32, ndim=2, finite=True)
+
+
+def load_features_for(images_path: str | os.PathLike, features_path: str | os.PathLike,
+                      width: int | None = None) -> np.ndarray:
+    """The features of an image file: one finite row per image, and ``width`` columns when given
+    (the width of the other files they are compared with)."""
+    feats = load_features(features_path)
+    try:
+        rows = np.load(images_path, mmap_mode="r", allow_pickle=False).shape[0]
+    except (ValueError, OSError, EOFError) as exc:
+        raise OuroborosError(
+            f"{images_path}: not a readable .npy array ({exc}); delete it and re-run the step that writes it"
+        ) from exc
+    if rows != len(feats):
+        raise OuroborosError(
+            f"{features_path}: {len(feats)} feature rows for {rows} images in {images_path}; "
+            "delete the features file and re-run"
+        )
+    if width is not None and feats.shape[1] != width:
+        raise OuroborosError(
+            f"{features_path}: {feats.shape[1]} features per row where the files it is compared with have "
+            f"{width}; delete the features file and re-run"
+        )
+    return feats
 
 
 def load_json(path: str | os.PathLike) -> Any:

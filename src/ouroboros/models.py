@@ -9,6 +9,10 @@ small enough to train 400 steps of batch 64 in about 25 s on one core).
 ``cifar-released``: the same with 48, 48, 96, 96, 192, 192 channels, as in the authors' script.
 ``mnist-paper``: 4 blocks of 64, 128, 256, 512 channels, 2 layers, 32 groups, for 32×32
 (MNIST padded by 2 pixels; three downsamplings do not divide 28).
+
+Any preset becomes class-conditional for classifier-free guidance with ``classes=K``: a learned
+class embedding of K + 1 rows is added to the time embedding, row K being the "no label" token
+that label dropout trains and unconditional guidance queries (Ho & Salimans, 2022).
 """
 
 from __future__ import annotations
@@ -65,11 +69,21 @@ def preset(name: str) -> dict[str, Any]:
     return dict(PRESETS[name])
 
 
-def build(name: str):
-    """A freshly initialised UNet2DModel (initialise under a seeded torch RNG for determinism)."""
+def build(name: str, classes: int | None = None):
+    """A freshly initialised UNet2DModel (initialise under a seeded torch RNG for determinism);
+    class-conditional with ``classes`` labels plus the null label."""
     from diffusers import UNet2DModel
 
-    return UNet2DModel(**preset(name))
+    options = preset(name)
+    if classes:
+        options.update(num_class_embeds=int(classes) + 1)
+    return UNet2DModel(**options)
+
+
+def null_label(unet) -> int | None:
+    """The index of the "no label" token of a conditional UNet, None for an unconditional one."""
+    rows = unet.config.get("num_class_embeds")
+    return None if not rows else int(rows) - 1
 
 
 def load(path: str):

@@ -16,6 +16,7 @@ Features live beside the images they describe: ``features-{extractor}.npy`` in t
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import PurePosixPath
 
 from ouroboros.config import Config
 
@@ -37,6 +38,25 @@ def real_images(dataset: str) -> str:
 
 def real_labels(dataset: str) -> str:
     return f"{real_dir(dataset)}/labels.npy"
+
+
+REFERENCE = "reference"
+
+
+def reference_images(dataset: str) -> str:
+    """Every image of the dataset's source, for FID against the full set (fid_reference: full)."""
+    return f"{RESULTS}/{dataset}/{REFERENCE}/images.npy"
+
+
+def fid_reference(cfg: Config, dataset: str) -> str:
+    """The real images FID compares G_n with: D_1 or the whole source."""
+    return reference_images(dataset) if cfg.dataset(dataset).fid_reference == "full" else real_images(dataset)
+
+
+def labels_of(images_file: str) -> str:
+    """The labels beside an image file: real/images.npy → real/labels.npy, iterNN/samples.npy →
+    iterNN/labels.npy (the class each sample was drawn for; -1 from an unconditional model)."""
+    return str(PurePosixPath(images_file).with_name("labels.npy"))
 
 
 def classifier_dir(dataset: str) -> str:
@@ -127,3 +147,15 @@ def train_files(cfg: Config, dataset: str, run: str, n: int) -> list[str]:
     if n == 1:
         return [real_images(dataset)]
     return [f for source in pool(cfg, dataset, run, n) for f in source.files]
+
+
+def target_files(group: dict) -> list[str]:
+    """metrics.json and fid.json of every (dataset, run, iteration) of a target group
+    (config.yaml's ``targets`` or one group of an ``experiments`` entry)."""
+    return [
+        f"{iteration_dir(d, r, n)}/{name}.json"
+        for d in group.get("datasets", [])
+        for r in group.get("runs", [])
+        for n in range(1, int(group.get("iterations", 1)) + 1)
+        for name in ("metrics", "fid")
+    ]

@@ -69,6 +69,29 @@ class logged:
 
 def fault_point(stage: str) -> None:
     """Fault injection for the resume tests: OUROBOROS_FAULT=<stage> makes that stage fail here,
-    after it has started writing, exactly like a crash would."""
-    if os.environ.get("OUROBOROS_FAULT") == stage:
-        raise RuntimeError(f"injected fault in {stage} (OUROBOROS_FAULT={stage})")
+    after it has started writing, exactly like a crash would.
+
+    With OUROBOROS_FAULT_ONCE=<path> the fault fires only in the first job that reaches it, which
+    creates <path> (atomically); later jobs and retries run through, as after a transient failure.
+    """
+    if os.environ.get("OUROBOROS_FAULT") != stage:
+        return
+    once = os.environ.get("OUROBOROS_FAULT_ONCE")
+    if once:
+        try:
+            open(once, "x").close()
+        except FileExistsError:
+            return
+    raise RuntimeError(f"injected fault in {stage} (OUROBOROS_FAULT={stage})")
+
+
+def pause_point(stage: str) -> None:
+    """Test hook for the kill tests: OUROBOROS_PAUSE=<stage> makes that stage announce itself in
+    its log and sleep here (OUROBOROS_PAUSE_SECONDS, default an hour), after it has started
+    writing, so a test can SIGKILL it at exactly this point."""
+    if os.environ.get("OUROBOROS_PAUSE") == stage:
+        import sys
+        import time
+
+        print(f"paused in {stage} (OUROBOROS_PAUSE={stage})", file=sys.stderr, flush=True)
+        time.sleep(float(os.environ.get("OUROBOROS_PAUSE_SECONDS", 3600)))

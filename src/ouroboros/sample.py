@@ -2,14 +2,42 @@
 
 Image i's initial noise and every step's noise come from its own generator, seeded from
 (seed, i): a set of 2N samples starts with the N samples, and batch size does not matter.
+
+A class-conditional model draws image i for class i mod K (balanced, and the same prefix rule
+holds), with classifier-free guidance ε = ε_∅ + w (ε_y − ε_∅) (diffusers' convention: w = 1 is
+plain conditional sampling, w = 0 unconditional).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from ouroboros import seeds
+from ouroboros import models, seeds
 from ouroboros.data import from_model
+
+
+def labels_for(start: int, count: int, classes: int | None) -> np.ndarray:
+    """The class of images start … start+count-1: i mod classes, or -1 for an unconditional model."""
+    ids = np.arange(start, start + count, dtype=np.int64)
+    return ids % classes if classes else np.full(count, -1, dtype=np.int64)
+
+
+def ddpm_coefficients(noise_schedule) -> list[tuple[int, float, float, float, float, float]]:
+    """Per timestep of the set schedule: (t, √ᾱ_t, √(1−ᾱ_t), c_x0, c_xt, σ_t) of DDPM's posterior
+    x_(t−1) = c_x0 · clip(x̂_0) + c_xt · x_t + σ_t z, with x̂_0 = (x_t − √(1−ᾱ_t) ε) / √ᾱ_t.
+    Computed once by the scheduler's own rules (strided steps, fixed-small variance), so the loop
+    does plain arithmetic on the device."""
+    out = []
+    for t in noise_schedule.timesteps.tolist():
+        prev = int(noise_schedule.previous_timestep(t))
+        a_t = noise_schedule.alphas_cumprod[t]
+        a_prev = noise_schedule.alphas_cumprod[prev] if prev >= 0 else noise_schedule.one
+        beta_t = 1 - a_t / a_prev
+        c_x0 = a_prev**0.5 * beta_t / (1 - a_t)
+        c_xt = (a_t / a_prev) ** 0.5 * (1 - a_prev) / (1 - a_t)
+        sigma = noise_schedule._get_variance(t) ** 0.5 if t > 0 else 0.0
+        out.append((t, float(a_t**0.5), float((1 - a_t) ** 0.5), float(c_x0), float(c_xt), float(sigma)))
+    return out
 
 
 def sample(
@@ -21,41 +49,77 @@ def sample(
     seed: int,
     inference_steps: int,
     batch_size: int = 256,
+    guidance_scale: float = 1.0,
     progress: bool = True,
-) -> np.ndarray:
-    """Images start … start+count-1 of the model's per-image-seeded stream, uint8 NHWC."""
+) -> tuple[np.ndarray, np.ndarray]:
+    """Images start … start+count-1 of the model's per-image-seeded stream (uint8 NHWC) and the
+    class each was drawn for (-1 from an unconditional model).
+
+    The DDPM step is diffusers' DDPMScheduler.step (clipped x̂_0, fixed-small variance) written
+    out, so that each step's per-image noise can be drawn on the host into pinned memory and
+    copied without making the host wait for the GPU; on CUDA the UNet runs in fp16.
+    """
     import torch
     from tqdm import tqdm
 
     device = next(unet.parameters()).device
+    cuda = device.type == "cuda"
     unet.eval()
+    null = models.null_label(unet)
+    labels = labels_for(start, count, None if null is None else null)
+    guided = null is not None and guidance_scale != 1.0
+    clip = float(noise_schedule.config.clip_sample_range) if noise_schedule.config.clip_sample else None
     noise_schedule.set_timesteps(inference_steps)
+    steps = ddpm_coefficients(noise_schedule)
+    timesteps = noise_schedule.timesteps.to(device)
     shape = (unet.config.in_channels, unet.config.sample_size, unet.config.sample_size)
+    amp = dict(device_type="cuda", dtype=torch.float16, enabled=cuda)
     out = []
     batches = range(start, start + count, batch_size)
     for first in tqdm(batches, desc="sample", disable=not progress, mininterval=5):
         ids = range(first, min(first + batch_size, start + count))
         gens = [torch.Generator().manual_seed(s) for s in seeds.per_item(seed, ids)]
-        x = torch.cat([torch.randn((1,) + shape, generator=g) for g in gens]).to(device)
+
+        def noise():
+            z = torch.cat([torch.randn((1,) + shape, generator=g) for g in gens])
+            return z.pin_memory().to(device, non_blocking=True) if cuda else z
+
+        x = noise()
+        y = None if null is None else torch.from_numpy(labels[first - start : first - start + len(ids)]).to(device)
+        if guided:  # one batch holds the conditional and the null-label halves
+            y = torch.cat([y, torch.full_like(y, null)])
         with torch.inference_mode():
-            for t in noise_schedule.timesteps:
-                eps = unet(x, t).sample
-                x = noise_schedule.step(eps, t, x, generator=gens if len(gens) > 1 else gens[0]).prev_sample
+            for i, (t, sqrt_a, sqrt_b, c_x0, c_xt, sigma) in enumerate(steps):
+                with torch.autocast(**amp):
+                    eps = unet(torch.cat([x, x]) if guided else x, timesteps[i], class_labels=y).sample.float()
+                if guided:
+                    cond, uncond = eps.chunk(2)
+                    eps = uncond + guidance_scale * (cond - uncond)
+                x0 = (x - sqrt_b * eps) / sqrt_a
+                if clip is not None:
+                    x0 = x0.clamp(-clip, clip)
+                x = c_x0 * x0 + c_xt * x
+                if sigma > 0:
+                    x = x + sigma * noise()
         out.append(from_model(x))
     if not out:
-        return np.zeros((0, shape[1], shape[2], shape[0]), dtype=np.uint8)
-    return np.concatenate(out)
+        return np.zeros((0, shape[1], shape[2], shape[0]), dtype=np.uint8), labels
+    return np.concatenate(out), labels
 
 
-def stage(model_dir: str, start: int, count: int, *, seed: int, inference_steps: int, batch_size: int, out: str) -> None:
+def stage(model_dir: str, start: int, count: int, *, seed: int, inference_steps: int, batch_size: int, out: str,
+          labels_out: str, guidance_scale: float = 1.0) -> None:
     from diffusers import DDPMScheduler
 
-    from ouroboros import models
     from ouroboros.io import save_array
     from ouroboros.runtime import device
 
     unet = models.load(model_dir).to(device())
     noise_schedule = DDPMScheduler.from_pretrained(model_dir)
-    print(f"sampling images {start}…{start + count - 1} from {model_dir} with {inference_steps} DDPM steps")
-    save_array(out, sample(unet, noise_schedule, start, count, seed=seed, inference_steps=inference_steps,
-                           batch_size=batch_size))
+    guided = f", guidance scale {guidance_scale}" if models.null_label(unet) is not None else ""
+    print(f"sampling images {start}…{start + count - 1} from {model_dir} with {inference_steps} DDPM steps{guided}")
+    images, labels = sample(unet, noise_schedule, start, count, seed=seed, inference_steps=inference_steps,
+                            batch_size=batch_size, guidance_scale=guidance_scale)
+    # labels first: samples.npy is the file whose presence says the step is done
+    save_array(labels_out, labels)
+    save_array(out, images)

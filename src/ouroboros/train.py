@@ -32,15 +32,47 @@ def scheduler():
     return DDPMScheduler(num_train_timesteps=NUM_TRAIN_TIMESTEPS, beta_schedule="linear", prediction_type="epsilon")
 
 
+def epoch_order(count: int, epoch: int, seed: int) -> np.ndarray:
+    """The seeded permutation that is epoch ``epoch``'s data order."""
+    return np.random.default_rng([seed & 0xFFFFFFFF, seed >> 32, 1, epoch]).permutation(count)
+
+
 def batch_indices(count: int, batch_size: int, step: int, seed: int) -> np.ndarray:
     """Indices of step ``step``'s batch: consecutive slices of a stream of per-epoch permutations."""
     start = step * batch_size
     out = []
     while len(out) < batch_size:
         epoch, offset = divmod(start + len(out), count)
-        order = np.random.default_rng([seed & 0xFFFFFFFF, seed >> 32, 1, epoch]).permutation(count)
-        out.extend(order[offset : offset + batch_size - len(out)].tolist())
+        out.extend(epoch_order(count, epoch, seed)[offset : offset + batch_size - len(out)].tolist())
     return np.asarray(out, dtype=np.int64)
+
+
+class DeviceBatches:
+    """``batch_indices`` as device tensors, each epoch's order copied to the device once: a
+    host-to-device copy per step would make the host wait for the GPU every step."""
+
+    def __init__(self, count: int, batch_size: int, seed: int, device):
+        self.count, self.batch_size, self.seed, self.device = count, batch_size, seed, device
+        self.orders: dict[int, object] = {}
+
+    def _order(self, epoch: int):
+        import torch
+
+        if epoch not in self.orders:
+            self.orders = {e: o for e, o in self.orders.items() if e >= epoch - 1}
+            self.orders[epoch] = torch.from_numpy(epoch_order(self.count, epoch, self.seed)).to(self.device)
+        return self.orders[epoch]
+
+    def __call__(self, step: int):
+        import torch
+
+        start, parts, have = step * self.batch_size, [], 0
+        while have < self.batch_size:
+            epoch, offset = divmod(start + have, self.count)
+            part = self._order(epoch)[offset : offset + self.batch_size - have]
+            parts.append(part)
+            have += len(part)
+        return parts[0] if len(parts) == 1 else torch.cat(parts)
 
 
 def lr_factor(step: int, warmup: int, total: int) -> float:
@@ -51,6 +83,20 @@ def lr_factor(step: int, warmup: int, total: int) -> float:
     return 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
+# EMA as diffusers' train_unconditional example sets it up (EMAModel with warm-up)
+EMA_INV_GAMMA, EMA_POWER, EMA_MAX_DECAY = 1.0, 0.75, 0.9999
+
+
+def ema_decay(optimization_step: int) -> float:
+    """The EMA decay after optimizer step ``optimization_step`` (1-based): diffusers' EMAModel
+    warm-up 1 − (1 + s/γ)^−p with s = step − 1, capped at 0.9999; 0 at the first step, so the
+    average starts at the weights."""
+    s = optimization_step - 1
+    if s <= 0:
+        return 0.0
+    return min(1.0 - (1.0 + s / EMA_INV_GAMMA) ** -EMA_POWER, EMA_MAX_DECAY)
+
+
 def train(
     images: np.ndarray,
     preset: str,
@@ -58,6 +104,8 @@ def train(
     *,
     seed: int,
     out_dir: str | os.PathLike,
+    labels: np.ndarray | None = None,
+    classes: int | None = None,
     stats_path: str | os.PathLike | None = None,
     progress: bool = True,
     checkpoint_dir: str | os.PathLike | None = None,
@@ -65,9 +113,17 @@ def train(
 ) -> dict:
     """Train on uint8 NHWC images and save the model to ``out_dir`` (atomically, as a directory).
 
+    With ``classes``, the model is class-conditional on ``labels`` (0 … classes-1), and each
+    label is replaced by the null label with probability ``cfg.label_dropout`` so that one network
+    learns both scores classifier-free guidance combines.
+
     With ``checkpoint_dir``, the state is saved there every ``checkpoint_seconds`` (default:
     the config's ``checkpoint_minutes``) and a later
     call with the same inputs resumes from it (see ouroboros.checkpoint); it is removed at the end.
+
+    On CUDA: bf16 autocast, channels-last, fused AdamW, noise drawn on the device, optional
+    torch.compile, and the loss log read back every ``LOG_EVERY`` steps instead of every step,
+    so the host never waits on the GPU inside the loop.
     """
     from ouroboros import checkpoint
     import torch
@@ -77,59 +133,99 @@ def train(
     from ouroboros.runtime import fault_point
 
     device = pick_device()
+    cuda = device.type == "cuda"
     total = cfg.total_steps(len(images))
+    if classes:
+        labels = _checked_labels(labels, len(images), classes)
     torch.manual_seed(seeds.per_item(seed, [0])[0])
-    unet = models.build(preset).to(device)
+    unet = models.build(preset, classes).to(device)
+    null = models.null_label(unet)
+    fmt = torch.channels_last if cuda else torch.contiguous_format
+    unet = unet.to(memory_format=fmt)
+    forward = torch.compile(unet) if cfg.compile and cuda else unet
     noise_schedule = scheduler()
-    opt = torch.optim.AdamW(unet.parameters(), lr=cfg.lr, betas=(0.95, 0.999), weight_decay=cfg.weight_decay, eps=1e-8)
-    data = to_model(images).to(device)
-    amp = dict(device_type="cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
+    opt = torch.optim.AdamW(unet.parameters(), lr=cfg.lr, betas=(0.95, 0.999), weight_decay=cfg.weight_decay, eps=1e-8,
+                            **({"fused": True} if cuda else {}))
+    params = [p for p in unet.parameters()]
+    ema = [p.detach().clone().float() for p in params] if cfg.ema else None
+    data = to_model(images).to(device).contiguous(memory_format=fmt)
+    batches = DeviceBatches(len(data), cfg.batch_size, seed, device)
+    y_all = torch.from_numpy(labels).to(device) if classes else None
+    amp = dict(device_type="cuda", dtype=torch.bfloat16, enabled=cuda)
 
     if checkpoint_seconds is None:
         checkpoint_seconds = 60.0 * cfg.checkpoint_minutes
     # what the weights depend on: everything but how often they are saved
     options = {k: v for k, v in cfg.__dict__.items() if k != "checkpoint_minutes"}
-    fp = checkpoint.fingerprint(preset, options, seed, images) if checkpoint_dir else ""
-    resumed = checkpoint.load(checkpoint_dir, unet, opt, fp) if checkpoint_dir else None
+    fp = checkpoint.fingerprint(preset, {**options, "classes": classes}, seed, images, labels) if checkpoint_dir else ""
+    resumed = checkpoint.load(checkpoint_dir, unet, opt, fp, ema=ema) if checkpoint_dir else None
     first_step, stats_text = resumed if resumed else (0, "")
     stats_lines = stats_text.splitlines(keepends=True)
     losses = [json.loads(line)["loss"] for line in stats_lines]
+    pending: list[tuple] = []  # (step, loss, lr, grad norm, seconds) not yet read back from the device
+
     with open(stats_path, "w") if stats_path else contextlib.nullcontext() as stats:
         if stats:
             stats.write(stats_text)
         started = last_checkpoint = time.time()
         bar = tqdm(range(first_step, total), desc="train", mininterval=5, disable=not progress, initial=first_step, total=total)
+
+        def flush() -> None:
+            """Read the pending losses back (one host sync) and append them to the log."""
+            if not pending:
+                return
+            values = torch.stack([torch.stack([p[1].float(), p[3].float()]) for p in pending]).tolist()
+            for (step, _, lr, _, seconds), (loss, grad_norm) in zip(pending, values):
+                losses.append(loss)
+                line = json.dumps({"step": step, "loss": loss, "lr": lr, "grad_norm": grad_norm, "seconds": seconds}) + "\n"
+                stats_lines.append(line)
+                if stats:
+                    stats.write(line)
+            pending.clear()
+            bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}")
+
         for step in bar:
+            lr = cfg.lr * lr_factor(step, cfg.warmup_steps, total)
             for group in opt.param_groups:
-                group["lr"] = cfg.lr * lr_factor(step, cfg.warmup_steps, total)
-            gen = torch.Generator().manual_seed(seeds.per_item(seed, [step + 1])[0])
-            x0 = data[torch.from_numpy(batch_indices(len(data), cfg.batch_size, step, seed)).to(device)]
-            noise = torch.randn(x0.shape, generator=gen).to(device)
-            t = torch.randint(0, NUM_TRAIN_TIMESTEPS, (len(x0),), generator=gen).to(device)
+                group["lr"] = lr
+            gen = torch.Generator(device=device).manual_seed(seeds.per_item(seed, [step + 1])[0])
+            batch = batches(step)
+            x0 = data[batch]
+            noise = torch.randn(x0.shape, generator=gen, device=device)
+            t = torch.randint(0, NUM_TRAIN_TIMESTEPS, (len(x0),), generator=gen, device=device)
+            y = None
+            if classes:
+                drop = torch.rand(len(x0), generator=gen, device=device) < cfg.label_dropout
+                y = torch.where(drop, torch.full_like(y_all[batch], null), y_all[batch])
             with torch.autocast(**amp):
-                pred = unet(noise_schedule.add_noise(x0, noise, t), t).sample
+                pred = forward(noise_schedule.add_noise(x0, noise, t), t, class_labels=y).sample
             loss = torch.nn.functional.mse_loss(pred.float(), noise)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             grad_norm = torch.nn.utils.clip_grad_norm_(unet.parameters(), cfg.grad_clip)
             opt.step()
-            value = float(loss.detach())
-            losses.append(value)
-            line = json.dumps({"step": step, "loss": value, "lr": opt.param_groups[0]["lr"],
-                               "grad_norm": float(grad_norm), "seconds": round(time.time() - started, 3)}) + "\n"
-            stats_lines.append(line)
-            if stats:
-                stats.write(line)
+            if ema is not None:
+                with torch.no_grad():
+                    torch._foreach_lerp_(ema, [p.detach().float() for p in params], 1.0 - ema_decay(step + 1))
+            pending.append((step, loss.detach(), lr, grad_norm.detach(), round(time.time() - started, 3)))
+            if len(pending) >= LOG_EVERY or not cuda:
+                flush()
             if checkpoint_dir and time.time() - last_checkpoint >= checkpoint_seconds and step + 1 < total:
-                checkpoint.save(checkpoint_dir, unet, opt, step + 1, fp, "".join(stats_lines))
+                flush()
+                checkpoint.save(checkpoint_dir, unet, opt, step + 1, fp, "".join(stats_lines), ema=ema)
                 last_checkpoint = time.time()
             if step == total // 2:
+                flush()
                 fault_point("train")
-            if step % 50 == 0:
-                bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}")
+        flush()
 
+    if ema is not None:  # the saved model is the average, as in diffusers' example
+        with torch.no_grad():
+            for p, e in zip(params, ema):
+                p.copy_(e.to(p.dtype))
     summary = {
         "preset": preset,
+        "classes": classes,
         "steps": total,
         "train_size": int(len(images)),
         "final_loss_mean_last_50": float(np.mean(losses[-50:])) if losses else None,
@@ -138,10 +234,29 @@ def train(
         "options": cfg.__dict__,
         "seed": seed,
     }
-    save_model(unet, noise_schedule, out_dir, summary)
+    save_model(unet.to(memory_format=torch.contiguous_format), noise_schedule, out_dir, summary)
     if checkpoint_dir:
         shutil.rmtree(checkpoint_dir, ignore_errors=True)
     return summary
+
+
+LOG_EVERY = 50  # steps between reads of the loss on CUDA (each read waits for the GPU)
+
+
+def _checked_labels(labels: np.ndarray | None, count: int, classes: int) -> np.ndarray:
+    from ouroboros.errors import OuroborosError
+
+    if labels is None or len(labels) != count:
+        raise OuroborosError(f"a class-conditional model needs one label per training image ({count}); "
+                             f"got {None if labels is None else len(labels)}")
+    labels = np.asarray(labels, dtype=np.int64)
+    bad = (labels < 0) | (labels >= classes)
+    if bad.any():
+        raise OuroborosError(
+            f"training label {int(labels[bad][0])} outside 0…{classes - 1} (datasets.<name>.classes = {classes}); "
+            "samples of an unconditional model carry label -1 and cannot train a conditional one"
+        )
+    return labels
 
 
 def save_model(unet, noise_schedule, out_dir: str | os.PathLike, summary: dict) -> None:
@@ -162,14 +277,19 @@ def save_model(unet, noise_schedule, out_dir: str | os.PathLike, summary: dict) 
 
 
 def stage(manifest_path: str, preset: str, options: dict, *, seed: int, model_out: str, stats_out: str,
-          checkpoint_dir: str | None = None) -> dict:
+          classes: int | None = None, checkpoint_dir: str | None = None) -> dict:
     """Train on the images a manifest names (D_n), checkpointing every few minutes."""
     from ouroboros import manifest
-    from ouroboros.io import load_images
+    from ouroboros.io import load_images, load_labels
+    from ouroboros.paths import labels_of
 
-    images = manifest.gather(manifest.read(manifest_path), load_images)
-    print(f"training {preset} on {len(images)} images from {manifest_path}")
+    rows = manifest.read(manifest_path)
+    images = manifest.gather(rows, load_images)
+    # a conditional model's labels sit beside each image file (real/labels.npy, iterNN/labels.npy)
+    labels = manifest.gather(rows, load_labels, rename=labels_of) if classes else None
+    print(f"training {preset} on {len(images)} images from {manifest_path}"
+          + (f", conditional on {classes} classes" if classes else ""))
     summary = train(images, preset, TrainConfig(**options), seed=seed, out_dir=model_out, stats_path=stats_out,
-                    checkpoint_dir=checkpoint_dir)
+                    labels=labels, classes=classes, checkpoint_dir=checkpoint_dir)
     print(json.dumps(summary, indent=2))
     return summary

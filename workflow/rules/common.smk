@@ -22,6 +22,14 @@ except OuroborosError as exc:
 
 TABLE = "results/tables/metrics.tsv"
 
+# A run killed outright leaves Snakemake's directory lock behind: clear it when its owner is dead,
+# so that the same command resumes (ouroboros.locks). Jobs that Snakemake spawns skip this.
+if workflow.is_main_process:
+    from ouroboros import locks
+
+    locks.clear_stale(log=lambda message: print(message, file=sys.stderr))
+    locks.register()
+
 
 def results_signature():
     from ouroboros.tables import signature
@@ -41,14 +49,12 @@ wildcard_constraints:
 
 def default_targets():
     """metrics.json and fid.json of every (dataset, run, iteration) in config.yaml's targets."""
-    t = CFG.targets
-    return [
-        f"{paths.iteration_dir(d, r, n)}/{name}.json"
-        for d in t.get("datasets", [])
-        for r in t.get("runs", [])
-        for n in range(1, int(t.get("iterations", 1)) + 1)
-        for name in ("metrics", "fid")
-    ]
+    return paths.target_files(CFG.targets)
+
+
+def experiment_targets(name):
+    """The files of one named experiment (config.yaml: experiments), e.g. a figure of the paper."""
+    return [f for group in CFG.experiments[name] for f in paths.target_files(group)]
 
 
 def _n(wildcards):
@@ -74,20 +80,22 @@ def dataset_params(wildcards):
 
 # --- train -----------------------------------------------------------------------------
 def train_input(wildcards):
-    """D_n's manifest and every image file it may name."""
+    """D_n's manifest and every image file it may name (and their labels, for a conditional model)."""
     _check_run(wildcards)
     n, branch = _n(wildcards), wildcards.branch
     if branch == paths.REAL:
         if n != 1:
             raise OuroborosError(f"results/{wildcards.dataset}/real holds iteration 1 only")
-        return {"manifest": paths.manifest(wildcards.dataset, branch, 1), "images": [paths.real_images(wildcards.dataset)]}
-    CFG.run(branch)
-    if n < 2:
-        raise OuroborosError(f"iteration 1 is shared: its model is results/{wildcards.dataset}/real/iter01/model")
-    return {
-        "manifest": paths.manifest(wildcards.dataset, branch, n),
-        "images": paths.train_files(CFG, wildcards.dataset, branch, n),
-    }
+        images = [paths.real_images(wildcards.dataset)]
+    else:
+        CFG.run(branch)
+        if n < 2:
+            raise OuroborosError(f"iteration 1 is shared: its model is results/{wildcards.dataset}/real/iter01/model")
+        images = paths.train_files(CFG, wildcards.dataset, branch, n)
+    out = {"manifest": paths.manifest(wildcards.dataset, branch, n), "images": images}
+    if CFG.dataset(wildcards.dataset).classes:
+        out["labels"] = [paths.labels_of(f) for f in images]
+    return out
 
 
 # --- sample ----------------------------------------------------------------------------
@@ -115,7 +123,8 @@ def sample_seed(wildcards):
 def features_input(wildcards):
     CFG.dataset(wildcards.dataset)
     folder = f"results/{wildcards.dataset}/{wildcards.folder}"
-    images = f"{folder}/images.npy" if wildcards.folder == paths.REAL else f"{folder}/samples.npy"
+    real = wildcards.folder in (paths.REAL, paths.REFERENCE)
+    images = f"{folder}/images.npy" if real else f"{folder}/samples.npy"
     out = {"images": images}
     if wildcards.extractor == "classifier":
         out["classifier"] = paths.classifier_dir(wildcards.dataset)
@@ -168,7 +177,7 @@ def evaluate_input(wildcards):
 def fid_input(wildcards):
     _check_run(wildcards)
     extractor = CFG.dataset(wildcards.dataset).fid_features
-    files = generated_files(wildcards) + [paths.real_images(wildcards.dataset)]
+    files = generated_files(wildcards) + [paths.fid_reference(CFG, wildcards.dataset)]
     return {"images": files, "features": [paths.features_of(f, extractor) for f in files]}
 
 

@@ -17,3 +17,19 @@ rule data:
         "../../envs/torch.yaml"
     script:
         "../scripts/data.py"
+
+
+rule reference:
+    """Every image of the source: the FID reference when datasets.X.fid_reference is full."""
+    output:
+        images="results/{dataset}/reference/images.npy",
+    params:
+        source=lambda w: dataset_params(w).source,
+        root=lambda w: dataset_params(w).root,
+    log:
+        "logs/{dataset}/reference/reference.log",
+    threads: 1
+    conda:
+        "../../envs/torch.yaml"
+    script:
+        "../scripts/reference.py"

@@ -6,7 +6,7 @@ rule fid:
         "results/{dataset}/{run}/iter{iter}/fid.json",
     params:
         generated=generated_files,
-        real=lambda w: paths.real_images(w.dataset),
+        real=lambda w: paths.fid_reference(CFG, w.dataset),
         extractor=lambda w: dataset_params(w).fid_features,
         eval_count=lambda w: dataset_params(w).size,
         meta=run_meta,

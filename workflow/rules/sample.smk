@@ -3,12 +3,14 @@ rule sample:
     input:
         unpack(sample_input),
     output:
-        "results/{dataset}/{producer}/samples.npy",
+        samples="results/{dataset}/{producer}/samples.npy",
+        labels="results/{dataset}/{producer}/labels.npy",
     params:
         sample_range=sample_range,
         seed=sample_seed,
         inference_steps=lambda w: dataset_params(w).sample.inference_steps,
         batch_size=lambda w: dataset_params(w).sample.batch_size,
+        guidance_scale=lambda w: dataset_params(w).sample.guidance_scale,
     log:
         "logs/{dataset}/{producer}/sample.log",
     benchmark:

@@ -9,6 +9,7 @@ rule train:
         preset=lambda w: dataset_params(w).model,
         options=lambda w: vars(dataset_params(w).train),
         seed=seed("train"),
+        classes=lambda w: dataset_params(w).classes,
         # not an output: Snakemake must not delete it when a killed job is re-run
         checkpoint=lambda w, output: str(Path(output.model).with_name("train-checkpoint")),
     log:

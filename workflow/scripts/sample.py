@@ -11,4 +11,5 @@ with logged(snakemake.log[0], snakemake.threads):
     p = snakemake.params
     start, count = p.sample_range
     sample.stage(snakemake.input.model, start, count, seed=p.seed, inference_steps=p.inference_steps,
-                 batch_size=p.batch_size, out=snakemake.output[0])
+                 batch_size=p.batch_size, guidance_scale=p.guidance_scale, out=snakemake.output.samples,
+                 labels_out=snakemake.output.labels)

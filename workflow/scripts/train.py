@@ -9,5 +9,5 @@ with logged(snakemake.log[0], snakemake.threads):
     from ouroboros import train
 
     p = snakemake.params
-    train.stage(snakemake.input.manifest, p.preset, p.options, seed=p.seed,
+    train.stage(snakemake.input.manifest, p.preset, p.options, seed=p.seed, classes=p.classes,
                 model_out=snakemake.output.model, stats_out=snakemake.output.stats, checkpoint_dir=p.checkpoint)

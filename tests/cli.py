@@ -1,0 +1,52 @@
+"""Helpers for tests that run the workflow through the real snakemake CLI on a tiny config."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
+RUNS = ["replace", "replace-2n", "replace-greedy", "replace-threshold", "accumulate", "greedy", "threshold"]
+ITERATIONS = 3
+N = 32  # |D_n| of the tiny config
+
+
+def tiny_config(runs: list[str] | None = None, iterations: int = ITERATIONS) -> dict:
+    """config.yaml with digits shrunk to seconds per job, targeting `runs` (default: all) × `iterations`."""
+    cfg = yaml.safe_load((REPO / "config.yaml").read_text())
+    digits = cfg["datasets"]["digits"]
+    digits.update(size=N, classifier_steps=30)
+    digits["train"].update(steps=12, batch_size=16, warmup_steps=2)
+    digits["sample"].update(inference_steps=4, batch_size=64)
+    cfg["targets"] = {"datasets": ["digits"], "runs": list(runs or RUNS), "iterations": iterations}
+    return cfg
+
+
+def make_workdir(path: Path, cfg: dict) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return path
+
+
+def snakemake(workdir: Path, *args: str, env: dict | None = None, check: bool = True, local: bool = True,
+              timeout: float = 900, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """`snakemake -s REPO/Snakefile --directory workdir ARGS`; fails with its output unless check=False.
+
+    local: run jobs here on 2 cores, two model jobs at a time (`--cores 2 --resources=gpu=2`);
+    False leaves the executor and its limits to ARGS (e.g. `--profile`).
+    timeout: a hard limit in seconds, so that a hanging run fails the test instead of the suite.
+    """
+    cmd = [SNAKEMAKE, "-s", str(REPO / "Snakefile"), "--directory", str(workdir)]
+    if local:
+        cmd += ["--cores", "2", "--resources=gpu=2"]
+    cmd += args
+    proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, **(env or {})}, timeout=timeout,
+                          cwd=cwd)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}")
+    return proc

@@ -1,0 +1,146 @@
+"""profiles/slurm end to end on a real single-node SLURM (tests/slurm_cluster.py).
+
+The tiny digits config runs through `snakemake --profile <profiles/slurm, adapted to the test
+cluster>`: every job is an sbatch job, GPU rules ask SLURM for a GPU, a job that fails once is
+retried by the profile, and a job that keeps failing stops the run naming its SLURM log.
+
+Needs root and Debian's slurmctld, slurmd, slurm-client and munge (.ci/run installs them). Without
+them the module is skipped, except in CI (CI=true), where it fails.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+import slurm_cluster
+from cli import REPO, make_workdir, snakemake, tiny_config
+
+RUN = "greedy"  # accumulate pool + Greedy Selection: every stage of the loop
+FOLDER = f"results/digits/{RUN}/iter02"
+TARGETS = [f"{FOLDER}/metrics.json", f"{FOLDER}/fid.json"]
+TIMEOUT = 480  # seconds per snakemake call (~150 s unloaded): a hung status check fails the test
+SUBMITTED = re.compile(r"submitted with SLURM jobid (\d+) \(log: (\S+)\)")
+
+
+def in_ci() -> bool:
+    return os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    reason = slurm_cluster.missing()
+    if reason:
+        if in_ci():
+            pytest.fail(f"CI must run the SLURM tests, but {reason}")
+        pytest.skip(reason)
+    try:
+        yield slurm_cluster.start()
+    except slurm_cluster.ClusterError as err:
+        pytest.fail(f"the test SLURM cluster did not start: {err}")
+    finally:
+        slurm_cluster.stop()
+
+
+@pytest.fixture(scope="module")
+def profile(cluster, tmp_path_factory) -> Path:
+    """profiles/slurm as a site would adapt it to the test cluster."""
+    cfg = yaml.safe_load((REPO / "profiles/slurm/config.yaml").read_text())
+    assert cfg["executor"] == "slurm"
+    # SLURM schedules the GPUs: a global `resources: gpu=N` would serialise the cluster's GPU jobs
+    assert "resources" not in cfg
+    cfg["default-resources"]["slurm_partition"] = cluster.partition
+    for resources in (cfg["default-resources"], *cfg["set-resources"].values()):
+        resources["mem_mb"] = 1000  # the profile's GPU-node memory does not fit this machine
+    cfg.update({
+        "slurm-status-command": "squeue",  # no slurmdbd: sacct knows no jobs
+        "slurm-init-seconds-before-status-checks": 2,  # tiny jobs: poll often (MinJobAge is 600 s)
+        "seconds-between-status-checks": 2,
+        "latency-wait": 5,  # one machine, no NFS
+    })
+    path = tmp_path_factory.mktemp("profile")
+    (path / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return path
+
+
+def on_slurm(workdir: Path, profile: Path, *args: str, env: dict | None = None, check: bool = True):
+    # from the workdir, as a user would; logs/slurm lands under the working directory either way
+    return snakemake(workdir, "--profile", str(profile), "--workflow-profile", "none", *args, env=env, check=check,
+                     local=False, timeout=TIMEOUT, cwd=workdir)
+
+
+def submitted(output: str) -> list[tuple[str, str, Path]]:
+    """(rule, SLURM job id, SLURM log) of every job the run submitted."""
+    jobs = []
+    for jobid, log in SUBMITTED.findall(output):
+        rule = re.search(r"/rule_(\w+?)/", log).group(1)
+        jobs.append((rule, jobid, Path(log)))
+    return jobs
+
+
+def scontrol(jobid: str) -> str:
+    return subprocess.run(["scontrol", "-o", "show", "job", jobid], capture_output=True, text=True,
+                          timeout=30, check=True).stdout
+
+
+@pytest.fixture(scope="module")
+def done(cluster, profile, tmp_path_factory):
+    """The tiny loop (run greedy, 2 iterations) on SLURM, with the first training job failing once."""
+    workdir = make_workdir(tmp_path_factory.mktemp("slurm-loop"), tiny_config([RUN], 2))
+    marker = workdir / "fault-fired"
+    out = on_slurm(workdir, profile, *TARGETS, env={"OUROBOROS_FAULT": "train", "OUROBOROS_FAULT_ONCE": str(marker)})
+    return workdir, out.stdout + out.stderr
+
+
+def test_the_profile_runs_the_loop_as_slurm_jobs(done):
+    workdir, output = done
+    metrics = json.loads((workdir / TARGETS[0]).read_text())
+    fid = json.loads((workdir / TARGETS[1]).read_text())
+    assert (metrics["run"], metrics["iteration"]) == (RUN, 2) and fid["values"]["fid"] >= 0
+
+    jobs = submitted(output)
+    assert {rule for rule, _, _ in jobs} == {"data", "classifier", "train", "sample", "features", "select",
+                                            "evaluate", "fid"}
+    for rule, jobid, log in jobs:
+        assert log.is_relative_to(workdir / "logs/slurm") and log.is_file(), log
+        tres = re.search(r"TresPerJob=(\S*)", scontrol(jobid))
+        asked_gpu = bool(tres) and "gpu:1" in tres.group(1)
+        # features are pixels/classifier and select runs on the CPU for digits: only train and sample
+        assert asked_gpu == (rule in ("train", "sample")), (rule, jobid, tres)
+
+
+def test_a_job_that_fails_once_is_reported_and_retried(done):
+    workdir, output = done
+    assert (workdir / "fault-fired").is_file()
+    trains = [(jobid, log) for rule, jobid, log in submitted(output) if rule == "train"]
+    # iteration 1 twice (the failure and its retry), iteration 2 once
+    assert len(trains) == 3 and trains[0][1].parent == trains[1][1].parent
+    failed_id, failed_log = trains[0]
+    assert f"SLURM-job '{failed_id}' failed" in output and str(failed_log) in output
+    assert "injected fault in train" in failed_log.read_text()
+    assert "COMPLETED" not in scontrol(failed_id) and "COMPLETED" in scontrol(trains[1][0])
+
+
+def test_a_job_that_keeps_failing_stops_the_run_naming_its_logs(done, profile):
+    workdir, _ = done
+    for name in ("model", "train-stats.jsonl", "samples.npy"):
+        path = workdir / FOLDER / name
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+    # --retries 0: the retry is tested above, and the plugin polls ever more slowly while nothing
+    # completes, so each failed attempt adds half a minute here
+    out = on_slurm(workdir, profile, "--retries", "0", f"{FOLDER}/samples.npy", env={"OUROBOROS_FAULT": "train"},
+                   check=False)
+    output = out.stdout + out.stderr
+    assert out.returncode != 0
+    [(rule, jobid, log)] = submitted(output)
+    assert rule == "train" and f"SLURM-job '{jobid}' failed" in output and str(log) in output
+    assert "injected fault in train" in log.read_text()
+    assert "injected fault in train" in (workdir / "logs/digits" / RUN / "iter02/train.log").read_text()
+    assert not (workdir / FOLDER / "model").exists() and not (workdir / FOLDER / "samples.npy").exists()
