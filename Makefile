@@ -23,8 +23,10 @@ demo: $(BIN)/snakemake
 	$(BIN)/snakemake --cores 1 figures
 	$(BIN)/python -m ouroboros.tables --summary results/tables/metrics.tsv
 
+# Two test files at a time (--dist loadfile keeps a file's shared fixtures in one worker): the
+# workflow tests wait on Snakemake's and SLURM's scheduling about half of the time.
 test: $(BIN)/snakemake
-	OMP_WAIT_POLICY=PASSIVE $(BIN)/python -m pytest
+	OMP_WAIT_POLICY=PASSIVE $(BIN)/python -m pytest -n 2 --dist loadfile
 
 lint: $(BIN)/snakemake
 	$(BIN)/snakemake --lint
