@@ -66,7 +66,7 @@ def sample(
     cuda = device.type == "cuda"
     unet.eval()
     null = models.null_label(unet)
-    labels = labels_for(start, count, None if null is None else null)
+    labels = labels_for(start, count, null)  # the null label K is also the class count
     guided = null is not None and guidance_scale != 1.0
     clip = float(noise_schedule.config.clip_sample_range) if noise_schedule.config.clip_sample else None
     noise_schedule.set_timesteps(inference_steps)

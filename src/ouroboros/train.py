@@ -146,7 +146,7 @@ def train(
     noise_schedule = scheduler()
     opt = torch.optim.AdamW(unet.parameters(), lr=cfg.lr, betas=(0.95, 0.999), weight_decay=cfg.weight_decay, eps=1e-8,
                             **({"fused": True} if cuda else {}))
-    params = [p for p in unet.parameters()]
+    params = list(unet.parameters())
     ema = [p.detach().clone().float() for p in params] if cfg.ema else None
     data = to_model(images).to(device).contiguous(memory_format=fmt)
     batches = DeviceBatches(len(data), cfg.batch_size, seed, device)
