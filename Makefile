@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 TORCH := torch==2.14.1 torchvision==0.29.1
 CORES ?= 2
 
-.PHONY: demo test lint clean
+.PHONY: demo test test-fast lint clean
 
 $(BIN)/snakemake: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,11 @@ demo: $(BIN)/snakemake
 # workflow tests wait on Snakemake's and SLURM's scheduling about half of the time.
 test: $(BIN)/snakemake
 	OMP_WAIT_POLICY=PASSIVE $(BIN)/python -m pytest -n 2 --dist loadfile
+
+# The fast tier: every library test and every config check in-process; no snakemake command
+# line, no SLURM, no browser.
+test-fast: $(BIN)/snakemake
+	OMP_WAIT_POLICY=PASSIVE $(BIN)/python -m pytest -n 2 --dist loadfile -m "not cli and not slurm and not browser"
 
 lint: $(BIN)/snakemake
 	$(BIN)/snakemake --lint

@@ -27,6 +27,7 @@ RUN = "greedy"  # accumulate pool + Greedy Selection: every stage of the loop
 FOLDER = f"results/digits/{RUN}/iter02"
 TARGETS = [f"{FOLDER}/metrics.json", f"{FOLDER}/fid.json"]
 TIMEOUT = 480  # seconds per snakemake call (~150 s unloaded): a hung status check fails the test
+pytestmark = [pytest.mark.cli, pytest.mark.slurm]
 SUBMITTED = re.compile(r"submitted with SLURM jobid (\d+) \(log: (\S+)\)")
 
 

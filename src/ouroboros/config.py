@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Mapping
 
 from ouroboros.errors import OuroborosError
@@ -66,6 +67,11 @@ class Dataset:
     select_device: str = "cpu"
     family: str = ""  # the root of the `base:` chain: datasets of one family share one permutation
     classes: int | None = None  # a class-conditional model (CFG) over labels 0 … classes-1
+
+
+# Dataset fields a config entry may leave out (the rest are required or derived)
+_OPTIONAL = ("root", "tau0", "dinov2", "inception_weights", "fid_reference", "classifier_steps", "select_device",
+             "classes")
 
 
 @dataclass(frozen=True)
@@ -148,6 +154,8 @@ def parse(raw: Mapping[str, Any]) -> Config:
         train = dict(d.get("train") or {})
         if ("steps" in train) == ("epochs" in train):
             raise OuroborosError(f"config.yaml: datasets.{name}.train needs exactly one of 'steps' or 'epochs'")
+        # optional keys pass through only when set, so each default lives once, in the dataclass
+        optional = {k: d[k] for k in _OPTIONAL if k in d}
         datasets[name] = Dataset(
             name=name,
             source=d["source"],
@@ -157,15 +165,8 @@ def parse(raw: Mapping[str, Any]) -> Config:
             sample=SampleConfig(**(d.get("sample") or {})),
             features=d["features"],
             fid_features=d["fid_features"],
-            root=d.get("root"),
-            tau0=d.get("tau0"),
-            dinov2=d.get("dinov2", "facebook/dinov2-small"),
-            inception_weights=d.get("inception_weights"),
-            fid_reference=d.get("fid_reference", "subset"),
-            classifier_steps=int(d.get("classifier_steps", 400)),
-            select_device=d.get("select_device", "cpu"),
             family=family,
-            classes=d.get("classes"),
+            **optional,
         )
         known = SOURCE_SIZES.get(datasets[name].source)
         if known is not None and datasets[name].size > known:
@@ -200,3 +201,12 @@ def parse(raw: Mapping[str, Any]) -> Config:
                     raise OuroborosError(f"config.yaml: {where}.{key} names unknown {key[:-1]} {name!r}; {key}: {sorted(known)}")
     return cfg
 
+
+def check(raw: dict[str, Any], schema: str | Path) -> Config:
+    """What the workflow does with config.yaml at parse time: the JSON schema (unknown keys, wrong
+    types; snakemake fills the schema's defaults into ``raw``), then :func:`parse`. Both fail with
+    a message naming the key."""
+    from snakemake.utils import validate  # only the workflow and its tests need snakemake
+
+    validate(raw, schema=str(schema))
+    return parse(raw)

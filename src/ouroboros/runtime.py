@@ -7,23 +7,24 @@ jobs on a two-core box fight and run many times slower.
 from __future__ import annotations
 
 import os
+import sys
 
 
 def configure(threads: int = 1) -> None:
+    """This job's thread budget, for every library that may load later in the process.
+
+    torch is not imported here: jobs that run no model (select, evaluate, tables, figures) would
+    pay seconds for it. torch reads OMP_NUM_THREADS when it loads, so a model stage that imports
+    it later gets the same intra-op thread count; a torch already loaded (in-process callers,
+    tests) is set directly.
+    """
     threads = max(1, int(threads))
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         os.environ[var] = str(threads)
-    try:
-        import torch
-    except ImportError:  # CPU-only stages need not have torch loaded
-        return
-    torch.set_num_threads(threads)
-    # inter-op threads can be set only once per process, before any parallel work
-    try:
-        torch.set_num_interop_threads(1)
-    except RuntimeError:
-        pass
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        torch.set_num_threads(threads)
 
 
 def device():

@@ -5,18 +5,16 @@ import sys
 from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
-from snakemake.utils import validate
 
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 
 from ouroboros import paths, seeds  # noqa: E402
-from ouroboros.config import parse as parse_config  # noqa: E402
+from ouroboros.config import check as check_config  # noqa: E402
 from ouroboros.errors import OuroborosError  # noqa: E402
 
 
-validate(config, schema="../schemas/config.schema.yaml")
-try:
-    CFG = parse_config(config)
+try:  # the schema, then the checks across keys: one message naming the key
+    CFG = check_config(config, Path(workflow.basedir) / "workflow/schemas/config.schema.yaml")
 except OuroborosError as exc:
     raise WorkflowError(str(exc)) from None
 

@@ -1,0 +1,72 @@
+"""Config mistakes, checked in-process exactly as the workflow checks them at parse time (schema,
+then ouroboros.config.parse): one message naming the key. The CLI tests show that the same
+message reaches the user before any job (test_faults.py, test_workflow.py)."""
+
+import copy
+
+import pytest
+import yaml
+
+from cli import REPO
+from ouroboros.config import check
+
+SHIPPED = yaml.safe_load((REPO / "config.yaml").read_text())
+SCHEMA = REPO / "workflow/schemas/config.schema.yaml"
+
+
+def _set(path: str, value):
+    def mutate(cfg):
+        *parents, key = path.split(".")
+        node = cfg
+        for p in parents:
+            node = node[p]
+        if value is None:
+            del node[key]
+        else:
+            node[key] = value
+    return mutate
+
+
+MISTAKES = {
+    "unknown top-level key": (_set("seeds", 1), ["'seeds' was unexpected"]),
+    "unknown key in a run": (_set("runs.greedy.selction", "greedy"), ["'selction' was unexpected", "['runs']['greedy']"]),
+    "wrong type": (_set("datasets.digits.size", "many"), ["['datasets']['digits']['size']", "'many'"]),
+    "wrong type, nested": (_set("datasets.digits.train.lr", "fast"), ["['datasets']['digits']['train']['lr']"]),
+    "unknown dataset in targets": (_set("targets.datasets", ["digits", "nope"]),
+                                   ["targets.datasets", "unknown dataset 'nope'"]),
+    "unknown run in an experiment": (lambda cfg: cfg["experiments"]["fig03"][0]["runs"].append("greedy-typo"),
+                                     ["experiments.fig03[0].runs", "greedy-typo"]),
+    "pool smaller than N": (_set("datasets.digits.size", 5000), ["datasets.digits.size", "1797"]),
+    "steps and epochs": (_set("datasets.digits.train.epochs", 3), ["datasets.digits.train", "exactly one"]),
+    "guidance without classes": (_set("datasets.digits.sample.guidance_scale", 2.0),
+                                 ["datasets.digits.classes", "guidance_scale"]),
+    "base cycle": (lambda cfg: cfg["datasets"]["cifar"].update(base="cifar"), ["datasets.cifar.base", "cycle"]),
+    "replace-select without 2N": (_set("runs.replace-greedy.samples", 1), ["runs.replace-greedy.samples"]),
+}
+
+
+@pytest.mark.parametrize("mistake", MISTAKES)
+def test_config_mistakes_name_the_key(mistake):
+    mutate, expected = MISTAKES[mistake]
+    cfg = copy.deepcopy(SHIPPED)
+    mutate(cfg)
+    with pytest.raises(Exception) as caught:
+        check(cfg, SCHEMA)
+    for text in expected:
+        assert text in str(caught.value), (text, str(caught.value)[:2000])
+
+
+def test_the_shipped_config_is_valid_and_defaults_come_from_the_dataclasses():
+    cfg = check(copy.deepcopy(SHIPPED), SCHEMA)
+    digits = cfg.dataset("digits")
+    assert digits.size == 256 and digits.dinov2 == "facebook/dinov2-small" and digits.fid_reference == "subset"
+    assert cfg.dataset("cifar").dinov2 == SHIPPED["datasets"]["cifar"]["dinov2"]
+
+
+def test_threshold_without_tau0_names_both_keys():
+    cfg = copy.deepcopy(SHIPPED)
+    del cfg["datasets"]["digits"]["tau0"]
+    parsed = check(cfg, SCHEMA)
+    with pytest.raises(Exception) as caught:
+        parsed.tau0("digits", "threshold")
+    assert "runs.threshold.tau0" in str(caught.value) and "datasets.digits.tau0" in str(caught.value)
