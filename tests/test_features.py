@@ -39,8 +39,8 @@ def test_dinov2_loads_a_local_model_through_transformers(tmp_path):
 
 
 def test_missing_dinov2_offline_says_what_to_download(tmp_path):
-    with pytest.raises(OuroborosError, match="download"):
-        features.dinov2(np.zeros((1, 8, 8, 3), np.uint8), str(tmp_path / "no-such-model"))
+    with pytest.raises(OuroborosError, match=r"download.*set datasets\.cifar\.dinov2 in config"):
+        features.dinov2(np.zeros((1, 8, 8, 3), np.uint8), str(tmp_path / "no-such-model"), dataset="cifar")
 
 
 def test_npz_and_folder_sources_load_uint8_nhwc(tmp_path):
@@ -68,3 +68,18 @@ def test_missing_or_bad_sources_name_the_path(tmp_path):
         data.load_source("folder", str(tmp_path))
     with pytest.raises(OuroborosError, match="cifar10"):
         data.load_source("cifar10", str(tmp_path / "nowhere"))
+
+
+def test_missing_inception_weights_name_the_file_and_the_config_key(tmp_path):
+    from ouroboros.io import save_array
+
+    missing = tmp_path / "no-such-weights.pth"
+    images = tmp_path / "results" / "cifar" / "greedy" / "iter02" / "samples.npy"
+    save_array(images, np.zeros((1, 8, 8, 3), np.uint8))
+    # as the workflow calls it: the dataset is read from the path
+    with pytest.raises(OuroborosError, match=r"no-such-weights\.pth.*set datasets\.cifar\.inception_weights in config"):
+        features.stage(str(images), "inception", str(images.with_name("features-inception.npy")),
+                       inception_weights=str(missing))
+    assert not images.with_name("features-inception.npy").exists()
+    with pytest.raises(OuroborosError, match=r"datasets\.<dataset>\.inception_weights"):
+        features.inception(np.zeros((1, 8, 8, 3), np.uint8), str(missing))

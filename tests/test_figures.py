@@ -8,6 +8,7 @@ import pytest
 from scipy.stats import pearsonr
 
 from ouroboros import figures, tables
+from ouroboros.errors import OuroborosError
 
 RNG = np.random.default_rng(0)
 
@@ -22,7 +23,7 @@ def write_run(root, dataset, size, run, paradigm, selection, iterations, shares=
                   "train_covariance_trace": float(RNG.uniform(1, 5)), "generated_mnnd": float(RNG.uniform(0.1, 1)),
                   "generated_covariance_trace": float(RNG.uniform(1, 5)), "real_share": 1.0 / n}
         source = {"real": 1.0 / n} | {f"G{j:02d}": (1 - 1.0 / n) / (n - 1) for j in range(1, n)} if shares else {"real": 1.0}
-        (folder / "metrics.json").write_text(json.dumps(meta | {"feature_space": "pixels", "values": values,
+        (folder / "metrics.json").write_text(json.dumps(meta | {"feature_extractor": "pixels", "values": values,
                                                                 "source_shares": source}))
         (folder / "fid.json").write_text(json.dumps(meta | {"feature_extractor": "classifier",
                                                             "values": {"fid": float(RNG.uniform(10, 90))}}))
@@ -117,3 +118,12 @@ def test_image_figures_are_skipped_without_files_and_drawn_with_them(tmp_path):
         brute = np.sqrt(((a[:, None] - b[None]) ** 2).sum(-1))
         np.testing.assert_allclose(rows.distance, brute.min(1), rtol=1e-6)  # float32 pixels
         np.testing.assert_array_equal(rows.train_row, brute.argmin(1))
+
+
+def test_a_metrics_file_of_an_older_version_is_refused_by_name(results):
+    stale = results / "small" / "replace" / "iter01" / "metrics.json"
+    record = json.loads(stale.read_text())
+    record["feature_space"] = record.pop("feature_extractor")  # the key older versions wrote
+    stale.write_text(json.dumps(record))
+    with pytest.raises(OuroborosError, match=r"small/replace/iter01/metrics.json: no feature_extractor"):
+        tables.tidy(tables.scan(results))

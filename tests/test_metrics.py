@@ -4,6 +4,7 @@ import math
 
 import numpy as np
 import pytest
+from scipy.special import digamma
 
 from ouroboros import metrics
 from ouroboros.neighbors import knn
@@ -48,15 +49,53 @@ def test_kl_entropy_of_gaussian_matches_analytic():
     x = rng.normal(scale=sigma, size=(n, d))
     analytic = 0.5 * d * math.log(2 * math.pi * math.e * sigma**2)
     assert metrics.kl_entropy(x) == pytest.approx(analytic, abs=0.05)
+    assert metrics.kl_entropy_distinct(x) == pytest.approx(analytic, abs=0.05)
 
 
-def test_kl_entropy_is_computed_over_distinct_points_and_counts_duplicates(rng):
-    x = rng.normal(size=(200, 3))
-    doubled = np.concatenate([x, x[:30]])
-    details = metrics.kl_entropy_details(doubled)
-    assert details["duplicates"] == 30 and details["distinct"] == 200
-    assert details["entropy"] == pytest.approx(metrics.kl_entropy(x))
-    assert np.isfinite(details["entropy"])
+def brute_kl(x, k, eps):
+    """ψ(N) − ψ(k) + log V_d + (d/N) Σ log(ε_i + eps), ε_i the k-th smallest distance to another point."""
+    n, d = x.shape
+    total = 0.0
+    for i in range(n):
+        dists = sorted(math.sqrt(sum((x[i, c] - x[j, c]) ** 2 for c in range(d))) for j in range(n) if j != i)
+        total += math.log(dists[k - 1] + eps)
+    log_unit_ball = math.log(math.pi ** (d / 2) / math.gamma(d / 2 + 1))
+    return digamma(n) - digamma(k) + log_unit_ball + d / n * total
+
+
+@pytest.mark.parametrize("k", [1, 2])
+def test_kl_entropy_with_duplicates_matches_the_formula_over_all_points(rng, k):
+    x = rng.normal(size=(40, 3)).astype(np.float32)  # the precision neighbours are searched in
+    x = np.concatenate([x, x[:8], x[:2]]).astype(np.float64)  # 10 copies, two points three times over
+    assert metrics.kl_entropy(x, k) == pytest.approx(brute_kl(x, k, 1e-10), rel=1e-9)
+    assert metrics.kl_entropy(x, k, eps=1e-6) == pytest.approx(brute_kl(x, k, 1e-6), rel=1e-9)
+    assert metrics.kl_entropy_distinct(x, k) == pytest.approx(brute_kl(x[:40], k, 0.0), rel=1e-9)
+
+
+def test_duplicates_lower_the_papers_entropy_and_leave_the_distinct_one_alone(rng):
+    x = rng.normal(size=(140, 3))
+    copies = np.concatenate([x, x[rng.choice(140, 60)]])[rng.permutation(200)]  # 30 % copies
+    # every point with a copy (original or copy) has distance 0 + 1e-10: 3·log(1e-10)/200 ≈ −0.35 each
+    assert metrics.kl_entropy(copies) < metrics.kl_entropy(x) - 10
+    assert metrics.kl_entropy_distinct(copies) == pytest.approx(metrics.kl_entropy_distinct(x), rel=1e-12)
+    assert metrics.duplicate_count(copies) == 60
+
+
+def test_duplicate_count_counts_rows_that_repeat_an_earlier_row():
+    x = np.array([[0, 0], [1, 0], [0, 0], [0, 1], [0, 0], [1, 0], [2, 2]], dtype=np.float32)
+    assert metrics.duplicate_count(x) == 3  # [0, 0] twice more, [1, 0] once more
+    assert metrics.duplicate_count(x[[0, 1, 3, 6]]) == 0
+    assert metrics.duplicate_count(np.ones((5, 4))) == 4
+
+
+def test_set_metrics_records_both_entropies_and_the_duplicates(rng):
+    from ouroboros.evaluate import set_metrics
+
+    x = rng.normal(size=(50, 2)).astype(np.float32)
+    got = set_metrics(np.concatenate([x, x[:5]]), "train")
+    assert got["train_duplicates"] == 5
+    assert got["train_entropy_distinct"] == pytest.approx(metrics.kl_entropy_distinct(x))
+    assert got["train_entropy"] < got["train_entropy_distinct"]
 
 
 def test_covariance_trace(rng):

@@ -111,3 +111,10 @@ def test_bad_bases_name_the_key():
         parse({**RAW, "datasets": {**RAW["datasets"], "x": {"base": "nope"}}})
     with pytest.raises(OuroborosError, match="cycle"):
         parse({**RAW, "datasets": {"a": {"base": "b"}, "b": {"base": "a"}}})
+
+
+def test_dataset_of_reads_the_folder_below_results():
+    assert paths.dataset_of(paths.real_images("cifar")) == "cifar"
+    assert paths.dataset_of(f"{paths.producer_dir('mnist-1k', 'greedy', 3)}/samples.npy") == "mnist-1k"
+    assert paths.dataset_of("/scratch/results/results/digits/real/images.npy") == "digits"  # the innermost
+    assert paths.dataset_of("elsewhere/images.npy") is None and paths.dataset_of("results/images.npy") is None

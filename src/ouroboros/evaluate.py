@@ -15,10 +15,12 @@ from ouroboros.paths import features_of
 
 
 def set_metrics(x: np.ndarray, prefix: str) -> dict[str, float]:
-    kl = metrics.kl_entropy_details(x)
+    """Spread of one set. ``_entropy`` is the paper's estimator over every point, duplicates included
+    (what the figures plot); ``_entropy_distinct`` ignores copies, and ``_duplicates`` counts them."""
     return {
-        f"{prefix}_entropy": kl["entropy"],
-        f"{prefix}_duplicates": kl["duplicates"],
+        f"{prefix}_entropy": metrics.kl_entropy(x),
+        f"{prefix}_entropy_distinct": metrics.kl_entropy_distinct(x),
+        f"{prefix}_duplicates": metrics.duplicate_count(x),
         f"{prefix}_mnnd": metrics.mnnd(x),
         f"{prefix}_covariance_trace": metrics.covariance_trace(x),
     }
@@ -54,7 +56,10 @@ def stage(manifest_path: str, generated_files: list[str], real_images: str, extr
     values["real_share"] = m.share("real")
     result = {
         **meta,
-        "feature_space": extractor,
+        "feature_extractor": extractor,
+        "entropy": {"estimator": "Kozachenko-Leonenko, k = 1", "eps": metrics.KL_EPS,
+                    "note": "*_entropy: every point, eps added to each 1-NN distance (the paper's); "
+                            "*_entropy_distinct: distinct rows only, no eps"},
         "sizes": {"train": len(m), "generated": len(generated)},
         "source_shares": m.shares(),
         "values": values,

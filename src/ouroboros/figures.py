@@ -267,7 +267,7 @@ def svd_projection(t: pd.DataFrame, results: Path) -> Drawn | str:
     data = t[(t.file == "metrics.json")]
     cases = []
     for dataset, run, iterations in _replace_iterations(t):
-        space = data[(data.dataset == dataset) & (data.run == run)].feature_space.iloc[0]
+        space = data[(data.dataset == dataset) & (data.run == run)].feature_extractor.iloc[0]
         real = _under(results, paths.features_of(paths.real_images(dataset), space))
         gens = [(n, _generation_dir(results, dataset, run, n) / f"features-{space}.npy") for n in iterations]
         if real.is_file() and all(f.is_file() for _, f in gens):

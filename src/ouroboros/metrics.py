@@ -19,32 +19,45 @@ def generalization_score(generated: np.ndarray, train: np.ndarray) -> float:
     return float(d[:, 0].mean())
 
 
-def distinct(x: np.ndarray) -> tuple[np.ndarray, int]:
-    """Rows with exact duplicates removed, and how many rows were removed."""
-    unique = np.unique(np.ascontiguousarray(x), axis=0)
-    return unique, len(x) - len(unique)
+KL_EPS = 1e-10  # added to every k-NN distance, as the authors' code does, so a duplicate's log 0 is finite
 
 
-def kl_entropy_details(x: np.ndarray, k: int = 1) -> dict[str, float | int]:
-    """Kozachenko–Leonenko entropy (nats) with its bookkeeping.
+def duplicate_count(x: np.ndarray) -> int:
+    """How many rows are exact copies of an earlier row (a set of n copies of one row counts n − 1)."""
+    x = np.ascontiguousarray(x)
+    return len(x) - len(np.unique(x, axis=0))
 
-    Exact duplicates (common once a model copies its training set) have a zero k-NN distance and
-    log 0 = −∞. The estimator is computed over the distinct points and the duplicate count is
-    reported beside it: jittering duplicates apart does not work in float32, where the jitter
-    either vanishes or dominates.
-    """
+
+def _kl(x: np.ndarray, k: int, eps: float) -> float:
+    """ψ(N) − ψ(k) + log V_d + (d/N) Σ log(ε_k(x_i) + eps), V_d the volume of the unit d-ball."""
     x = np.asarray(x, dtype=np.float64)
-    unique, duplicates = distinct(x)
-    n, d = unique.shape
-    eps, _ = knn(unique, unique, k, exclude_self=True)
+    n, d = x.shape
+    dist, _ = knn(x, x, k, exclude_self=True)
     log_unit_ball = (d / 2) * math.log(math.pi) - gammaln(d / 2 + 1)
-    h = digamma(n) - digamma(k) + log_unit_ball + d * np.log(eps[:, k - 1]).mean()
-    return {"entropy": float(h), "duplicates": int(duplicates), "distinct": int(n), "dim": int(d)}
+    return float(digamma(n) - digamma(k) + log_unit_ball + d * np.log(dist[:, k - 1] + eps).mean())
 
 
-def kl_entropy(x: np.ndarray, k: int = 1) -> float:
-    """Kozachenko–Leonenko differential entropy estimate in nats (γ = k = 1 in the paper)."""
-    return float(kl_entropy_details(x, k)["entropy"])
+def kl_entropy(x: np.ndarray, k: int = 1, *, eps: float = KL_EPS) -> float:
+    """Kozachenko–Leonenko differential entropy (nats) of every point of x: the paper's estimator.
+
+    γ = k = 1 in the paper. Exact duplicates stay in: their k-NN distance is 0, and ``eps`` is added
+    to every distance (the authors' code adds 1e-10), so each duplicate contributes d·log(eps)/N,
+    a large negative term. That is on purpose: duplicates are what a collapsing generation
+    produces, and this estimator falls as they appear. It is the entropy of metrics.json
+    (``train_entropy``, ``generated_entropy``) that the figures and findings use. Its value
+    depends on eps once duplicates exist; ``kl_entropy_distinct`` does not.
+    """
+    return _kl(x, k, eps)
+
+
+def kl_entropy_distinct(x: np.ndarray, k: int = 1) -> float:
+    """Kozachenko–Leonenko entropy (nats) of the distinct rows of x, with no eps.
+
+    Blind to exact copies (``duplicate_count`` reports them); it shows whether the points that
+    are not copies still spread out. Rows are compared in float32, the precision the neighbour
+    search works in: two float64 rows equal in float32 would otherwise give log 0 = −∞.
+    """
+    return _kl(np.unique(np.asarray(x, dtype=np.float32), axis=0), k, 0.0)
 
 
 def mnnd(x: np.ndarray) -> float:

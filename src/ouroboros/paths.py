@@ -28,6 +28,13 @@ def iter_name(n: int) -> str:
     return f"iter{n:02d}"
 
 
+def dataset_of(path: str) -> str | None:
+    """The dataset a file under results/ belongs to: results/cifar/greedy/iter02/samples.npy → 'cifar'."""
+    parts = PurePosixPath(path).parts
+    below = [i for i, part in enumerate(parts[:-2]) if part == RESULTS]  # results/{dataset}/.../file
+    return parts[below[-1] + 1] if below else None
+
+
 def real_dir(dataset: str) -> str:
     return f"{RESULTS}/{dataset}/{REAL}"
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from ouroboros.errors import OuroborosError
 from ouroboros.io import load_json
 
 ID_COLUMNS = ["dataset", "dataset_size", "run", "paradigm", "selection", "samples_per_iteration", "tau0", "decay",
@@ -20,14 +21,18 @@ ID_COLUMNS = ["dataset", "dataset_size", "run", "paradigm", "selection", "sample
 def rows(path: str | Path) -> list[dict]:
     """One row per value; D_n's share by source becomes metrics ``share_real``, ``share_G01``, ..."""
     record = load_json(path)
-    space = record.get("feature_space") or record.get("feature_extractor")
-    base = {k: record.get(k) for k in ID_COLUMNS} | {"file": Path(path).name, "feature_space": space}
+    if "feature_extractor" not in record:
+        # metrics.json of older versions named it feature_space, and their entropy left duplicates out
+        raise OuroborosError(f"{path}: no feature_extractor key: an older version wrote it, with another entropy; "
+                             "delete it and run the workflow again to rebuild it")
+    space = record["feature_extractor"]
+    base = {k: record.get(k) for k in ID_COLUMNS} | {"file": Path(path).name, "feature_extractor": space}
     values = dict(record["values"]) | {f"share_{k}": v for k, v in record.get("source_shares", {}).items()}
     return [base | {"metric": metric, "value": value} for metric, value in values.items()]
 
 
 def tidy(paths: list[str | Path]) -> pd.DataFrame:
-    frame = pd.DataFrame([r for p in paths for r in rows(p)], columns=ID_COLUMNS + ["file", "feature_space", "metric", "value"])
+    frame = pd.DataFrame([r for p in paths for r in rows(p)], columns=ID_COLUMNS + ["file", "feature_extractor", "metric", "value"])
     return frame.sort_values(["dataset", "run", "iteration", "metric"], kind="stable").reset_index(drop=True)
 
 
