@@ -12,11 +12,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
+
+from ouroboros.io import atomic_dir
 
 
 def fingerprint(preset: str, options: dict, seed: int, images: np.ndarray, labels: np.ndarray | None = None) -> str:
@@ -32,12 +32,9 @@ def save(path: str | os.PathLike, unet, opt, next_step: int, fp: str, stats_text
     """``ema``: the list of EMA tensors, one per parameter in ``unet.parameters()`` order."""
     from safetensors.torch import save_file
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}."))
-    try:
+    state = opt.state_dict()
+    with atomic_dir(path) as tmp:
         save_file({k: v.detach().cpu().contiguous() for k, v in unet.state_dict().items()}, str(tmp / "model.safetensors"))
-        state = opt.state_dict()
         tensors = {f"{i}.{k}": v.detach().cpu().contiguous() for i, s in state["state"].items() for k, v in s.items()}
         save_file(tensors, str(tmp / "optimizer.safetensors"))
         if ema is not None:
@@ -45,14 +42,6 @@ def save(path: str | os.PathLike, unet, opt, next_step: int, fp: str, stats_text
         (tmp / "stats.jsonl").write_text(stats_text)
         (tmp / "state.json").write_text(json.dumps({"next_step": next_step, "fingerprint": fp,
                                                     "param_groups": state["param_groups"]}))
-        old = path.with_name(f".{path.name}.old")
-        if path.exists():
-            os.replace(path, old)
-        os.replace(tmp, path)
-        shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 def load(path: str | os.PathLike, unet, opt, fp: str, log=print, ema=None) -> tuple[int, str] | None:

@@ -12,15 +12,14 @@ import json
 import math
 import os
 import shutil
-import tempfile
 import time
-from pathlib import Path
 
 import numpy as np
 
 from ouroboros import models, seeds
 from ouroboros.config import TrainConfig
 from ouroboros.data import to_model
+from ouroboros.io import atomic_dir
 
 NUM_TRAIN_TIMESTEPS = 1000
 
@@ -125,10 +124,10 @@ def train(
     torch.compile, and the loss log read back every ``LOG_EVERY`` steps instead of every step,
     so the host never waits on the GPU inside the loop.
     """
-    from ouroboros import checkpoint
     import torch
     from tqdm import tqdm
 
+    from ouroboros import checkpoint
     from ouroboros.runtime import device as pick_device
     from ouroboros.runtime import fault_point
 
@@ -261,19 +260,10 @@ def _checked_labels(labels: np.ndarray | None, count: int, classes: int) -> np.n
 
 def save_model(unet, noise_schedule, out_dir: str | os.PathLike, summary: dict) -> None:
     """save_pretrained into a temporary sibling, then rename: the directory appears complete or not at all."""
-    out = Path(out_dir)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
-    try:
+    with atomic_dir(out_dir) as tmp:
         unet.save_pretrained(tmp, safe_serialization=True)
         noise_schedule.save_pretrained(tmp)
         (tmp / "training.json").write_text(json.dumps(summary, indent=2) + "\n")
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 def stage(manifest_path: str, preset: str, options: dict, *, seed: int, model_out: str, stats_out: str,
