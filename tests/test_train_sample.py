@@ -81,6 +81,23 @@ def test_model_directory_missing_weights_is_a_clear_error(tmp_path):
         models.load(tmp_path / "model")
 
 
+def test_loading_a_model_is_quiet(tmp_path, recwarn, caplog, capfd, monkeypatch):
+    """Every train, sample and kill-resume job loads a model: a warning there (diffusers' advice to
+    install accelerate) repeats in every log and buries real ones."""
+    import logging
+
+    torch.manual_seed(0)
+    models.build("tiny8").save_pretrained(tmp_path / "model", safe_serialization=True)
+    # diffusers logs to its own stderr handler and does not propagate: let caplog see its records too
+    monkeypatch.setattr(logging.getLogger("diffusers"), "propagate", True)
+    capfd.readouterr()
+    unet = models.load(tmp_path / "model")
+    assert list(unet.config.block_out_channels) == [32, 32, 64]
+    assert [str(w.message) for w in recwarn] == []
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
+    assert "accelerate" not in caplog.text and "accelerate" not in capfd.readouterr().err
+
+
 def test_unknown_preset_names_the_key():
     with pytest.raises(OuroborosError, match="unknown model preset"):
         models.preset("huge")

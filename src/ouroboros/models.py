@@ -100,6 +100,9 @@ def load(path: str):
             "delete it and re-run the train step"
         )
     try:
-        return UNet2DModel.from_pretrained(folder, use_safetensors=True)
+        # low_cpu_mem_usage=False: the default wants accelerate (not a dependency) and warns at every
+        # load without it; the largest preset is 58M parameters (230 MB), so the memory it would save
+        # does not matter, and every machine then loads the same way, accelerate installed or not
+        return UNet2DModel.from_pretrained(folder, use_safetensors=True, low_cpu_mem_usage=False)
     except Exception as exc:  # diffusers raises several types for corrupt weights
         raise OuroborosError(f"{folder}: cannot load the model ({exc}); delete it and re-run the train step") from exc
