@@ -118,3 +118,49 @@ def test_dataset_of_reads_the_folder_below_results():
     assert paths.dataset_of(f"{paths.producer_dir('mnist-1k', 'greedy', 3)}/samples.npy") == "mnist-1k"
     assert paths.dataset_of("/scratch/results/results/digits/real/images.npy") == "digits"  # the innermost
     assert paths.dataset_of("elsewhere/images.npy") is None and paths.dataset_of("results/images.npy") is None
+
+
+# --- replicates: replicate 0 keeps every path and seed; r ≥ 1 lives one level down -------------
+def test_replicate_references_round_trip_and_replicate_0_is_the_bare_name():
+    assert paths.replicate_of("greedy") == ("greedy", 0)
+    assert paths.replicate_of("greedy/rep12") == ("greedy", 12)
+    assert paths.with_replicate("greedy", 0) == "greedy" and paths.with_replicate("greedy", 3) == "greedy/rep3"
+    for bad in ("greedy/rep0", "greedy/rep", "a/b", "greedy/rep01"):
+        with pytest.raises(ValueError):
+            paths.replicate_of(bad)
+
+
+def test_a_replicate_has_its_own_iteration_1_and_shares_the_real_subset():
+    cfg = parse(RAW)
+    assert paths.model_dir("d", "rep2/rep2", 1) == "results/d/real/rep2/iter01/model"
+    assert paths.sample_files(cfg, "d", "rep2/rep2", 1) == [
+        "results/d/real/rep2/iter01/samples.npy", "results/d/real/rep2/iter01/x2/samples.npy"]
+    assert paths.sample_range(cfg, "d", "real/rep2/iter01/x2") == (10, 10)
+    assert paths.sample_range(cfg, "d", "rep2/rep2/iter03") == (0, 20)
+    assert paths.parse_producer("rep2/rep2/iter03") == ("rep2/rep2", 3, 1)
+    acc = paths.pool(cfg, "d", "acc/rep1", 3)
+    assert [s.files for s in acc] == [("results/d/real/images.npy",), ("results/d/real/rep1/iter01/samples.npy",),
+                                      ("results/d/acc/rep1/iter02/samples.npy",)]
+    assert paths.manifest("d", "acc/rep1", 1) == paths.manifest("d", "acc", 1) == "results/d/real/train.tsv"
+
+
+def test_replicates_add_targets_and_leave_replicate_0_targets_as_they_were():
+    one = paths.target_files({"datasets": ["d"], "runs": ["acc"], "iterations": 2})
+    three = paths.target_files({"datasets": ["d"], "runs": ["acc"], "iterations": 2, "replicates": 3})
+    assert one == ["results/d/acc/iter01/metrics.json", "results/d/acc/iter01/fid.json",
+                   "results/d/acc/iter02/metrics.json", "results/d/acc/iter02/fid.json"]
+    assert three[:4] == one and len(three) == 12
+    assert "results/d/acc/rep2/iter02/fid.json" in three
+
+
+def test_replicate_0_seeds_are_the_seeds_from_before_replicates():
+    """The key of replicate 0 is (root, crc32(dataset), iteration, stage), exactly as before; r ≥ 1 appends r."""
+    import zlib
+
+    from ouroboros import seeds
+
+    before = np.random.SeedSequence([7, zlib.crc32(b"d"), 3, seeds.STAGES["train"]]).generate_state(2, dtype=np.uint32)
+    want = ((int(before[0]) << 31) ^ int(before[1])) & ((1 << 63) - 1)
+    assert seeds.derive(7, "d", 3, "train") == seeds.derive(7, "d", 3, "train", 0) == want
+    others = {seeds.derive(7, "d", 3, "train", r) for r in range(1, 4)}
+    assert want not in others and len(others) == 3

@@ -6,6 +6,7 @@ import re
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from cli import ITERATIONS, N, REPO, RUNS, make_workdir, snakemake, tiny_config
@@ -147,3 +148,29 @@ def test_report_shows_every_figure_in_a_browser(done):
 
     pixels = np.asarray(Image.open(io.BytesIO(shot)).convert("L"), dtype=float)
     assert pixels.std() > 10  # not a blank page
+
+
+def test_replicates_are_new_targets_that_leave_replicate_0_untouched(done, tmp_path):
+    """`replicates: 2` adds results/.../rep1/ beside replicate 0, whose files are not rebuilt."""
+    work = Path(shutil.copytree(done, tmp_path / "work", symlinks=True))
+    before = {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in (work / "results/digits").rglob("*") if p.is_file()}
+    cfg = tiny_config(runs=["greedy"], iterations=2)
+    cfg["targets"]["replicates"] = 2
+    make_workdir(work, cfg)
+    planned = snakemake(work, "-n")
+    assert "results/digits/greedy/iter0" not in planned.stdout + planned.stderr  # nothing of replicate 0 is planned
+    snakemake(work)
+    after = {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in before}
+    assert after == before  # byte-identical, not even rewritten
+    rep1 = work / "results/digits/greedy/rep1/iter02"
+    metrics = json.loads((rep1 / "metrics.json").read_text())
+    assert (metrics["run"], metrics["replicate"], metrics["iteration"]) == ("greedy", 1, 2)
+    # other random streams: replicate 1 trained and sampled its own iteration 1 on the same D_1
+    g1 = [np.load(work / f"results/digits/{b}/iter01/samples.npy") for b in ("real", "real/rep1")]
+    assert g1[0].shape == g1[1].shape and not np.array_equal(*g1)
+    assert (work / "results/digits/real/images.npy").read_bytes() == before[work / "results/digits/real/images.npy"][0]
+    snakemake(work, "tables")
+    table = (work / "results/tables/metrics.tsv").read_text().splitlines()
+    header = table[0].split("\t")
+    reps = {row.split("\t")[header.index("replicate")] for row in table[1:]}
+    assert reps == {"0", "1"}

@@ -55,7 +55,8 @@ def from_pool(parts: Sequence[PoolPart], chosen: np.ndarray) -> Manifest:
     if len(chosen) and (chosen.min() < 0 or chosen.max() >= offsets[-1]):
         raise ValueError(f"pool index out of range [0, {offsets[-1]})")
     part_of = np.searchsorted(offsets, chosen, side="right") - 1
-    # index within a source counts across that source's files (G01 = samples.npy then samples-x2.npy)
+    # index within a source counts across that source's files (G01 of a 2N run = real/iter01/samples.npy,
+    # then real/iter01/x2/samples.npy: per-image seeds 0 … 2N-1)
     source_start = {}
     for i, p in enumerate(parts):
         source_start.setdefault(p.source, offsets[i])

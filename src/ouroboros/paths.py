@@ -11,10 +11,18 @@ holds the first N in ``real/iter01/samples.npy``; a run that needs 2N adds
 its extension), so adding such a run never invalidates the others.
 
 Features live beside the images they describe: ``features-{extractor}.npy`` in the same folder.
+
+Replicates: replicate 0 is the paths above, unchanged. Replicate r ≥ 1 of a run lives one level
+down, ``results/{dataset}/{run}/rep{r}/iter{NN}/``, and its own iteration 1 under
+``results/{dataset}/real/rep{r}/iter01``; the real subset D_1 (``real/images.npy``) is shared
+by all replicates (the nested-subset protocol). Functions here take a run *reference*, the run's
+name optionally followed by ``/rep{r}`` (``greedy``, ``greedy/rep2``), which is exactly the path
+segment, so a replicate is an ordinary target: ``results/cifar/greedy/rep2/iter08/fid.json``.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 
@@ -22,6 +30,24 @@ from ouroboros.config import Config
 
 RESULTS = "results"
 REAL = "real"
+
+
+REPLICATE = re.compile(r"(?P<name>[^/]+)(?:/rep(?P<r>[1-9]\d*))?")
+
+
+def replicate_of(ref: str) -> tuple[str, int]:
+    """'greedy/rep2' → ('greedy', 2); 'greedy' → ('greedy', 0)."""
+    m = REPLICATE.fullmatch(ref)
+    if m is None:
+        raise ValueError(f"not a run reference (NAME or NAME/repR, R ≥ 1): {ref!r}")
+    return m["name"], int(m["r"] or 0)
+
+
+def with_replicate(name: str, replicate: int) -> str:
+    """The run reference of a replicate: replicate 0 is the bare name (today's paths)."""
+    if replicate < 0:
+        raise ValueError(f"replicates count from 0, not {replicate}")
+    return name if replicate == 0 else f"{name}/rep{replicate}"
 
 
 def iter_name(n: int) -> str:
@@ -76,8 +102,10 @@ def iteration_dir(dataset: str, run: str, n: int) -> str:
 
 
 def producer_dir(dataset: str, run: str, n: int) -> str:
-    """Where the model and samples of iteration n live: shared for n = 1."""
-    return f"{real_dir(dataset)}/{iter_name(1)}" if n == 1 else iteration_dir(dataset, run, n)
+    """Where the model and samples of iteration n live: shared by a replicate's runs for n = 1."""
+    if n == 1:
+        return f"{RESULTS}/{dataset}/{with_replicate(REAL, replicate_of(run)[1])}/{iter_name(1)}"
+    return iteration_dir(dataset, run, n)
 
 
 def manifest(dataset: str, run: str, n: int) -> str:
@@ -96,24 +124,28 @@ def features_of(images_file: str, extractor: str) -> str:
 
 def sample_files(cfg: Config, dataset: str, run: str, n: int) -> list[str]:
     """The files that together hold G_n of a run, in per-image-seed order."""
-    k = cfg.run(run).samples
+    k = cfg.run(replicate_of(run)[0]).samples
     folder = producer_dir(dataset, run, n)
     if n == 1 and k > 1:
         return [f"{folder}/samples.npy", f"{folder}/x{k}/samples.npy"]
     return [f"{folder}/samples.npy"]
 
 
+PRODUCER = re.compile(r"(?P<branch>[^/]+(?:/rep[1-9]\d*)?)/iter(?P<n>\d+)(?:/x(?P<k>\d+))?")
+
+
 def parse_producer(producer: str) -> tuple[str, int, int]:
-    """'real/iter01/x2' → ('real', 1, 2); 'greedy/iter03' → ('greedy', 3, 1)."""
-    parts = producer.split("/")
-    branch, n = parts[0], int(parts[1].removeprefix("iter"))
-    k = int(parts[2].removeprefix("x")) if len(parts) > 2 else 1
-    return branch, n, k
+    """'real/iter01/x2' → ('real', 1, 2); 'greedy/rep2/iter03' → ('greedy/rep2', 3, 1)."""
+    m = PRODUCER.fullmatch(producer)
+    if m is None:
+        raise ValueError(f"not a producer folder (BRANCH[/repR]/iterNN[/xK]): {producer!r}")
+    return m["branch"], int(m["n"]), int(m["k"] or 1)
 
 
 def sample_range(cfg: Config, dataset: str, producer: str) -> tuple[int, int]:
     """(first per-image index, count) of the samples.npy in a producer folder."""
-    branch, n, k = parse_producer(producer)
+    ref, n, k = parse_producer(producer)
+    branch = replicate_of(ref)[0]
     size = cfg.dataset(dataset).size
     if branch == REAL:
         if n != 1:
@@ -137,14 +169,15 @@ def pool(cfg: Config, dataset: str, run: str, n: int) -> list[Source]:
     if n < 2:
         raise ValueError("D_1 is the real subset; pools start at iteration 2")
     generated = lambda j: Source(f"G{j:02d}", tuple(sample_files(cfg, dataset, run, j)))  # noqa: E731
-    if cfg.run(run).paradigm == "replace":
+    if cfg.run(replicate_of(run)[0]).paradigm == "replace":
         return [generated(n - 1)]
     return [Source(REAL, (real_images(dataset),))] + [generated(j) for j in range(1, n)]
 
 
 def pool_size(cfg: Config, dataset: str, run: str, n: int) -> int:
-    size, k = cfg.dataset(dataset).size, cfg.run(run).samples
-    if cfg.run(run).paradigm == "replace":
+    spec = cfg.run(replicate_of(run)[0])
+    size, k = cfg.dataset(dataset).size, spec.samples
+    if spec.paradigm == "replace":
         return k * size
     return size + (n - 1) * k * size
 
@@ -157,12 +190,13 @@ def train_files(cfg: Config, dataset: str, run: str, n: int) -> list[str]:
 
 
 def target_files(group: dict) -> list[str]:
-    """metrics.json and fid.json of every (dataset, run, iteration) of a target group
+    """metrics.json and fid.json of every (dataset, run, replicate, iteration) of a target group
     (config.yaml's ``targets`` or one group of an ``experiments`` entry)."""
     return [
-        f"{iteration_dir(d, r, n)}/{name}.json"
+        f"{iteration_dir(d, with_replicate(r, rep), n)}/{name}.json"
         for d in group.get("datasets", [])
         for r in group.get("runs", [])
+        for rep in range(int(group.get("replicates", 1)))
         for n in range(1, int(group.get("iterations", 1)) + 1)
         for name in ("metrics", "fid")
     ]

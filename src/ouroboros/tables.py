@@ -14,8 +14,8 @@ import pandas as pd
 from ouroboros.errors import OuroborosError
 from ouroboros.io import load_json
 
-ID_COLUMNS = ["dataset", "dataset_size", "run", "paradigm", "selection", "samples_per_iteration", "tau0", "decay",
-              "iteration"]
+ID_COLUMNS = ["dataset", "family", "dataset_size", "run", "paradigm", "selection", "samples_per_iteration", "tau0",
+              "decay", "replicate", "iteration"]
 
 
 def rows(path: str | Path) -> list[dict]:
@@ -27,13 +27,15 @@ def rows(path: str | Path) -> list[dict]:
                              "delete it and run the workflow again to rebuild it")
     space = record["feature_extractor"]
     base = {k: record.get(k) for k in ID_COLUMNS} | {"file": Path(path).name, "feature_extractor": space}
+    base["family"] = base["family"] or base["dataset"]  # files from before size sweeps recorded it
+    base["replicate"] = base["replicate"] or 0  # and from before replicates: replicate 0's paths
     values = dict(record["values"]) | {f"share_{k}": v for k, v in record.get("source_shares", {}).items()}
     return [base | {"metric": metric, "value": value} for metric, value in values.items()]
 
 
 def tidy(paths: list[str | Path]) -> pd.DataFrame:
     frame = pd.DataFrame([r for p in paths for r in rows(p)], columns=ID_COLUMNS + ["file", "feature_extractor", "metric", "value"])
-    return frame.sort_values(["dataset", "run", "iteration", "metric"], kind="stable").reset_index(drop=True)
+    return frame.sort_values(["dataset", "run", "replicate", "iteration", "metric"], kind="stable").reset_index(drop=True)
 
 
 def stage(inputs: list[str], out: str) -> pd.DataFrame:
@@ -47,9 +49,11 @@ def stage(inputs: list[str], out: str) -> pd.DataFrame:
 
 
 def scan(results: str | Path) -> list[Path]:
-    """Every metrics.json and fid.json under results/{dataset}/{run}/iter{NN}/."""
+    """Every metrics.json and fid.json under results/{dataset}/{run}/iter{NN}/ and, for replicates
+    r ≥ 1, results/{dataset}/{run}/rep{r}/iter{NN}/."""
     root = Path(results)
-    return sorted(p for name in ("metrics.json", "fid.json") for p in root.glob(f"*/*/iter*/{name}"))
+    return sorted(p for name in ("metrics.json", "fid.json") for folder in ("*/*", "*/*/rep*")
+                  for p in root.glob(f"{folder}/iter*/{name}"))
 
 
 def signature(results: str | Path) -> str:
@@ -68,13 +72,14 @@ HEADLINE = ["generalization_score", "train_entropy", "generated_entropy", "real_
 
 
 def summary(frame: pd.DataFrame, metrics: list[str] = HEADLINE) -> str:
-    """The headline metrics as one block per metric: runs down, iterations across."""
+    """The headline metrics as one block per metric: runs down, iterations across (the mean over
+    replicates where there are several; ouroboros.stats gives their intervals)."""
     blocks = []
     for metric in metrics:
         part = frame[frame.metric == metric]
         if part.empty:
             continue
-        wide = part.pivot_table(index=["dataset", "run"], columns="iteration", values="value", aggfunc="first")
+        wide = part.pivot_table(index=["dataset", "run"], columns="iteration", values="value", aggfunc="mean")
         blocks.append(f"{metric}\n{wide.to_string(float_format=lambda v: f'{v:.3f}')}")
     return "\n\n".join(blocks)
 

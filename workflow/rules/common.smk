@@ -35,13 +35,14 @@ def results_signature():
     return signature("results")
 
 
+# run and branch are run references: a run's name, then /rep{r} for a replicate r ≥ 1 (ouroboros.paths)
 wildcard_constraints:
     dataset=r"[A-Za-z0-9][A-Za-z0-9_.-]*",
-    run=r"[A-Za-z0-9][A-Za-z0-9_.-]*",
-    branch=r"[A-Za-z0-9][A-Za-z0-9_.-]*",
+    run=r"[A-Za-z0-9][A-Za-z0-9_.-]*(/rep[1-9]\d*)?",
+    branch=r"[A-Za-z0-9][A-Za-z0-9_.-]*(/rep[1-9]\d*)?",
     iter=r"\d\d",
-    producer=r"[A-Za-z0-9][A-Za-z0-9_.-]*/iter\d\d(/x\d+)?",
-    folder=r"[A-Za-z0-9][A-Za-z0-9_.-]*(/iter\d\d(/x\d+)?)?",
+    producer=r"[A-Za-z0-9][A-Za-z0-9_.-]*(/rep[1-9]\d*)?/iter\d\d(/x\d+)?",
+    folder=r"[A-Za-z0-9][A-Za-z0-9_.-]*((/rep[1-9]\d*)?/iter\d\d(/x\d+)?)?",
     extractor=r"pixels|classifier|dinov2|inception",
 
 
@@ -59,17 +60,32 @@ def _n(wildcards):
     return int(wildcards.iter)
 
 
+def _run_name(ref):
+    """The run's name in config.yaml from a run reference ('greedy/rep2' → 'greedy')."""
+    return paths.replicate_of(ref)[0]
+
+
+def _replicate(wildcards):
+    ref = getattr(wildcards, "run", None) or getattr(wildcards, "branch", None)
+    if ref is None and hasattr(wildcards, "producer"):
+        ref = paths.parse_producer(wildcards.producer)[0]
+    return paths.replicate_of(ref)[1] if ref else 0
+
+
 def _check_run(wildcards):
     """Unknown names in a target fail here, naming the config key."""
     CFG.dataset(wildcards.dataset)
     if getattr(wildcards, "run", paths.REAL) != paths.REAL:
-        CFG.run(wildcards.run)
+        CFG.run(_run_name(wildcards.run))
     if _n(wildcards) < 1:
         raise OuroborosError(f"iterations count from 1: iter{wildcards.iter} does not exist")
 
 
 def seed(stage):
-    return lambda wildcards: seeds.derive(CFG.seed, wildcards.dataset, int(getattr(wildcards, "iter", 0)), stage)
+    """The stream of (dataset, iteration, stage, replicate): never the run (common random numbers)."""
+    return lambda wildcards: seeds.derive(
+        CFG.seed, wildcards.dataset, int(getattr(wildcards, "iter", 0)), stage, _replicate(wildcards)
+    )
 
 
 def dataset_params(wildcards):
@@ -81,12 +97,12 @@ def train_input(wildcards):
     """D_n's manifest and every image file it may name (and their labels, for a conditional model)."""
     _check_run(wildcards)
     n, branch = _n(wildcards), wildcards.branch
-    if branch == paths.REAL:
+    if _run_name(branch) == paths.REAL:
         if n != 1:
             raise OuroborosError(f"results/{wildcards.dataset}/real holds iteration 1 only")
         images = [paths.real_images(wildcards.dataset)]
     else:
-        CFG.run(branch)
+        CFG.run(_run_name(branch))
         if n < 2:
             raise OuroborosError(f"iteration 1 is shared: its model is results/{wildcards.dataset}/real/iter01/model")
         images = paths.train_files(CFG, wildcards.dataset, branch, n)
@@ -100,8 +116,8 @@ def train_input(wildcards):
 def sample_input(wildcards):
     branch, n, _ = paths.parse_producer(wildcards.producer)
     CFG.dataset(wildcards.dataset)
-    if branch != paths.REAL:
-        CFG.run(branch)
+    if _run_name(branch) != paths.REAL:
+        CFG.run(_run_name(branch))
     return {"model": paths.model_dir(wildcards.dataset, branch, n)}
 
 
@@ -114,7 +130,7 @@ def sample_range(wildcards):
 
 def sample_seed(wildcards):
     _, n, _ = paths.parse_producer(wildcards.producer)
-    return seeds.derive(CFG.seed, wildcards.dataset, n, "sample")
+    return seeds.derive(CFG.seed, wildcards.dataset, n, "sample", _replicate(wildcards))
 
 
 # --- features --------------------------------------------------------------------------
@@ -149,8 +165,8 @@ def select_input(wildcards):
 
 
 def select_params(wildcards):
-    run = CFG.run(wildcards.run)
-    tau0 = CFG.tau0(wildcards.dataset, wildcards.run) if run.selection == "threshold_decay" else None
+    run = CFG.run(_run_name(wildcards.run))
+    tau0 = CFG.tau0(wildcards.dataset, _run_name(wildcards.run)) if run.selection == "threshold_decay" else None
     return {"method": run.selection, "tau0": tau0, "decay": run.decay}
 
 
@@ -180,15 +196,18 @@ def fid_input(wildcards):
 
 
 def run_meta(wildcards):
-    run = CFG.run(wildcards.run)
+    name, replicate = paths.replicate_of(wildcards.run)
+    run = CFG.run(name)
     return {
         "dataset": wildcards.dataset,
-        "run": wildcards.run,
+        "family": CFG.dataset(wildcards.dataset).family,
+        "run": name,
+        "replicate": replicate,
         "paradigm": run.paradigm,
         "selection": run.selection,
         "samples_per_iteration": run.samples,
         "iteration": _n(wildcards),
-        "tau0": CFG.tau0(wildcards.dataset, wildcards.run) if run.selection == "threshold_decay" else None,
+        "tau0": CFG.tau0(wildcards.dataset, name) if run.selection == "threshold_decay" else None,
         "decay": run.decay,
         "dataset_size": CFG.dataset(wildcards.dataset).size,
     }
