@@ -34,9 +34,9 @@ localrules:
 # The configured targets (config.yaml: targets). Tables and figures are drawn from whatever
 # results/ holds by the named targets `tables` and `figures`, which never trigger training.
 rule all:
+    default_target: True
     input:
         default_targets(),
-    default_target: True
 
 
 # One target per named experiment (config.yaml: experiments), e.g. `snakemake -n fig03` plans

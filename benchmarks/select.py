@@ -41,7 +41,8 @@ def clustered(n: int, d: int, seed: int = 0, clusters: int = 2000) -> np.ndarray
     out = np.empty((n, d), dtype=np.float32)
     for lo in range(0, n, 65536):
         hi = min(n, lo + 65536)
-        out[lo:hi] = centres[rng.integers(clusters, size=hi - lo)] + rng.normal(size=(hi - lo, d)).astype(np.float32) * spread[lo:hi]
+        noise = rng.normal(size=(hi - lo, d)).astype(np.float32) * spread[lo:hi]
+        out[lo:hi] = centres[rng.integers(clusters, size=hi - lo)] + noise
     return out
 
 
@@ -115,7 +116,8 @@ def main() -> None:
     if not args.quick:
         cases += [("greedy", 65536, 32768, 384), ("greedy", 294912, 32768, 384), ("greedy", 65536, 32768, 768),
                   ("threshold", 65536, 32768, 384)]
-    print("| method | pool → N | d | ouroboros | baseline | ratio | streaming floor | same as exact reference | same as baseline |")
+    print("| method | pool → N | d | ouroboros | baseline | ratio | streaming floor | same as exact reference "
+          "| same as baseline |")
     print("|---|---|---|---|---|---|---|---|---|")
     for kind, n, k, d in cases:
         r = (bench_greedy(n, k, d, args.baseline_steps, bw) if kind == "greedy"

@@ -111,9 +111,11 @@ def test_guidance_zero_is_the_null_label_model_and_scale_changes_samples():
 
 
 def test_guidance_scale_without_classes_names_the_key():
-    from ouroboros.config import parse
-    import yaml
     from pathlib import Path
+
+    import yaml
+
+    from ouroboros.config import parse
 
     raw = yaml.safe_load((Path(__file__).resolve().parents[1] / "config.yaml").read_text())
     raw["datasets"]["digits"]["sample"]["guidance_scale"] = 2.0

@@ -7,8 +7,9 @@ import copy
 import pytest
 import yaml
 
-from cli import REPO
 from ouroboros.config import check
+
+from cli import REPO
 
 SHIPPED = yaml.safe_load((REPO / "config.yaml").read_text())
 SCHEMA = REPO / "workflow/schemas/config.schema.yaml"

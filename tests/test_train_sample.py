@@ -129,9 +129,7 @@ def test_a_killed_training_resumes_from_its_checkpoint_with_the_same_weights(dig
     assert not ckpt.exists()  # removed once the model is saved
 
 
-def test_a_checkpoint_of_other_inputs_is_not_resumed(digits, tmp_path):
-    images, _ = digits
-    cfg = TrainConfig(steps=3, batch_size=16, lr=1e-3, warmup_steps=1, weight_decay=0.0)
+def test_a_checkpoint_of_other_inputs_is_not_resumed(tmp_path):
     torch.manual_seed(0)
     unet = models.build("tiny8")
     opt = torch.optim.AdamW(unet.parameters())

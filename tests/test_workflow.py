@@ -9,8 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cli import ITERATIONS, N, REPO, RUNS, make_workdir, snakemake, tiny_config
-
+from cli import ITERATIONS, REPO, RUNS, N, make_workdir, snakemake, tiny_config
 
 pytestmark = pytest.mark.cli  # every test here runs the snakemake command line
 

@@ -56,7 +56,7 @@ def train(images: np.ndarray, labels: np.ndarray, *, steps: int, seed: int, out_
     net = network(images.shape[-1], classes)
     x, y = to_model(images), torch.from_numpy(labels)
     opt = torch.optim.Adam(net.parameters(), lr=2e-3)
-    for step in range(steps):
+    for _ in range(steps):
         batch = torch.from_numpy(rng.choice(fit, size=min(128, len(fit)), replace=False))
         loss = torch.nn.functional.cross_entropy(net(x[batch]), y[batch])
         opt.zero_grad()

@@ -8,9 +8,10 @@ Every error names the key.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from ouroboros.errors import OuroborosError
 

@@ -11,7 +11,6 @@ from ouroboros.evaluate import load_generated
 from ouroboros.io import load_features_for, save_json
 from ouroboros.paths import features_of
 
-
 NOTES = {
     "inception": "standard FID: torch-fidelity's inception-v3-compat (the TF-FID weights). The paper's numbers "
                  "came from torchvision's InceptionV3, whose features differ: compare with the literature, not "

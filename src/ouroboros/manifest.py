@@ -9,9 +9,9 @@ features of D_n without knowing the recursion.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 
@@ -36,7 +36,7 @@ class Manifest:
 
     def shares(self) -> dict[str, float]:
         names, counts = np.unique(self.source, return_counts=True)
-        return {str(k): float(c) / len(self) for k, c in zip(names, counts)}
+        return {str(k): float(c) / len(self) for k, c in zip(names, counts, strict=True)}
 
 
 @dataclass(frozen=True)
@@ -72,7 +72,7 @@ def from_pool(parts: Sequence[PoolPart], chosen: np.ndarray) -> Manifest:
 
 def write(path: str | os.PathLike, m: Manifest) -> None:
     lines = ["\t".join(HEADER)]
-    lines += [f"{s}\t{i}\t{f}\t{r}" for s, i, f, r in zip(m.source, m.index, m.file, m.row)]
+    lines += [f"{s}\t{i}\t{f}\t{r}" for s, i, f, r in zip(m.source, m.index, m.file, m.row, strict=True)]
     save_text(path, "\n".join(lines) + "\n")
 
 
@@ -89,7 +89,7 @@ def read(path: str | os.PathLike) -> Manifest:
         fields = line.split("\t")
         if len(fields) != 4:
             raise OuroborosError(f"{path}:{number}: expected 4 tab-separated fields, found {len(fields)}")
-        for c, v in zip(cols, fields):
+        for c, v in zip(cols, fields, strict=True):
             c.append(v)
     try:
         return Manifest(

@@ -46,7 +46,6 @@ class logged:
     def __enter__(self):
         import logging
         import sys
-
         from pathlib import Path
 
         Path(self.path).parent.mkdir(parents=True, exist_ok=True)

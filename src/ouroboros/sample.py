@@ -80,7 +80,7 @@ def sample(
         ids = range(first, min(first + batch_size, start + count))
         gens = [torch.Generator().manual_seed(s) for s in seeds.per_item(seed, ids)]
 
-        def noise():
+        def noise(gens=gens):  # this batch's generators, bound now
             z = torch.cat([torch.randn((1,) + shape, generator=g) for g in gens])
             return z.pin_memory().to(device, non_blocking=True) if cuda else z
 
@@ -89,7 +89,7 @@ def sample(
         if guided:  # one batch holds the conditional and the null-label halves
             y = torch.cat([y, torch.full_like(y, null)])
         with torch.inference_mode():
-            for i, (t, sqrt_a, sqrt_b, c_x0, c_xt, sigma) in enumerate(steps):
+            for i, (_t, sqrt_a, sqrt_b, c_x0, c_xt, sigma) in enumerate(steps):
                 with torch.autocast(**amp):
                     eps = unet(torch.cat([x, x]) if guided else x, timesteps[i], class_labels=y).sample.float()
                 if guided:

@@ -34,7 +34,8 @@ def rows(path: str | Path) -> list[dict]:
 
 
 def tidy(paths: list[str | Path]) -> pd.DataFrame:
-    frame = pd.DataFrame([r for p in paths for r in rows(p)], columns=ID_COLUMNS + ["file", "feature_extractor", "metric", "value"])
+    columns = ID_COLUMNS + ["file", "feature_extractor", "metric", "value"]
+    frame = pd.DataFrame([r for p in paths for r in rows(p)], columns=columns)
     return frame.sort_values(["dataset", "run", "replicate", "iteration", "metric"], kind="stable").reset_index(drop=True)
 
 

@@ -174,7 +174,7 @@ def train(
             if not pending:
                 return
             values = torch.stack([torch.stack([p[1].float(), p[3].float()]) for p in pending]).tolist()
-            for (step, _, lr, _, seconds), (loss, grad_norm) in zip(pending, values):
+            for (step, _, lr, _, seconds), (loss, grad_norm) in zip(pending, values, strict=True):
                 losses.append(loss)
                 line = json.dumps({"step": step, "loss": loss, "lr": lr, "grad_norm": grad_norm, "seconds": seconds}) + "\n"
                 stats_lines.append(line)
@@ -220,7 +220,7 @@ def train(
 
     if ema is not None:  # the saved model is the average, as in diffusers' example
         with torch.no_grad():
-            for p, e in zip(params, ema):
+            for p, e in zip(params, ema, strict=True):
                 p.copy_(e.to(p.dtype))
     summary = {
         "preset": preset,

@@ -12,7 +12,6 @@ from ouroboros import paths, seeds  # noqa: E402
 from ouroboros.config import check as check_config  # noqa: E402
 from ouroboros.errors import OuroborosError  # noqa: E402
 
-
 try:  # the schema, then the checks across keys: one message naming the key
     CFG = check_config(config, Path(workflow.basedir) / "workflow/schemas/config.schema.yaml")
 except OuroborosError as exc:

@@ -4,17 +4,17 @@ rule data:
         images="results/{dataset}/real/images.npy",
         labels="results/{dataset}/real/labels.npy",
         manifest="results/{dataset}/real/train.tsv",
+    log:
+        "logs/{dataset}/real/data.log",
+    conda:
+        "../../envs/torch.yaml"
+    threads: 1
     params:
         source=lambda w: dataset_params(w).source,
         root=lambda w: dataset_params(w).root,
         size=lambda w: dataset_params(w).size,
         seed=CFG.seed,
         family=lambda w: dataset_params(w).family,
-    log:
-        "logs/{dataset}/real/data.log",
-    threads: 1
-    conda:
-        "../../envs/torch.yaml"
     script:
         "../scripts/data.py"
 
@@ -23,13 +23,13 @@ rule reference:
     """Every image of the source: the FID reference when datasets.X.fid_reference is full."""
     output:
         images="results/{dataset}/reference/images.npy",
+    log:
+        "logs/{dataset}/reference/reference.log",
+    conda:
+        "../../envs/torch.yaml"
+    threads: 1
     params:
         source=lambda w: dataset_params(w).source,
         root=lambda w: dataset_params(w).root,
-    log:
-        "logs/{dataset}/reference/reference.log",
-    threads: 1
-    conda:
-        "../../envs/torch.yaml"
     script:
         "../scripts/reference.py"

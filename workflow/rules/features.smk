@@ -4,17 +4,17 @@ rule features:
         unpack(features_input),
     output:
         "results/{dataset}/{folder}/features-{extractor}.npy",
-    params:
-        dinov2=lambda w: dataset_params(w).dinov2,
-        inception_weights=lambda w: dataset_params(w).inception_weights,
     log:
         "logs/{dataset}/{folder}/features-{extractor}.log",
     benchmark:
         "logs/{dataset}/{folder}/features-{extractor}.benchmark.tsv"
+    conda:
+        "../../envs/torch.yaml"
     threads: 1
     resources:
         gpu=features_gpu,
-    conda:
-        "../../envs/torch.yaml"
+    params:
+        dinov2=lambda w: dataset_params(w).dinov2,
+        inception_weights=lambda w: dataset_params(w).inception_weights,
     script:
         "../scripts/features.py"

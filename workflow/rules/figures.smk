@@ -9,13 +9,13 @@ rule figures:
             caption="../report/figures.rst",
             category="Figures",
         ),
+    log:
+        "logs/figures.log",
+    conda:
+        "../../envs/plot.yaml"
+    threads: 1
     params:
         results=lambda w, output: str(Path(output[0]).parent),
         signature=lambda w: results_signature(),
-    log:
-        "logs/figures.log",
-    threads: 1
-    conda:
-        "../../envs/plot.yaml"
     script:
         "../scripts/figures.py"

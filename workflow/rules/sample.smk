@@ -5,20 +5,20 @@ rule sample:
     output:
         samples="results/{dataset}/{producer}/samples.npy",
         labels="results/{dataset}/{producer}/labels.npy",
+    log:
+        "logs/{dataset}/{producer}/sample.log",
+    benchmark:
+        "logs/{dataset}/{producer}/sample.benchmark.tsv"
+    conda:
+        "../../envs/torch.yaml"
+    threads: 1
+    resources:
+        gpu=1,
     params:
         sample_range=sample_range,
         seed=sample_seed,
         inference_steps=lambda w: dataset_params(w).sample.inference_steps,
         batch_size=lambda w: dataset_params(w).sample.batch_size,
         guidance_scale=lambda w: dataset_params(w).sample.guidance_scale,
-    log:
-        "logs/{dataset}/{producer}/sample.log",
-    benchmark:
-        "logs/{dataset}/{producer}/sample.benchmark.tsv"
-    threads: 1
-    resources:
-        gpu=1,
-    conda:
-        "../../envs/torch.yaml"
     script:
         "../scripts/sample.py"

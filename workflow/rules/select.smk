@@ -5,6 +5,15 @@ rule select:
     output:
         manifest="results/{dataset}/{run}/iter{iter}/train.tsv",
         info="results/{dataset}/{run}/iter{iter}/selection.json",
+    log:
+        "logs/{dataset}/{run}/iter{iter}/select.log",
+    benchmark:
+        "logs/{dataset}/{run}/iter{iter}/select.benchmark.tsv"
+    conda:
+        "../../envs/torch.yaml"
+    threads: 1
+    resources:
+        gpu=lambda w: int(dataset_params(w).select_device == "cuda"),
     params:
         sources=pool_sources,
         extractor=lambda w: dataset_params(w).features,
@@ -12,14 +21,5 @@ rule select:
         selection=select_params,
         seed=seed("select"),
         device=lambda w: dataset_params(w).select_device,
-    log:
-        "logs/{dataset}/{run}/iter{iter}/select.log",
-    benchmark:
-        "logs/{dataset}/{run}/iter{iter}/select.benchmark.tsv"
-    threads: 1
-    resources:
-        gpu=lambda w: int(dataset_params(w).select_device == "cuda"),
-    conda:
-        "../../envs/torch.yaml"
     script:
         "../scripts/select.py"

@@ -5,6 +5,15 @@ rule train:
     output:
         model=directory("results/{dataset}/{branch}/iter{iter}/model"),
         stats="results/{dataset}/{branch}/iter{iter}/train-stats.jsonl",
+    log:
+        "logs/{dataset}/{branch}/iter{iter}/train.log",
+    benchmark:
+        "logs/{dataset}/{branch}/iter{iter}/train.benchmark.tsv"
+    conda:
+        "../../envs/torch.yaml"
+    threads: 1
+    resources:
+        gpu=1,
     params:
         preset=lambda w: dataset_params(w).model,
         options=lambda w: vars(dataset_params(w).train),
@@ -12,14 +21,5 @@ rule train:
         classes=lambda w: dataset_params(w).classes,
         # not an output: Snakemake must not delete it when a killed job is re-run
         checkpoint=lambda w, output: str(Path(output.model).with_name("train-checkpoint")),
-    log:
-        "logs/{dataset}/{branch}/iter{iter}/train.log",
-    benchmark:
-        "logs/{dataset}/{branch}/iter{iter}/train.benchmark.tsv"
-    threads: 1
-    resources:
-        gpu=1,
-    conda:
-        "../../envs/torch.yaml"
     script:
         "../scripts/train.py"
