@@ -33,7 +33,10 @@ test: $(BIN)/snakemake
 test-fast: $(BIN)/snakemake
 	OMP_WAIT_POLICY=PASSIVE $(BIN)/python -m pytest -n 2 --dist loadfile -m "not cli and not slurm and not browser"
 
+# Python (ruff), the Snakemake files' format (snakefmt) and Snakemake's own linter; any finding fails
 lint: $(BIN)/snakemake
+	$(BIN)/ruff check .
+	$(BIN)/snakefmt --check Snakefile workflow/
 	$(BIN)/snakemake --lint
 
 clean:
