@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+from scipy.stats import binomtest
 
 from ouroboros import select
 from ouroboros.errors import OuroborosError
@@ -30,7 +31,7 @@ def test_threshold_decay_hand_made_1d_example():
     # pass 5 adds 0.5 (0.5 > 0.3125) and stops at N = 4
     np.testing.assert_array_equal(trace.indices, [0, 2, 4, 1])
     assert trace.final_tau == pytest.approx(0.3125)
-    assert trace.passes == 5
+    assert (trace.passes, trace.decays) == (5, 3)
 
 
 def test_threshold_decay_tests_against_d_as_it_stands_within_a_pass():
@@ -78,7 +79,7 @@ def clustered(n, d, clusters, seed):
 
 
 def lattice():
-    """Integer grid points: exact ties everywhere, so the lowest-index rule decides."""
+    """Integer grid points: exact ties everywhere, so the tie rule (the seeded order) decides."""
     g = np.stack(np.meshgrid(np.arange(12), np.arange(12), np.arange(3)), -1).reshape(-1, 3)
     return np.random.default_rng(0).permutation(g).astype(np.float32)
 
@@ -104,3 +105,53 @@ def test_torch_greedy_matches_the_reference_on_cpu(x):
     # the GPU path, run here on torch's CPU device
     np.testing.assert_array_equal(select.greedy_torch(x, 150, seed=2, device="cpu"),
                                   select.greedy_reference(x, 150, seed=2))
+
+
+@pytest.mark.parametrize("x", [clustered(3000, 16, 20, 7), lattice()], ids=["clustered", "lattice"])
+def test_skipping_empty_passes_changes_nothing(x):
+    # a high τ0 and a fast decay: most passes can add nothing, and the fast path skips them
+    for tau0, decay in ((500.0, 0.5), (40.0, 0.9)):
+        fast = select.threshold_decay_trace(x, 200, tau0=tau0, decay=decay, seed=1)
+        ref = select.threshold_decay_reference(x, 200, tau0=tau0, decay=decay, seed=1)
+        assert fast.skipped > 0 and ref.skipped == 0
+        np.testing.assert_array_equal(fast.indices, ref.indices)
+        assert (fast.final_tau, fast.passes, fast.decays) == (ref.final_tau, ref.passes, ref.decays)
+        # τ of the last pass is τ0 · decay^decays (by repeated multiplication: equal up to rounding)
+        assert fast.final_tau == pytest.approx(tau0 * decay**fast.decays, rel=1e-12)
+        assert fast.passes > fast.decays  # the others added something: the last pass always does
+
+
+def test_final_tau_convention_on_a_hand_made_example():
+    # τ = 8: nothing is farther than 8 from 0.0 → decays to 4, 2; at τ = 2, 3.0 joins (passes: 3)
+    x = np.array([[0.0], [1.0], [3.0]])
+    for trace in (select.threshold_decay_trace(x, 2, tau0=8.0, decay=0.5, seed=0, order=np.arange(3)),
+                  select.threshold_decay_reference(x, 2, tau0=8.0, decay=0.5, seed=0, order=np.arange(3))):
+        np.testing.assert_array_equal(trace.indices, [0, 2])
+        assert (trace.final_tau, trace.passes, trace.decays) == (2.0, 3, 2)
+    assert select.threshold_decay_trace(x, 2, tau0=8.0, decay=0.5, seed=0, order=np.arange(3)).skipped == 2
+
+
+def copies_won(chosen, half):
+    """How many of the chosen pairs (row i and its copy i + half) the copy won; every pair once."""
+    chosen = np.asarray(chosen)
+    assert sorted(chosen % half) == list(range(half))  # exactly one of each pair
+    return int(np.sum(chosen >= half))
+
+
+def duplicated_pool():
+    x = np.random.default_rng(11).normal(size=(400, 8))
+    return np.concatenate([x, x])  # the accumulate pool's order: originals first, then copies
+
+
+@pytest.mark.parametrize("method", ["greedy", "greedy_reference", "threshold_decay"])
+def test_exact_copies_win_by_a_coin_flip_not_by_position(method):
+    x = duplicated_pool()
+    if method == "threshold_decay":
+        chosen = select.threshold_decay(x, 400, tau0=2.0, decay=0.8, seed=5)
+    else:
+        chosen = getattr(select, method)(x, 400, seed=5)
+    won = copies_won(chosen, 400)
+    assert 0 < won < 400
+    assert binomtest(won, 400, 0.5).pvalue > 0.001
+    # "lowest pool index wins" gives 0 (1 when the random first point is a copy): rejected
+    assert max(binomtest(k, 400, 0.5).pvalue for k in (0, 1)) < 0.001
