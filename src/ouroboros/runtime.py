@@ -9,11 +9,15 @@ from __future__ import annotations
 import os
 
 
-def configure(threads: int = 1) -> None:
+def configure(threads: int = 1, *, uses_torch: bool = True) -> None:
+    """Thread counts for this process; ``uses_torch=False`` leaves torch unimported (a job that
+    never needs it, such as CPU selection, then neither pays for the import nor loads CUDA)."""
     threads = max(1, int(threads))
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         os.environ[var] = str(threads)
+    if not uses_torch:
+        return
     try:
         import torch
     except ImportError:  # CPU-only stages need not have torch loaded
@@ -39,8 +43,8 @@ class logged:
     told to look.
     """
 
-    def __init__(self, path: str, threads: int = 1):
-        self.path, self.threads = path, threads
+    def __init__(self, path: str, threads: int = 1, *, uses_torch: bool = True):
+        self.path, self.threads, self.uses_torch = path, threads, uses_torch
 
     def __enter__(self):
         import logging
@@ -53,7 +57,7 @@ class logged:
         self._saved = sys.stdout, sys.stderr
         sys.stdout = sys.stderr = self._file
         logging.basicConfig(stream=self._file, level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", force=True)
-        configure(self.threads)
+        configure(self.threads, uses_torch=self.uses_torch)
         return self
 
     def __exit__(self, kind, value, tb):

@@ -150,6 +150,11 @@ def select_input(wildcards):
     return {"images": files, "features": [paths.features_of(f, extractor) for f in files]}
 
 
+def select_device(wildcards):
+    """Where the selection runs: only Greedy Selection has a GPU path; the rest run on the CPU."""
+    return dataset_params(wildcards).select_device if CFG.run(wildcards.run).selection == "greedy" else "cpu"
+
+
 def select_params(wildcards):
     run = CFG.run(wildcards.run)
     tau0 = CFG.tau0(wildcards.dataset, wildcards.run) if run.selection == "threshold_decay" else None

@@ -11,14 +11,14 @@ rule select:
         n=lambda w: dataset_params(w).size,
         selection=select_params,
         seed=seed("select"),
-        device=lambda w: dataset_params(w).select_device,
+        device=select_device,
     log:
         "logs/{dataset}/{run}/iter{iter}/select.log",
     benchmark:
         "logs/{dataset}/{run}/iter{iter}/select.benchmark.tsv"
     threads: 1
     resources:
-        gpu=lambda w: int(dataset_params(w).select_device == "cuda"),
+        gpu=lambda w: int(select_device(w) == "cuda"),
     conda:
         "../../envs/torch.yaml"
     script:
