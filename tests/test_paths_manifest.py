@@ -111,3 +111,18 @@ def test_bad_bases_name_the_key():
         parse({**RAW, "datasets": {**RAW["datasets"], "x": {"base": "nope"}}})
     with pytest.raises(OuroborosError, match="cycle"):
         parse({**RAW, "datasets": {"a": {"base": "b"}, "b": {"base": "a"}}})
+
+
+def test_tau0_is_resolved_in_one_place_run_over_dataset_and_auto_passes_through():
+    digits = RAW["datasets"]["d"]
+    runs = {"t": {"paradigm": "accumulate", "selection": "threshold_decay", "decay": 0.8},
+            "t3": {"paradigm": "accumulate", "selection": "threshold_decay", "decay": 0.8, "tau0": 3},
+            "g": {"paradigm": "accumulate", "selection": "greedy"}}
+    cfg = parse({**RAW, "runs": runs})
+    assert (cfg.tau0("d", "t"), cfg.tau0("d", "t3"), cfg.tau0("d", "g")) == (1.0, 3.0, None)
+    cfg = parse({**RAW, "datasets": {"d": {**digits, "tau0": "auto"}}, "runs": runs})
+    assert (cfg.tau0("d", "t"), cfg.tau0("d", "t3")) == ("auto", 3.0)
+    cfg = parse({**RAW, "datasets": {"d": {**digits, "tau0": None}}, "runs": runs})
+    assert cfg.tau0("d", "g") is None  # greedy needs none
+    with pytest.raises(OuroborosError, match=r"runs\.t\.tau0 nor datasets\.d\.tau0"):
+        cfg.tau0("d", "t")

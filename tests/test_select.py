@@ -1,5 +1,10 @@
 """Selection methods: the defining property of each, on known answers."""
 
+import json
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 from scipy.stats import binomtest
@@ -155,3 +160,43 @@ def test_exact_copies_win_by_a_coin_flip_not_by_position(method):
     assert binomtest(won, 400, 0.5).pvalue > 0.001
     # "lowest pool index wins" gives 0 (1 when the random first point is a copy): rejected
     assert max(binomtest(k, 400, 0.5).pvalue for k in (0, 1)) < 0.001
+
+
+def test_auto_tau0_is_the_median_leave_one_out_nn_distance():
+    # 1-NN distances: 2, 2, 3, 4, 5 → median 3 (the mean would be 3.2)
+    x = np.array([[0.0, 0.0], [2.0, 0.0], [5.0, 0.0], [9.0, 0.0], [14.0, 0.0]])
+    assert select.auto_tau0(x) == 3.0
+    # an even count takes the midpoint, and an exact duplicate is its copy's neighbour at 0
+    x = np.array([[0.0, 0.0], [0.0, 0.0], [0.0, 3.0], [0.0, 7.0]])  # 0, 0, 3, 4
+    assert select.auto_tau0(x) == 1.5
+
+
+STAGE = """
+import json, sys
+from ouroboros import select
+from ouroboros.runtime import logged
+root = sys.argv[1]
+with logged(root + "/select.log", 1, uses_torch=False):
+    select.stage([("real", root + "/real/images.npy"), ("G01", root + "/g/samples.npy")], "pixels", 6,
+                 "threshold_decay", seed=0, tau0="auto", decay=0.5, manifest_out=root + "/train.tsv",
+                 info_out=root + "/selection.json", real_images=root + "/real/images.npy")
+print(json.dumps("torch" in sys.modules))
+"""
+
+
+def test_stage_with_auto_tau0_records_it_and_never_imports_torch(tmp_path):
+    real = np.array([[0.0, 0.0], [2.0, 0.0], [5.0, 0.0], [9.0, 0.0], [14.0, 0.0]], dtype=np.float32)
+    generated = real + np.float32(0.25)
+    for folder, name, feats in (("real", "images.npy", real), ("g", "samples.npy", generated)):
+        (tmp_path / folder).mkdir()
+        np.save(tmp_path / folder / name, np.zeros((len(feats), 2, 2, 1), dtype=np.uint8))
+        np.save(tmp_path / folder / "features-pixels.npy", feats)
+    src = str(Path(select.__file__).parents[1])
+    out = subprocess.run([sys.executable, "-c", STAGE, str(tmp_path)], capture_output=True, text=True,
+                         env={"PYTHONPATH": src, "OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"})
+    assert out.returncode == 0, out.stderr + (tmp_path / "select.log").read_text()
+    assert json.loads(out.stdout) is False  # a CPU selection job never loads torch
+    info = json.loads((tmp_path / "selection.json").read_text())
+    assert info["tau0"] == 3.0 and "real/features-pixels.npy" in info["tau0_from"]
+    assert info["final_tau"] == pytest.approx(info["tau0"] * info["decay"] ** info["decays"])
+    assert info["selected"] == 6 and info["passes"] >= info["decays"] + 1

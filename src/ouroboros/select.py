@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ouroboros.config import AUTO
 from ouroboros.errors import OuroborosError
 from ouroboros.mindist import MinDistances, sq_dist
 
@@ -255,6 +256,21 @@ def keep_all(count: int) -> np.ndarray:
     return np.arange(count, dtype=np.int64)
 
 
+def auto_tau0(real_features: np.ndarray) -> float:
+    """``tau0: auto``: the median leave-one-out nearest-neighbour distance of D_1 (the real
+    subset), in the features selection uses.
+
+    The real images' typical spacing: a first pass at this τ keeps generated points no closer to
+    each other than a typical real image is to its nearest real neighbour, and the scale follows
+    the feature space (pixels, classifier, DINOv2) with no calibration by hand. The median, not
+    the mean (metrics.mnnd), so that a few isolated images or exact duplicates do not move it.
+    """
+    from ouroboros.neighbors import knn
+
+    d, _ = knn(real_features, real_features, 1, exclude_self=True)
+    return float(np.median(d[:, 0]))
+
+
 def choose(method: str, features: np.ndarray, n: int, *, seed: int, tau0: float | None = None,
            decay: float | None = None, device: str = "cpu") -> tuple[np.ndarray, dict]:
     """Dispatch on the config's selection name; returns indices and what the log should record."""
@@ -276,8 +292,13 @@ def choose(method: str, features: np.ndarray, n: int, *, seed: int, tau0: float 
 
 
 def stage(sources: list[tuple[str, str]], extractor: str, n: int, method: str, *, seed: int,
-          tau0: float | None, decay: float | None, manifest_out: str, info_out: str, device: str = "cpu") -> None:
-    """Build D_n's manifest from a pool given as (source name, image file) pairs, in pool order."""
+          tau0: float | str | None, decay: float | None, manifest_out: str, info_out: str, device: str = "cpu",
+          real_images: str | None = None) -> None:
+    """Build D_n's manifest from a pool given as (source name, image file) pairs, in pool order.
+
+    ``tau0="auto"`` measures τ0 on D_1 (``real_images``, in the ``extractor`` space: ``auto_tau0``)
+    and records the value it used in the info file.
+    """
     import json
     import time
 
@@ -293,11 +314,18 @@ def stage(sources: list[tuple[str, str]], extractor: str, n: int, method: str, *
         parts.append(manifest.PoolPart(name, image_file, len(feats)))
         blocks.append(feats)
     pool = np.concatenate(blocks)
+    tau0_from = {}
+    if tau0 == AUTO:
+        if real_images is None:
+            raise ValueError("tau0='auto' needs real_images, the file of D_1")
+        real_features = features_of(real_images, extractor)
+        tau0 = auto_tau0(load_features_for(real_images, real_features, pool.shape[1]))
+        tau0_from = {"tau0_from": f"auto: median nearest-neighbour distance of {real_features}"}
     started = time.time()
     chosen, extra = choose(method, pool, n, seed=seed, tau0=tau0, decay=decay, device=device)
     m = manifest.from_pool(parts, chosen)
     info = {"method": method, "pool_size": int(len(pool)), "selected": int(len(chosen)), "feature_space": extractor,
-            "seconds": round(time.time() - started, 3), "source_shares": m.shares(), **extra}
+            "seconds": round(time.time() - started, 3), "source_shares": m.shares(), **extra, **tau0_from}
     print(json.dumps(info, indent=2))
     manifest.write(manifest_out, m)
     pause_point("select")  # a test kills the job here: one output written, the other not yet

@@ -12,4 +12,5 @@ with logged(snakemake.log[0], snakemake.threads, uses_torch=p.device != "cpu"):
 
     s = p.selection
     select.stage(p.sources, p.extractor, p.n, s["method"], seed=p.seed, tau0=s["tau0"], decay=s["decay"],
-                 manifest_out=snakemake.output.manifest, info_out=snakemake.output.info, device=p.device)
+                 manifest_out=snakemake.output.manifest, info_out=snakemake.output.info, device=p.device,
+                 real_images=s["real_images"])
