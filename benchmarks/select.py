@@ -57,17 +57,20 @@ def bandwidth() -> float:
 
 
 def greedy_matvec(x: np.ndarray, k: int, seed: int) -> np.ndarray:
-    """The textbook incremental greedy: one float32 matrix-vector product per selected point."""
+    """The textbook incremental greedy: one float32 matrix-vector product per selected point (on
+    the pool in ouroboros' seeded order, so that start and tie rule are the same)."""
+    order = np.random.default_rng(seed).permutation(len(x))
+    x = x[order]
     sq = np.einsum("ij,ij->i", x, x)
-    chosen = [int(np.random.default_rng(seed).integers(len(x)))]
-    min_d = sq - 2 * (x @ x[chosen[0]]) + sq[chosen[0]]
-    min_d[chosen[0]] = -np.inf
+    chosen = [0]
+    min_d = sq - 2 * (x @ x[0]) + sq[0]
+    min_d[0] = -np.inf
     for _ in range(1, k):
         c = int(np.argmax(min_d))
         chosen.append(c)
         np.minimum(min_d, sq - 2 * (x @ x[c]) + sq[c], out=min_d)
         min_d[c] = -np.inf
-    return np.asarray(chosen)
+    return order[np.asarray(chosen)]
 
 
 def bench_greedy(n: int, k: int, d: int, baseline_steps: int, bw: float) -> dict:

@@ -164,3 +164,18 @@ def test_replicate_0_seeds_are_the_seeds_from_before_replicates():
     assert seeds.derive(7, "d", 3, "train") == seeds.derive(7, "d", 3, "train", 0) == want
     others = {seeds.derive(7, "d", 3, "train", r) for r in range(1, 4)}
     assert want not in others and len(others) == 3
+
+
+def test_tau0_is_resolved_in_one_place_run_over_dataset_and_auto_passes_through():
+    digits = RAW["datasets"]["d"]
+    runs = {"t": {"paradigm": "accumulate", "selection": "threshold_decay", "decay": 0.8},
+            "t3": {"paradigm": "accumulate", "selection": "threshold_decay", "decay": 0.8, "tau0": 3},
+            "g": {"paradigm": "accumulate", "selection": "greedy"}}
+    cfg = parse({**RAW, "runs": runs})
+    assert (cfg.tau0("d", "t"), cfg.tau0("d", "t3"), cfg.tau0("d", "g")) == (1.0, 3.0, None)
+    cfg = parse({**RAW, "datasets": {"d": {**digits, "tau0": "auto"}}, "runs": runs})
+    assert (cfg.tau0("d", "t"), cfg.tau0("d", "t3")) == ("auto", 3.0)
+    cfg = parse({**RAW, "datasets": {"d": {**digits, "tau0": None}}, "runs": runs})
+    assert cfg.tau0("d", "g") is None  # greedy needs none
+    with pytest.raises(OuroborosError, match=r"runs\.t\.tau0 nor datasets\.d\.tau0"):
+        cfg.tau0("d", "t")

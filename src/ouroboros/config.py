@@ -11,13 +11,18 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from ouroboros.errors import OuroborosError
 
 # training images of the sources whose size is known before loading (npz and folder are checked
 # when the data step reads them)
 SOURCE_SIZES = {"digits": 1797, "cifar10": 50000, "mnist": 60000}
+
+# tau0: auto — the Threshold Decay Filter's τ0 is measured on D_1 by the select job
+# (ouroboros.select.auto_tau0), in whatever feature space the dataset selects in
+AUTO = "auto"
+Tau0 = float | Literal["auto"]
 
 
 @dataclass(frozen=True)
@@ -60,7 +65,7 @@ class Dataset:
     features: str
     fid_features: str
     root: str | None = None
-    tau0: float | None = None
+    tau0: Tau0 | None = None
     dinov2: str = "facebook/dinov2-small"
     inception_weights: str | None = None
     fid_reference: str = "subset"  # FID against D_1 (subset) or every image of the source (full)
@@ -81,7 +86,7 @@ class Run:
     paradigm: str
     selection: str
     samples: int = 1  # G_n holds samples × N images
-    tau0: float | None = None
+    tau0: Tau0 | None = None
     decay: float | None = None
     description: str = ""
 
@@ -104,16 +109,21 @@ class Config:
             raise OuroborosError(f"config.yaml: unknown run {name!r}; runs: {sorted(self.runs)}")
         return self.runs[name]
 
-    def tau0(self, dataset: str, run: str) -> float:
-        """A run's τ0, else its dataset's (τ0 lives in the dataset's feature space)."""
+    def tau0(self, dataset: str, run: str) -> Tau0 | None:
+        """The τ0 a run's selection uses on a dataset: the run's, else its dataset's (τ0 lives in
+        the dataset's feature space); a number or ``auto``, and None unless the run selects with
+        threshold_decay."""
         r, d = self.run(run), self.dataset(dataset)
+        if r.selection != "threshold_decay":
+            return None
         value = r.tau0 if r.tau0 is not None else d.tau0
         if value is None:
             raise OuroborosError(
                 f"config.yaml: run {run!r} uses threshold_decay but neither runs.{run}.tau0 nor "
-                f"datasets.{dataset}.tau0 is set; set one (an initial distance in the {d.features} feature space)"
+                f"datasets.{dataset}.tau0 is set; set one (an initial distance in the {d.features} feature space, "
+                f"or {AUTO}: the median nearest-neighbour distance of the real subset)"
             )
-        return float(value)
+        return value if value == AUTO else float(value)
 
 
 def resolve_bases(entries: Mapping[str, Any]) -> dict[str, tuple[dict, str]]:

@@ -2,8 +2,15 @@
 Filter (Appendix C), and the vanilla paradigms' uniform subsample and keep-all.
 
 Distances are Euclidean between feature rows. "Exact" means: every distance is computed by the
-one kernel ``_sq_dist`` (float64, direct differences), and ties go to the lowest pool index; the
-result is therefore the same bit for bit on any machine for the same features and seed.
+one kernel ``ouroboros.mindist.sq_dist`` (float64, direct differences), so the fast paths
+(``ouroboros.mindist.MinDistances``) and the references select the same points bit for bit, on
+any machine, for the same features and seed.
+
+Ties follow a seeded random order of the pool, as the authors' shuffled pool does: Greedy
+Selection runs on the pool shuffled by the seed (its first row is the random first point, and
+ties go to the earliest row there), the Threshold Decay Filter visits the pool in that order.
+A fixed rule such as "lowest pool index" would always keep the earlier of two exact copies, and
+real images come first in the accumulate pool.
 """
 
 from __future__ import annotations
@@ -12,26 +19,41 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ouroboros.config import AUTO
 from ouroboros.errors import OuroborosError
+from ouroboros.mindist import MinDistances, sq_dist
+
+_COPY_ROWS = 65536  # rows copied at a time when shuffling: no second full-size temporary
 
 
-def _sq_dist(features: np.ndarray, point: np.ndarray) -> np.ndarray:
-    """The one exact kernel: float64 squared distance by direct differences, summed per row.
-
-    Every distance that decides a selection goes through this function, against one point or
-    row by row against aligned pairs, so fast and reference paths agree bit for bit.
-    """
-    diff = features - point
-    return np.sum(diff * diff, axis=1)
+def _check_size(count: int, n: int) -> None:
+    if not 0 < n <= count:
+        raise OuroborosError(f"cannot select {n} points from a pool of {count}: the pool is smaller than N")
 
 
 def _check(features: np.ndarray, n: int) -> np.ndarray:
     features = np.asarray(features, dtype=np.float64)
     if features.ndim != 2:
         raise ValueError(f"features must be (count, dim), got shape {features.shape}")
-    if not 0 < n <= len(features):
-        raise OuroborosError(f"cannot select {n} points from a pool of {len(features)}: the pool is smaller than N")
+    _check_size(len(features), n)
     return features
+
+
+def _shuffled(features: np.ndarray, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """The seeded random order of the pool, and the pool's rows in that order (float64).
+
+    The order is ``default_rng(seed).permutation``, the same one the Threshold Decay Filter
+    visits the pool in.
+    """
+    features = np.asarray(features)
+    if features.ndim != 2:
+        raise ValueError(f"features must be (count, dim), got shape {features.shape}")
+    _check_size(len(features), n)
+    order = np.random.default_rng(seed).permutation(len(features))
+    shuffled = np.empty(features.shape, dtype=np.float64)
+    for lo in range(0, len(order), _COPY_ROWS):
+        shuffled[lo : lo + _COPY_ROWS] = features[order[lo : lo + _COPY_ROWS]]
+    return order, shuffled
 
 
 def greedy_reference(features: np.ndarray, n: int, *, seed: int) -> np.ndarray:
@@ -40,186 +62,48 @@ def greedy_reference(features: np.ndarray, n: int, *, seed: int) -> np.ndarray:
     Streams the whole pool once per selected point; kept as the reference the fast path is
     tested and benchmarked against.
     """
-    features = _check(features, n)
-    first = int(np.random.default_rng(seed).integers(len(features)))
+    order, x = _shuffled(features, n, seed)
     chosen = np.empty(n, dtype=np.int64)
-    chosen[0] = first
-    min_d = _sq_dist(features, features[first])
-    min_d[first] = -1.0  # chosen points never win again
+    chosen[0] = 0
+    min_d = sq_dist(x, x[0])
+    min_d[0] = -1.0  # chosen points never win again
     for i in range(1, n):
-        best = int(np.argmax(min_d))  # argmax takes the lowest index among ties
+        best = int(np.argmax(min_d))  # argmax takes the earliest row of the shuffled pool among ties
         chosen[i] = best
-        np.minimum(min_d, _sq_dist(features, features[best]), out=min_d)
+        np.minimum(min_d, sq_dist(x, x[best]), out=min_d)
         min_d[chosen[: i + 1]] = -1.0
-    return chosen
-
-
-# float32 dot products of length d are within gamma_d * |x||c| of the truth (Higham, Thm 3.5)
-_U32 = 2.0**-24
-
-
-class _LazyMinDistances:
-    """Candidates' min squared distance to the centres, kept exact only where it can matter.
-
-    ``value[i]`` is exact w.r.t. the first ``seen[i]`` centres, so it is an upper bound of the
-    true value (min distances only shrink as centres are added). A refresh brings candidates up
-    to date in decreasing order of their bound, with one float32 matrix product per chunk as a
-    filter: a pair whose product-based distance minus its rounding bound cannot beat the current
-    value is skipped, every other pair is recomputed with the exact kernel. Result: exact values
-    for the candidates that can win, identical to the reference, for a fraction of its work.
-    """
-
-    def __init__(self, features: np.ndarray, first: int, chunk: int = 4096):
-        self.x64 = features
-        self.x32 = features.astype(np.float32)
-        self.norm = np.sqrt(np.einsum("ij,ij->i", features, features))
-        self.gamma = 2 * (features.shape[1] + 2) * _U32 / (1 - (features.shape[1] + 2) * _U32)
-        self.value = _sq_dist(features, features[first])
-        self.value[first] = -1.0
-        self.seen = np.ones(len(features), dtype=np.int64)
-        self.centres = [first]
-        self.chunk = chunk
-
-    def activate(self, active: np.ndarray) -> None:
-        """Cache the active candidates contiguously: every step of an epoch reads them."""
-        self.active = active
-        self.active32 = np.ascontiguousarray(self.x32[active])
-        self.active_norm = self.norm[active]
-
-    def lower_bound(self, x32: np.ndarray, norm: np.ndarray, c: int) -> np.ndarray:
-        """A proven lower bound of the squared distances from rows (float32, with their norms) to
-        centre c: one float32 matrix-vector product, minus its rounding band (Higham's γ_d)."""
-        nc = float(self.norm[c])
-        h = (x32 @ self.x32[c]).astype(np.float64)
-        slack = self.gamma * norm * nc + 1e-12 * (norm**2 + nc * nc)
-        return norm**2 + nc * nc - 2.0 * h - slack
-
-    def add_centre(self, c: int) -> None:
-        """A new centre: exact update of the active candidates only; the rest become stale.
-
-        One float32 matrix-vector product filters the active set (the same band as ``_update``);
-        only candidates whose distance to c may fall below their current value are recomputed
-        with the exact kernel.
-        """
-        active = self.active
-        self.centres.append(c)
-        current = self.value[active]
-        maybe = np.nonzero(self.lower_bound(self.active32, self.active_norm, c) < current)[0]
-        if len(maybe):
-            current[maybe] = np.minimum(current[maybe], _sq_dist(self.x64[active[maybe]], self.x64[c]))
-            self.value[active] = current
-        self.value[c] = -1.0
-        self.seen[active] = len(self.centres)
-
-    def _update(self, rows: np.ndarray) -> None:
-        """Make ``rows`` exact w.r.t. every centre so far (re-applying a seen centre is harmless).
-
-        Works in float32 on h = ‖c‖² − 2x·c (= approx − ‖x‖²), with a per-row band that bounds
-        the product's and h's rounding for every centre of the chunk (Higham's γ_d plus 4u).
-        """
-        start = int(self.seen[rows].min())
-        current = self.value[rows]
-        x32, nr = self.x32[rows], self.norm[rows]
-        for lo in range(start, len(self.centres), self.chunk):
-            cents = np.asarray(self.centres[lo : lo + self.chunk], dtype=np.int64)
-            nc = self.norm[cents]
-            h = x32 @ self.x32[cents].T
-            h *= -2.0
-            h += (nc**2).astype(np.float32)[None, :]
-            big = float(nc.max())
-            slack = self.gamma * nr * big + 4 * _U32 * (nr + big) ** 2 + 1e-12 * (nr**2 + big**2)
-            # the best pair's upper bound; only pairs whose lower bound beats it can be the new minimum
-            upper = np.minimum(current, h.min(axis=1).astype(np.float64) + nr**2 + slack)
-            limit = upper + slack - nr**2
-            limit32 = limit.astype(np.float32)
-            limit32 = np.where(limit32 < limit, np.nextafter(limit32, np.float32(np.inf)), limit32)  # round up
-            ri, ci = np.nonzero(h < limit32[:, None])
-            if len(ri):
-                np.minimum.at(current, ri, _sq_dist(self.x64[rows[ri]], self.x64[cents[ci]]))
-        self.value[rows] = current
-        self.seen[rows] = len(self.centres)
-
-    def refresh(self, m: int) -> tuple[np.ndarray, float]:
-        """Bring candidates up to date until the top ``m`` are exact and provably the top.
-
-        Returns the active set (sorted by index) and the bound B that no candidate outside it
-        can exceed.
-        """
-        order = np.argsort(-self.value, kind="stable")
-        order = order[self.value[order] >= 0]
-        done = 0
-        while True:
-            rows = order[done : done + self.chunk]
-            stale = rows[self.seen[rows] < len(self.centres)]
-            if len(stale):
-                self._update(stale)
-            done += len(rows)
-            updated = order[:done]
-            next_bound = float(self.value[order[done]]) if done < len(order) else -1.0
-            if done >= len(order) or int(np.sum(self.value[updated] > next_bound)) >= m:
-                break
-        exact_vals = self.value[updated]
-        k = min(m, len(updated))
-        top = np.argpartition(-exact_vals, k - 1)[:k] if k < len(updated) else np.arange(len(updated))
-        active = np.sort(updated[top])
-        rest = np.setdiff1d(updated, active, assume_unique=True)
-        bound = max(next_bound, float(self.value[rest].max()) if len(rest) else -1.0)
-        return active, bound
+    return order[chosen]
 
 
 def greedy(features: np.ndarray, n: int, *, seed: int, active_size: int = 2048) -> np.ndarray:
     """Algorithm 1 (k-center greedy): a seeded random first point, then repeatedly the candidate
-    farthest from everything chosen so far (ties: lowest pool index). Returns pool indices in
-    selection order, identical to ``greedy_reference``.
+    farthest from everything chosen so far (ties: the seeded random order). Returns pool indices
+    in selection order, identical to ``greedy_reference``.
 
-    Lazy formulation: the ``active_size`` candidates with the largest (exact) min distances are
-    tracked step by step; every other candidate is bounded by B. While the active set's best
-    exceeds B it is the global best; when it does not, the bounds are refreshed.
+    ``active_size``: candidates whose min distances ``MinDistances`` tracks exactly step by step.
     """
-    features = _check(features, n)
-    first = int(np.random.default_rng(seed).integers(len(features)))
-    chosen = np.empty(n, dtype=np.int64)
-    chosen[0] = first
-    if n == 1:
-        return chosen
-    lazy = _LazyMinDistances(features, first)
-    active, bound = lazy.refresh(active_size)
-    lazy.activate(active)
-    for i in range(1, n):
-        vals = lazy.value[active]
-        j = int(np.argmax(vals))
-        if not vals[j] > bound:
-            active, bound = lazy.refresh(active_size)
-            vals = lazy.value[active]
-            j = int(np.argmax(vals))
-            if not vals[j] > bound:  # a tie with a candidate outside: settle it over the whole pool
-                lazy.refresh(len(features))
-                best = int(np.argmax(lazy.value))
-                active, bound = lazy.refresh(active_size)
-                j = None
-            lazy.activate(active)
-        best = int(active[j]) if j is not None else best
-        chosen[i] = best
-        lazy.add_centre(best)
-    return chosen
+    order, x = _shuffled(features, n, seed)
+    chosen = MinDistances(x, 0, active_size=active_size)
+    while len(chosen) < n:
+        best, _ = chosen.farthest()
+        chosen.add_centre(best)
+    return order[chosen.centres]
 
 
 def greedy_torch(features: np.ndarray, n: int, *, seed: int, device: str = "cuda", chunk: int = 65536) -> np.ndarray:
     """Algorithm 1 on a torch device (the GPU path): the streaming formulation, whose cost on a
     GPU is bound by its memory bandwidth (a 300k × 768 pool is read in well under a millisecond).
 
-    Same first point, same exact kernel (float64 direct differences), same lowest-index tie rule
-    as ``greedy_reference``; the device's summation order may differ from numpy's in the last
+    Same shuffled pool, same exact kernel (float64 direct differences), same tie rule as
+    ``greedy_reference``; the device's summation order may differ from numpy's in the last
     bit, so near-exact ties can resolve differently from the CPU path.
     """
     import torch
 
-    features = _check(features, n)
-    x = torch.from_numpy(features).to(device)
-    first = int(np.random.default_rng(seed).integers(len(features)))
-    chosen = torch.empty(n, dtype=torch.int64, device=device)
-    chosen[0] = first
-    min_d = torch.empty(len(features), dtype=torch.float64, device=device)
+    order, shuffled = _shuffled(features, n, seed)
+    x = torch.from_numpy(shuffled).to(device)
+    chosen = torch.zeros(n, dtype=torch.int64, device=device)
+    min_d = torch.empty(len(x), dtype=torch.float64, device=device)
 
     def distances(c: torch.Tensor) -> torch.Tensor:  # chunked: never an n × d temporary
         out = torch.empty_like(min_d)
@@ -229,21 +113,31 @@ def greedy_torch(features: np.ndarray, n: int, *, seed: int, device: str = "cuda
         return out
 
     min_d.copy_(distances(chosen[0]))
-    min_d[first] = -1.0
+    min_d[0] = -1.0
     for i in range(1, n):
         # torch.argmax returns the first maximal index, the same tie rule as numpy
         best = torch.argmax(min_d)
         chosen[i] = best
         torch.minimum(min_d, distances(best), out=min_d)
         min_d[chosen[: i + 1]] = -1.0
-    return chosen.cpu().numpy()
+    return order[chosen.cpu().numpy()]
 
 
 @dataclass(frozen=True)
 class ThresholdTrace:
+    """A Threshold Decay run: the selection and how τ got there.
+
+    ``passes`` counts every pass over the pool, ``decays`` the passes that added nothing (each
+    followed by τ ← decay·τ), so ``final_tau`` (τ of the last pass) is tau0·decay**decays,
+    computed by repeated multiplication. ``skipped``: of the ``decays``, those the fast path
+    proved empty without sweeping the pool (0 for the reference).
+    """
+
     indices: np.ndarray
     final_tau: float
     passes: int
+    decays: int
+    skipped: int = 0
 
 
 def _threshold_setup(features, n, tau0, decay, seed, order):
@@ -267,13 +161,14 @@ def _decayed(tau: float, tau0: float, decay: float, chosen: int, pool: int, n: i
 
 def threshold_decay_reference(features: np.ndarray, n: int, *, tau0: float, decay: float, seed: int,
                               order: np.ndarray | None = None) -> ThresholdTrace:
-    """Algorithm 2 as written: every acceptance updates every candidate's distance to D."""
+    """Algorithm 2 as written: every acceptance updates every candidate's distance to D, and
+    every pass sweeps the pool, also those that add nothing."""
     features, order = _threshold_setup(features, n, tau0, decay, seed, order)
     chosen = [int(order[0])]
     in_d = np.zeros(len(features), dtype=bool)
     in_d[order[0]] = True
-    min_d = np.sqrt(_sq_dist(features, features[order[0]]))
-    tau, passes = float(tau0), 0
+    min_d = np.sqrt(sq_dist(features, features[order[0]]))
+    tau, passes, decays = float(tau0), 0, 0
     while len(chosen) < n:
         passes += 1
         added = False
@@ -283,12 +178,18 @@ def threshold_decay_reference(features: np.ndarray, n: int, *, tau0: float, deca
             chosen.append(int(x))
             in_d[x] = True
             added = True
-            np.minimum(min_d, np.sqrt(_sq_dist(features, features[x])), out=min_d)
+            np.minimum(min_d, np.sqrt(sq_dist(features, features[x])), out=min_d)
             if len(chosen) == n:
                 break
         if not added:
+            decays += 1
             tau = _decayed(tau, tau0, decay, len(chosen), len(features), n)
-    return ThresholdTrace(np.asarray(chosen, dtype=np.int64), tau, passes)
+    return ThresholdTrace(np.asarray(chosen, dtype=np.int64), tau, passes, decays)
+
+
+def _over(sq: np.ndarray, tau: float) -> np.ndarray:
+    """Which squared min distances exceed τ (centres, stored as −1, never do)."""
+    return np.sqrt(np.maximum(sq, 0.0)) > tau
 
 
 def threshold_decay_trace(features: np.ndarray, n: int, *, tau0: float, decay: float, seed: int,
@@ -301,47 +202,41 @@ def threshold_decay_trace(features: np.ndarray, n: int, *, tau0: float, decay: f
     τ is multiplied by ``decay`` only after a pass that added nothing. ``order`` overrides the
     seeded order (for hand-checked examples).
 
+    Empty passes are skipped: a pass adds something exactly when, as it starts, some candidate
+    lies farther than τ from D (the first such candidate it reaches is either accepted or was
+    brought within τ by an acceptance before it). So while the largest min distance is ≤ τ,
+    τ decays without a sweep, each decay counted as the empty pass it stands for.
+
     Blocked: a candidate whose (stale, upper-bound) distance is already ≤ τ is rejected
-    without work; the others are compared, a block at a time, with the members added since
-    they were last compared (one float32 product as a filter, exact rechecks inside its rounding
-    band), and acceptances inside a block are resolved in order, each against the rest of its block.
+    without work; the others are brought up to date a block at a time, and acceptances inside a
+    block are resolved in order, each against the rest of its block.
     """
     features, order = _threshold_setup(features, n, tau0, decay, seed, order)
-    lazy = _LazyMinDistances(features, int(order[0]))
-    tau, passes = float(tau0), 0
-    while len(lazy.centres) < n:
+    chosen = MinDistances(features, int(order[0]))
+    tau, passes, decays, skipped = float(tau0), 0, 0, 0
+    while len(chosen) < n:
+        farthest = chosen.largest()
+        while not _over(farthest, tau):
+            passes, decays, skipped = passes + 1, decays + 1, skipped + 1
+            tau = _decayed(tau, tau0, decay, len(chosen), len(features), n)
         passes += 1
-        added = False
         # min distances only shrink: a bound already ≤ τ rejects for the whole pass
-        bound = lazy.value[order]
-        live = order[(bound >= 0) & (np.sqrt(np.maximum(bound, 0.0)) > tau)]
+        live = order[_over(chosen.bounds(order), tau)]
         for lo in range(0, len(live), block):
             rows = live[lo : lo + block]
-            rows = rows[np.sqrt(np.maximum(lazy.value[rows], 0.0)) > tau]  # bounds shrank since the pass began
+            rows = rows[_over(chosen.bounds(rows), tau)]  # bounds shrank since the pass began
             if len(rows) == 0:
                 continue
-            lazy._update(rows)
-            for pos in np.nonzero(np.sqrt(np.maximum(lazy.value[rows], 0.0)) > tau)[0]:
-                x = rows[pos]
-                if not np.sqrt(lazy.value[x]) > tau:  # a member accepted earlier in the block is within τ
+            for pos in np.nonzero(_over(chosen.exact(rows), tau))[0]:
+                x = int(rows[pos])
+                if not _over(chosen.bounds(x), tau):  # a member accepted earlier in the block is within τ
                     continue
-                lazy.centres.append(int(x))
-                lazy.value[x] = -1.0
-                added = True
-                if len(lazy.centres) == n:
+                chosen.add_centre(x, update=rows[pos + 1 :])
+                if len(chosen) == n:
                     break
-                # the rest of the block against x: one float32 product as a filter, exact inside its band
-                later = rows[pos + 1 :]
-                later = later[lazy.value[later] >= 0]
-                maybe = later[lazy.lower_bound(lazy.x32[later], lazy.norm[later], x) < lazy.value[later]]
-                if len(maybe):
-                    lazy.value[maybe] = np.minimum(lazy.value[maybe], _sq_dist(lazy.x64[maybe], lazy.x64[x]))
-                lazy.seen[later] = len(lazy.centres)
-            if len(lazy.centres) == n:
+            if len(chosen) == n:
                 break
-        if not added and len(lazy.centres) < n:
-            tau = _decayed(tau, tau0, decay, len(lazy.centres), len(features), n)
-    return ThresholdTrace(np.asarray(lazy.centres, dtype=np.int64), tau, passes)
+    return ThresholdTrace(chosen.centres, tau, passes, decays, skipped)
 
 
 def threshold_decay(features: np.ndarray, n: int, *, tau0: float, decay: float, seed: int) -> np.ndarray:
@@ -361,6 +256,21 @@ def keep_all(count: int) -> np.ndarray:
     return np.arange(count, dtype=np.int64)
 
 
+def auto_tau0(real_features: np.ndarray) -> float:
+    """``tau0: auto``: the median leave-one-out nearest-neighbour distance of D_1 (the real
+    subset), in the features selection uses.
+
+    The real images' typical spacing: a first pass at this τ keeps generated points no closer to
+    each other than a typical real image is to its nearest real neighbour, and the scale follows
+    the feature space (pixels, classifier, DINOv2) with no calibration by hand. The median, not
+    the mean (metrics.mnnd), so that a few isolated images or exact duplicates do not move it.
+    """
+    from ouroboros.neighbors import knn
+
+    d, _ = knn(real_features, real_features, 1, exclude_self=True)
+    return float(np.median(d[:, 0]))
+
+
 def choose(method: str, features: np.ndarray, n: int, *, seed: int, tau0: float | None = None,
            decay: float | None = None, device: str = "cpu") -> tuple[np.ndarray, dict]:
     """Dispatch on the config's selection name; returns indices and what the log should record."""
@@ -375,13 +285,20 @@ def choose(method: str, features: np.ndarray, n: int, *, seed: int, tau0: float 
     if method == "threshold_decay":
         assert tau0 is not None and decay is not None
         trace = threshold_decay_trace(features, n, tau0=tau0, decay=decay, seed=seed)
-        return trace.indices, {"tau0": tau0, "decay": decay, "final_tau": trace.final_tau, "passes": trace.passes}
+        # final_tau = tau0 · decay**decays (τ of the last pass); passes = decays + passes that added
+        return trace.indices, {"tau0": tau0, "decay": decay, "final_tau": trace.final_tau, "passes": trace.passes,
+                               "decays": trace.decays, "skipped_passes": trace.skipped}
     raise OuroborosError(f"config.yaml: unknown selection {method!r}; known: all, random, greedy, threshold_decay")
 
 
 def stage(sources: list[tuple[str, str]], extractor: str, n: int, method: str, *, seed: int,
-          tau0: float | None, decay: float | None, manifest_out: str, info_out: str, device: str = "cpu") -> None:
-    """Build D_n's manifest from a pool given as (source name, image file) pairs, in pool order."""
+          tau0: float | str | None, decay: float | None, manifest_out: str, info_out: str, device: str = "cpu",
+          real_images: str | None = None) -> None:
+    """Build D_n's manifest from a pool given as (source name, image file) pairs, in pool order.
+
+    ``tau0="auto"`` measures τ0 on D_1 (``real_images``, in the ``extractor`` space: ``auto_tau0``)
+    and records the value it used in the info file.
+    """
     import json
     import time
 
@@ -397,11 +314,18 @@ def stage(sources: list[tuple[str, str]], extractor: str, n: int, method: str, *
         parts.append(manifest.PoolPart(name, image_file, len(feats)))
         blocks.append(feats)
     pool = np.concatenate(blocks)
+    tau0_from = {}
+    if tau0 == AUTO:
+        if real_images is None:
+            raise ValueError("tau0='auto' needs real_images, the file of D_1")
+        real_features = features_of(real_images, extractor)
+        tau0 = auto_tau0(load_features_for(real_images, real_features, pool.shape[1]))
+        tau0_from = {"tau0_from": f"auto: median nearest-neighbour distance of {real_features}"}
     started = time.time()
     chosen, extra = choose(method, pool, n, seed=seed, tau0=tau0, decay=decay, device=device)
     m = manifest.from_pool(parts, chosen)
     info = {"method": method, "pool_size": int(len(pool)), "selected": int(len(chosen)), "feature_space": extractor,
-            "seconds": round(time.time() - started, 3), "source_shares": m.shares(), **extra}
+            "seconds": round(time.time() - started, 3), "source_shares": m.shares(), **extra, **tau0_from}
     print(json.dumps(info, indent=2))
     manifest.write(manifest_out, m)
     pause_point("select")  # a test kills the job here: one output written, the other not yet

@@ -9,6 +9,7 @@ from snakemake.exceptions import WorkflowError
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 
 from ouroboros import paths, seeds  # noqa: E402
+from ouroboros.config import AUTO  # noqa: E402
 from ouroboros.config import check as check_config  # noqa: E402
 from ouroboros.errors import OuroborosError  # noqa: E402
 
@@ -154,19 +155,34 @@ def pool_sources(wildcards):
     return [(s.name, f) for s in paths.pool(CFG, wildcards.dataset, wildcards.run, _n(wildcards)) for f in s.files]
 
 
+def run_tau0(wildcards):
+    """τ0 of the run's Threshold Decay Filter on this dataset (a number or auto), else None."""
+    return CFG.tau0(wildcards.dataset, _run_name(wildcards.run))
+
+
 def select_input(wildcards):
+    """The pool's images and features; with tau0: auto also D_1's (τ0 is measured on them)."""
     _check_run(wildcards)
     if _n(wildcards) < 2:
         raise OuroborosError("D_1 is the real subset: there is no selection at iteration 1")
     extractor = CFG.dataset(wildcards.dataset).features
     files = [f for _, f in pool_sources(wildcards)]
-    return {"images": files, "features": [paths.features_of(f, extractor) for f in files]}
+    out = {"images": files, "features": [paths.features_of(f, extractor) for f in files]}
+    if run_tau0(wildcards) == AUTO:
+        real = paths.real_images(wildcards.dataset)
+        out |= {"real_images": real, "real_features": paths.features_of(real, extractor)}
+    return out
+
+
+def select_device(wildcards):
+    """Where the selection runs: only Greedy Selection has a GPU path; the rest run on the CPU."""
+    return dataset_params(wildcards).select_device if CFG.run(_run_name(wildcards.run)).selection == "greedy" else "cpu"
 
 
 def select_params(wildcards):
     run = CFG.run(_run_name(wildcards.run))
-    tau0 = CFG.tau0(wildcards.dataset, _run_name(wildcards.run)) if run.selection == "threshold_decay" else None
-    return {"method": run.selection, "tau0": tau0, "decay": run.decay}
+    real = paths.real_images(wildcards.dataset) if run_tau0(wildcards) == AUTO else None
+    return {"method": run.selection, "tau0": run_tau0(wildcards), "decay": run.decay, "real_images": real}
 
 
 # --- evaluate and fid ------------------------------------------------------------------
@@ -206,7 +222,7 @@ def run_meta(wildcards):
         "selection": run.selection,
         "samples_per_iteration": run.samples,
         "iteration": _n(wildcards),
-        "tau0": CFG.tau0(wildcards.dataset, name) if run.selection == "threshold_decay" else None,
+        "tau0": run_tau0(wildcards),  # "auto" stays "auto" here: the value measured is in selection.json
         "decay": run.decay,
         "dataset_size": CFG.dataset(wildcards.dataset).size,
     }

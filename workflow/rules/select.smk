@@ -13,13 +13,13 @@ rule select:
         "../../envs/torch.yaml"
     threads: 1
     resources:
-        gpu=lambda w: int(dataset_params(w).select_device == "cuda"),
+        gpu=lambda w: int(select_device(w) == "cuda"),
     params:
         sources=pool_sources,
         extractor=lambda w: dataset_params(w).features,
         n=lambda w: dataset_params(w).size,
         selection=select_params,
         seed=seed("select"),
-        device=lambda w: dataset_params(w).select_device,
+        device=select_device,
     script:
         "../scripts/select.py"

@@ -5,10 +5,12 @@ sys.path.insert(0, f"{snakemake.scriptdir}/../../src")  # the library, also with
 
 from ouroboros.runtime import logged  # noqa: E402
 
+p = snakemake.params
+# only the GPU path needs torch: a CPU selection job never imports it
 with logged(snakemake.log[0], snakemake.threads):
     from ouroboros import select
 
-    p = snakemake.params
-    select.stage(p.sources, p.extractor, p.n, p.selection["method"], seed=p.seed, tau0=p.selection["tau0"],
-                 decay=p.selection["decay"], manifest_out=snakemake.output.manifest, info_out=snakemake.output.info,
-                 device=p.device)
+    s = p.selection
+    select.stage(p.sources, p.extractor, p.n, s["method"], seed=p.seed, tau0=s["tau0"], decay=s["decay"],
+                 manifest_out=snakemake.output.manifest, info_out=snakemake.output.info, device=p.device,
+                 real_images=s["real_images"])
