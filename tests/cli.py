@@ -12,7 +12,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
 RUNS = ["replace", "replace-2n", "replace-greedy", "replace-threshold", "accumulate", "greedy", "threshold"]
-ITERATIONS = 3
+ITERATIONS = 2  # iteration 2 already runs every stage of every paradigm (select, pools of G_1 and of real ∪ G_1)
 N = 32  # |D_n| of the tiny config
 
 
@@ -45,8 +45,14 @@ def snakemake(workdir: Path, *args: str, env: dict | None = None, check: bool = 
     if local:
         cmd += ["--cores", "2", "--resources=gpu=2"]
     cmd += args
-    proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, **(env or {})}, timeout=timeout,
-                          cwd=cwd)
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, **(env or {})}, timeout=timeout,
+                              cwd=cwd)
+    except subprocess.TimeoutExpired as exc:
+        out = "".join(x.decode(errors="replace") if isinstance(x, bytes) else x or "" for x in (exc.stdout, exc.stderr))
+        raise AssertionError(f"snakemake {' '.join(args) or '(default target)'} in {workdir} ran past its {timeout:.0f} s "
+                             f"limit (several times its idle time: a hang, or a badly overloaded machine):\n"
+                             f"{out[-4000:]}") from None
     if check and proc.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}")
     return proc
