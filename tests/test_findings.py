@@ -1,0 +1,259 @@
+"""ouroboros.findings on synthetic tidy tables whose answers are known by construction."""
+
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats as sps
+
+from ouroboros import findings, stats
+
+ROLES = {  # run name: (paradigm, selection, samples per iteration)
+    "replace": ("replace", "all", 1),
+    "replace-2n": ("replace", "all", 2),
+    "replace-greedy": ("replace", "greedy", 2),
+    "accumulate": ("accumulate", "uniform", 1),
+    "greedy": ("accumulate", "greedy", 1),
+    "threshold": ("accumulate", "threshold_decay", 1),
+}
+
+
+def rows(dataset, run, replicate, iteration, values, *, role=None, family=None, size=64, space="pixels",
+         file="metrics.json"):
+    paradigm, selection, samples = role or ROLES[run]
+    base = {"dataset": dataset, "family": family or dataset, "dataset_size": size, "run": run,
+            "paradigm": paradigm, "selection": selection, "samples_per_iteration": samples, "tau0": math.nan,
+            "decay": math.nan, "replicate": replicate, "iteration": iteration, "file": file,
+            "feature_extractor": space}
+    return [base | {"metric": m, "value": v} for m, v in values.items()]
+
+
+def table(parts):
+    return pd.DataFrame([r for part in parts for r in part])
+
+
+def replace_run(rate, replicates=3, iterations=5, dataset="digits", **kw):
+    """GS = 2·exp(rate·n) with a little replicate noise; entropy and memorization follow GS."""
+    rng = np.random.default_rng(0)
+    out = []
+    for rep in range(replicates):
+        for n in range(1, iterations + 1):
+            gs = 2 * math.exp(rate * n) * (1 + 0.02 * rng.normal())
+            out.append(rows(dataset, "replace", rep, n, {
+                "generalization_score": gs, "memorization_ratio": 0.5 - 0.1 * math.log(gs),
+                "train_entropy": 10 * math.log(gs) + rng.normal(), "generated_entropy": 9 * math.log(gs),
+                "train_covariance_trace": 3 + rng.normal()}, **kw))
+    return table(out)
+
+
+def claim(result, name):
+    return result[result.claim == name]
+
+
+@pytest.mark.parametrize("rate, want", [(-0.5, "holds"), (0.5, "fails")])
+def test_trend_verdicts_follow_the_data(rate, want):
+    out = findings.findings(replace_run(rate))
+    other = "fails" if want == "holds" else "holds"
+    for name in ("I.gs_falls", "II.train_entropy_falls", "II.generated_entropy_falls"):
+        assert claim(out, name).verdict.tolist() == [want], name
+    assert claim(out, "I.memorization_rises").verdict.tolist() == [want]
+    row = claim(out, "I.gs_falls").iloc[0]
+    assert row.estimate == pytest.approx(rate, abs=0.02) and row.replicates == 3 and row.points == 15
+    assert row.level == 0.95 and "Student t" in row.method and "n = 3" in row.method
+    assert row.side == "<" and other != row.verdict
+
+
+def test_one_replicate_is_insufficient_data():
+    out = findings.findings(replace_run(-0.5, replicates=1))
+    assert len(claim(out, "I.gs_falls")) == 1
+    assert (claim(out, "I.gs_falls").verdict == "insufficient data").all()
+    assert set(out[out.claim.str.startswith(("I.", "II."))].verdict) == {"insufficient data"}
+
+
+def test_missing_runs_give_no_rows():
+    out = findings.findings(replace_run(-0.5))
+    assert set(out.claim) == {"I.gs_falls", "I.memorization_rises", "II.train_entropy_falls",
+                              "II.generated_entropy_falls", "III.entropy_gs_r", "III.entropy_beats_variance"}
+    assert findings.findings(replace_run(-0.5).iloc[:0]).empty
+
+
+def sweep(family, sizes, gs_of, replicates=3, iterations=4, space="pixels"):
+    """Vanilla replace on each size of a family; GS from gs_of(size, n, replicate)."""
+    rng = np.random.default_rng(1)
+    out = []
+    for size in sizes:
+        for rep in range(replicates):
+            for n in range(1, iterations + 1):
+                gs = gs_of(size, n, rep)
+                out.append(rows(f"{family}-{size}", "replace", rep, n, {
+                    "generalization_score": gs, "train_entropy": 5 * math.log(gs) + 0.3 * rng.normal(),
+                    "train_covariance_trace": 2 + rng.normal()}, family=family, size=size, space=space))
+    return table(out)
+
+
+def test_per_family_r_ignores_another_family():
+    digits = sweep("digits", [64, 128], lambda N, n, r: math.log(N) * math.exp(-0.4 * n))
+    noise = np.random.default_rng(9)
+    cifar = sweep("cifar", [1024, 2048], lambda N, n, r: math.exp(noise.normal()))
+    cifar["value"] = np.where(cifar.metric == "train_entropy", -cifar.value, cifar.value)  # opposite sign
+    out = findings.findings(pd.concat([digits, cifar]))
+    row = out[(out.claim == "III.entropy_gs_r") & (out.family == "digits")].iloc[0]
+    wide = digits.pivot_table(index=["dataset", "replicate", "iteration"], columns="metric", values="value")
+    x, y = wide.train_entropy.to_numpy(), np.log(wide.generalization_score.to_numpy())
+    assert row.estimate == pytest.approx(sps.pearsonr(x, y).statistic)
+    want = stats.pearson_bootstrap(x, y, seed=findings.SEED)
+    assert (row.ci_low, row.ci_high) == pytest.approx((want.low, want.high))
+    assert row.points == 2 * 3 * 4 and row.replicates == 3 and row.verdict == "holds"
+    assert "pooled over 3 replicates" in row.method and "BCa" in row.method
+    assert set(out[out.claim == "III.entropy_gs_r"].family) == {"digits", "cifar"}
+    assert claim(out, "III.entropy_beats_variance").set_index("family").verdict["digits"] == "holds"
+
+
+def test_iteration_one_counts_once_per_dataset_in_the_pooled_r():
+    one = sweep("digits", [64, 128], lambda N, n, r: math.log(N) * math.exp(-0.4 * n))
+    twin = one.assign(run="replace-copy")  # a second vanilla replace run: same iteration 1
+    twin = twin[twin.iteration > 1].assign(value=lambda d: d.value * 1.01)
+    out = findings.findings(pd.concat([one, twin]))
+    assert claim(out, "III.entropy_gs_r").points.tolist() == [2 * 3 + 2 * 3 * 3 * 2]
+
+
+def test_larger_datasets_generalize_more_at_the_first_iteration():
+    noise = np.random.default_rng(2)
+    grows = sweep("digits", [64, 128, 256], lambda N, n, r: math.log(N) * (1 + 0.01 * noise.normal()))
+    row = claim(findings.findings(grows), "I.gs_grows_with_size").iloc[0]
+    assert row.verdict == "holds" and row.iteration == 1 and row.estimate == pytest.approx(1, abs=0.1)
+    assert row.points == 3 * 3  # sizes × replicates, iteration 1 only
+    shrinks = sweep("digits", [64, 128, 256], lambda N, n, r: 10 - math.log(N) * (1 + 0.01 * noise.normal()))
+    assert claim(findings.findings(shrinks), "I.gs_grows_with_size").verdict.tolist() == ["fails"]
+    single = sweep("digits", [64], lambda N, n, r: 1.0 + r)
+    assert claim(findings.findings(single), "I.gs_grows_with_size").empty
+
+
+def selection_table(baseline, treated, metric="train_entropy", run="greedy", role=None, iterations=(1, 2)):
+    """Two runs of one dataset; treated and baseline values given per replicate at every n."""
+    out = []
+    for rep, (b, a) in enumerate(zip(baseline, treated, strict=True)):
+        for n in iterations:
+            out.append(rows("digits", "accumulate", rep, n, {metric: b}))
+            out.append(rows("digits", run, rep, n, {metric: b if n == 1 else a}, role=role))
+    return table(out)
+
+
+def test_differences_are_paired_by_replicate():
+    baseline, treated = [10.0, 20.0, 30.0], [10.5, 20.4, 30.6]
+    # unpaired, the two groups overlap wholly: Welch's interval of the difference straddles 0
+    welch = sps.ttest_ind(treated, baseline, equal_var=False).confidence_interval(0.95)
+    assert welch.low < 0 < welch.high
+    out = findings.findings(selection_table(baseline, treated))
+    row = claim(out, "S5.entropy_higher").iloc[0]
+    assert row.iteration == 2 and row.estimate == pytest.approx(0.5) and row.verdict == "holds"
+    assert (row.ci_low, row.ci_high) == pytest.approx(sps.t.interval(0.95, 2, loc=0.5, scale=0.1 / math.sqrt(3)))
+    assert row.runs == "greedy vs accumulate" and "paired by replicate" in row.method
+
+
+def test_replicates_are_matched_by_id_not_by_order():
+    shuffled = selection_table([10.0, 20.0, 30.0], [10.5, 20.4, 30.6]).sample(frac=1, random_state=0)
+    assert claim(findings.findings(shuffled), "S5.entropy_higher").verdict.tolist() == ["holds"]
+
+
+def test_lower_is_the_claim_for_fid():
+    fid = selection_table([50.0, 60.0, 70.0], [40.0, 51.0, 59.0], metric="fid")
+    fid["file"] = "fid.json"
+    out = findings.findings(fid)
+    assert claim(out, "S5.fid_lower").verdict.tolist() == ["holds"]
+    worse = findings.findings(selection_table([50.0, 60.0, 70.0], [60.0, 71.0, 79.0], metric="fid"))
+    assert claim(worse, "S5.fid_lower").verdict.tolist() == ["fails"]
+
+
+def test_runs_are_recognised_by_their_settings_not_their_names():
+    renamed = selection_table([1.0, 2.0, 3.0], [2.0, 3.1, 3.9], run="my-filter",
+                              role=("accumulate", "threshold_decay", 1))
+    out = claim(findings.findings(renamed), "S5.entropy_higher")
+    assert out.runs.tolist() == ["my-filter vs accumulate"] and out.verdict.tolist() == ["holds"]
+
+
+def test_each_run_of_a_role_gets_its_rows_and_a_mean_over_iterations():
+    parts = [selection_table([1.0, 2.0, 3.0], [2.0, 3.1, 3.9], iterations=(1, 2, 3)),
+             selection_table([1.0, 2.0, 3.0], [0.0, 1.1, 1.9], run="greedy-b", role=ROLES["greedy"],
+                             iterations=(1, 2, 3))]
+    out = claim(findings.findings(pd.concat(parts).drop_duplicates()), "S5.entropy_higher")
+    assert sorted(out.runs.unique()) == ["greedy vs accumulate", "greedy-b vs accumulate"]
+    verdicts = out.groupby("runs").verdict.apply(set)
+    assert verdicts["greedy vs accumulate"] == {"holds"} and verdicts["greedy-b vs accumulate"] == {"fails"}
+    means = out[out.iteration.isna()]
+    assert len(means) == 2 and means.scope.str.contains("mean over n = 2…3").all()
+
+
+def test_real_share_above_one_over_n():
+    out = []
+    for rep, extra in enumerate([0.2, 0.25, 0.3]):
+        for n in (1, 2, 3, 4):
+            out.append(rows("digits", "greedy", rep, n, {"real_share": 1.0 if n == 1 else 1 / n + extra}))
+    result = claim(findings.findings(table(out)), "F11.real_share_above_1/n")
+    per_n = result[result.iteration.notna()]
+    assert per_n.iteration.tolist() == [2, 3, 4] and set(per_n.verdict) == {"holds"}
+    assert per_n.estimate.to_numpy() == pytest.approx([0.25] * 3)
+
+
+def test_fig13_pairs_greedy_with_the_2n_run_of_the_same_samples():
+    parts = []
+    for rep, (van, two, grd) in enumerate([(90, 80, 60), (95, 84, 66), (99, 90, 70)]):
+        for run, fid in (("replace", van), ("replace-2n", two), ("replace-greedy", grd)):
+            for n in (1, 2):
+                parts.append(rows("digits", run, rep, n, {"fid": 100.0 if n == 1 else fid}, file="fid.json",
+                                  space="classifier"))
+    parts.append(rows("digits", "replace-3n", 0, 2, {"fid": 1.0}, role=("replace", "all", 3), file="fid.json",
+                      space="classifier"))
+    out = findings.findings(table(parts))
+    assert claim(out, "F13.kn_fid_lower").runs.tolist() == ["replace-2n vs replace", "replace-3n vs replace"]
+    assert claim(out, "F13.greedy_fid_lower_than_kn").runs.tolist() == ["replace-greedy vs replace-2n"]
+    assert claim(out, "F13.greedy_fid_lower_than_kn").verdict.tolist() == ["holds"]
+    assert claim(out, "F13.kn_fid_lower").verdict.tolist() == ["holds", "insufficient data"]
+    assert set(claim(out, "S5.fid_lower").runs) == {"replace-greedy vs replace"}
+
+
+@pytest.mark.parametrize("low, high, side, want", [
+    (0.1, 0.3, ">", "holds"), (-0.3, -0.1, ">", "fails"), (-0.1, 0.3, ">", "insufficient data"),
+    (-0.3, -0.1, "<", "holds"), (0.1, 0.3, "<", "fails"), (0.0, 0.3, ">", "insufficient data"),
+    (math.nan, math.nan, ">", "insufficient data")])
+def test_verdict_is_read_off_the_interval(low, high, side, want):
+    assert findings.verdict(low, high, side) == want
+
+
+def test_report_and_command_line(tmp_path, capsys):
+    tables = tmp_path / "results" / "tables"
+    tables.mkdir(parents=True)
+    replace_run(-0.5).to_csv(tables / "metrics.tsv", sep="\t", index=False)
+    assert findings.main([str(tmp_path / "results")]) == 0
+    written = pd.read_csv(tables / "findings.tsv", sep="\t")
+    assert list(written.columns) == findings.COLUMNS and "I.gs_falls" in set(written.claim)
+    summary = pd.read_csv(tables / "summary.tsv", sep="\t")
+    assert {"mean", "sd", "n", "ci_low", "ci_high", "level", "method"} <= set(summary.columns)
+    text = capsys.readouterr().out
+    assert "| I.gs_falls |" in text and "holds" in text and "estimate [low, high]" in text
+    assert findings.report(findings.findings(replace_run(-0.5).iloc[:0])).startswith("No claim")
+
+
+def test_a_table_without_replicate_or_family_columns_is_one_replicate():
+    old = replace_run(-0.5, replicates=1).drop(columns=["replicate", "family"])
+    out = findings.findings(old)
+    assert set(claim(out, "I.gs_falls").verdict) == {"insufficient data"}
+    assert claim(out, "I.gs_falls").family.tolist() == ["digits"]
+
+
+def test_command_line_scans_results_when_the_table_is_absent(tmp_path, capsys):
+    root = tmp_path / "results"
+    for n in (1, 2, 3):
+        folder = root / "digits" / "replace" / f"iter{n:02d}"
+        folder.mkdir(parents=True)
+        meta = {"dataset": "digits", "run": "replace", "paradigm": "replace", "selection": "all",
+                "samples_per_iteration": 1, "iteration": n, "tau0": None, "decay": None, "dataset_size": 64}
+        values = {"generalization_score": 2.0 / n, "train_entropy": -float(n), "memorization_ratio": n / 10}
+        (folder / "metrics.json").write_text(json.dumps(meta | {"feature_extractor": "pixels", "values": values}))
+    assert findings.main([str(root)]) == 0
+    written = pd.read_csv(root / "tables" / "findings.tsv", sep="\t")
+    # the scanned table of today has one replicate: every trend is there, none decided
+    assert "I.gs_falls" in set(written.claim) and set(written.verdict) == {"insufficient data"}
+    assert "I.gs_falls" in capsys.readouterr().out
