@@ -14,7 +14,7 @@ ROLES = {  # run name: (paradigm, selection, samples per iteration)
     "replace": ("replace", "all", 1),
     "replace-2n": ("replace", "all", 2),
     "replace-greedy": ("replace", "greedy", 2),
-    "accumulate": ("accumulate", "uniform", 1),
+    "accumulate": ("accumulate", "random", 1),
     "greedy": ("accumulate", "greedy", 1),
     "threshold": ("accumulate", "threshold_decay", 1),
 }

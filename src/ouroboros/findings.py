@@ -79,7 +79,7 @@ def selecting(paradigm: str, selection: str) -> Role:
     return lambda r: r.paradigm == paradigm and r.selection == selection
 
 
-vanilla_accumulate = selecting("accumulate", "uniform")
+vanilla_accumulate = selecting("accumulate", "random")  # vanilla accumulate-subsample: N uniformly at random
 SELECTIONS = ("greedy", "threshold_decay")
 
 
