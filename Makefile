@@ -20,8 +20,9 @@ $(BIN)/snakemake: pyproject.toml
 # concurrent model jobs, so the demo lifts the default profile's gpu=1 to the core count.
 demo: $(BIN)/snakemake
 	OMP_WAIT_POLICY=PASSIVE $(BIN)/snakemake --cores $(CORES) --resources=gpu=$(CORES)
-	$(BIN)/snakemake --cores 1 figures
+	$(BIN)/snakemake --cores 1 figures findings
 	$(BIN)/python -m ouroboros.tables --summary results/tables/metrics.tsv
+	cat results/tables/findings.md
 
 # Two test files at a time (--dist loadfile keeps a file's shared fixtures in one worker): the
 # workflow tests wait on Snakemake's and SLURM's scheduling about half of the time.

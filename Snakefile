@@ -23,12 +23,14 @@ include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/fid.smk"
 include: "workflow/rules/tables.smk"
 include: "workflow/rules/figures.smk"
+include: "workflow/rules/findings.smk"
 
 
 # Under a cluster executor these run on the submitting host: they only read results/ and draw.
 localrules:
     tables,
     figures,
+    findings,
 
 
 # The configured targets (config.yaml: targets). Tables and figures are drawn from whatever

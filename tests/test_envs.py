@@ -92,8 +92,9 @@ def parse_rules(smk: Path) -> list[Rule]:
     text = smk.read_text()
     starts = list(_RULE.finditer(text))
     rules = []
-    for here, after in zip(starts, starts[1:] + [None], strict=True):
-        block = text[here.end() : after.start() if after else len(text)]
+    ends = [m.start() for m in starts[1:]] + [len(text)] if starts else []
+    for here, end in zip(starts, ends, strict=True):
+        block = text[here.end() : end]
         # a rule ends at the first line back at column 0 (a def, another statement)
         block = re.split(r"\n(?=[^\s#])", block, maxsplit=1)[0]
         script, conda = _directive(block, "script"), _directive(block, "conda")

@@ -434,15 +434,27 @@ def load(results: str | Path) -> pd.DataFrame:
     return tidy(scan(results))
 
 
-def main(argv: list[str]) -> int:
+def write(tidy: pd.DataFrame, findings_out: str | Path, summary_out: str | Path) -> pd.DataFrame:
+    """findings.tsv, the readable findings.md beside it, and summary.tsv from a tidy table."""
     from ouroboros.io import save_text
 
-    results = Path(argv[0] if argv else "results")
-    tidy = load(results)
     table = findings(tidy)
-    save_text(results / "tables" / "findings.tsv", table.to_csv(sep="\t", index=False))
-    save_text(results / "tables" / "summary.tsv", stats.summary(complete(tidy)).to_csv(sep="\t", index=False))
-    print(report(table))
+    text = report(table)
+    save_text(findings_out, table.to_csv(sep="\t", index=False))
+    save_text(Path(findings_out).with_suffix(".md"), text + "\n")
+    save_text(summary_out, stats.summary(complete(tidy)).to_csv(sep="\t", index=False))
+    print(text)
+    return table
+
+
+def stage(table: str, findings_out: str, summary_out: str) -> pd.DataFrame:
+    """The workflow's findings step: from results/tables/metrics.tsv."""
+    return write(pd.read_csv(table, sep="\t"), findings_out, summary_out)
+
+
+def main(argv: list[str]) -> int:
+    results = Path(argv[0] if argv else "results")
+    write(load(results), results / "tables" / "findings.tsv", results / "tables" / "summary.tsv")
     return 0
 
 

@@ -1,0 +1,15 @@
+rule findings:
+    """The paper's claims tested on what results/ holds: one row per claim, its 95 % interval, a verdict."""
+    input:
+        TABLE,
+    output:
+        findings=report("results/tables/findings.tsv", caption="../report/findings.rst", category="Findings"),
+        text="results/tables/findings.md",
+        summary=report("results/tables/summary.tsv", caption="../report/summary.rst", category="Tables"),
+    log:
+        "logs/findings.log",
+    conda:
+        "../../envs/plot.yaml"
+    threads: 1
+    script:
+        "../scripts/findings.py"

@@ -1,0 +1,11 @@
+# Thin Snakemake script: output goes to the rule's log, the work to ouroboros (src/ouroboros).
+import sys
+
+sys.path.insert(0, f"{snakemake.scriptdir}/../../src")  # the library, also without pip install -e
+
+from ouroboros.runtime import logged  # noqa: E402
+
+with logged(snakemake.log[0], snakemake.threads):
+    from ouroboros import findings
+
+    findings.stage(snakemake.input[0], snakemake.output.findings, snakemake.output.summary)
