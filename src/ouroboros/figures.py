@@ -1,9 +1,14 @@
 """The paper's figures, regenerated from whatever results/ holds; never trains anything.
 
 Each figure is drawn from the tidy table (ouroboros.tables) and, for image figures, from the
-samples and manifests on disk. A figure whose runs are missing is skipped with one log line
-saying which. Every figure is written to results/figures/ as PNG and PDF, with a wide TSV beside
-it holding exactly the numbers it plots.
+samples, features and manifests on disk (ouroboros.grids). A figure whose runs are missing is
+skipped with one log line saying which. Every figure is written to results/figures/ as PNG and
+PDF, with a wide TSV beside it holding exactly the numbers it plots.
+
+Evidence: a line is the mean over replicates with a shaded 95 % Student-t band when a point has
+≥ 2 replicates, the plain line otherwise; each run keeps one colour in every figure. Statistics
+that pool points (Fig. 2b's Pearson r) pool one family only: a base dataset and its size sweep,
+in one feature space, with a paired bootstrap interval.
 
 Usage outside Snakemake: ``python -m ouroboros.figures results/``.
 """
@@ -11,25 +16,26 @@ Usage outside Snakemake: ``python -m ouroboros.figures results/``.
 from __future__ import annotations
 
 import sys
+import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pandas as pd
 
-from ouroboros import paths
+from ouroboros import grids
 from ouroboros.tables import scan, tidy
 
 Drawn = tuple[object, pd.DataFrame]  # (matplotlib figure, the wide table of what it plots)
 
+LEVEL = 0.95
+BAND_METHOD = "Student t over replicates (scipy.stats.t.interval); none with one replicate"
+BOOTSTRAP_SEED = 0
+BOOTSTRAP_METHOD = "bootstrap BCa, paired resampling of points, 9999 resamples, seed 0 (scipy.stats.bootstrap)"
+STATS = ["mean", "ci_low", "ci_high", "n"]
 
-def _plt():
-    import matplotlib
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+_plt = grids.pyplot
 
 
 def _integer_x(ax) -> None:
@@ -38,83 +44,185 @@ def _integer_x(ax) -> None:
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
 
 
-def _lines(ax, data: pd.DataFrame, metric: str, label_by: list[str], ylabel: str, log: bool = False) -> pd.DataFrame:
-    """One line per group, value over iteration; returns the wide table of the points."""
-    part = data[data.metric == metric]
-    wide = part.pivot_table(index="iteration", columns=label_by, values="value", aggfunc="first").sort_index()
-    for key in wide.columns:
-        series = wide[key].dropna()
-        label = key if isinstance(key, str) else " · ".join(map(str, key))
-        ax.plot(series.index, series.values, marker="o", label=label)
+def _log_y(ax) -> None:
+    from matplotlib.ticker import ScalarFormatter
+
+    ax.set_yscale("log")
+    ax.yaxis.set_major_formatter(ScalarFormatter())
+    ax.yaxis.set_minor_formatter(ScalarFormatter())
+
+
+def with_defaults(t: pd.DataFrame) -> pd.DataFrame:
+    """Tables from before replicates and size sweeps: replicate 0, and each dataset its own family."""
+    t = t.copy()
+    t["replicate"] = t["replicate"].fillna(0).astype(int) if "replicate" in t else 0
+    t["family"] = t["family"].fillna(t.dataset) if "family" in t else t.dataset
+    return t
+
+
+# --- colours: one per run, the same in every figure ----------------------------------------------
+
+def run_colours(runs) -> dict[str, object]:
+    """Run name → colour, by sorted name: the whole table's runs, so every figure agrees."""
+    import matplotlib
+
+    names = sorted(set(runs))
+    cmap = matplotlib.colormaps["tab10" if len(names) <= 10 else "tab20"]
+    return {name: cmap(i % cmap.N) for i, name in enumerate(names)}
+
+
+def _size_labels(data: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, object]]:
+    """A label per dataset of a size sweep, "name (N=…)", coloured from small (dark) to large."""
+    import matplotlib
+
+    data = data.assign(label=data.dataset + " (N=" + data.dataset_size.astype(int).astype(str) + ")")
+    order = data.drop_duplicates("label").sort_values(["dataset_size", "label"]).label.tolist()
+    cmap = matplotlib.colormaps["viridis"]
+    return data, {label: cmap(i / max(1, len(order) - 1) * 0.9) for i, label in enumerate(order)}
+
+
+# --- statistics -----------------------------------------------------------------------------------
+
+def band(values) -> dict[str, float]:
+    """Mean of replicate values with a 95 % Student-t interval (NaN with one replicate)."""
+    from scipy import stats
+
+    x = np.asarray(values, dtype=float)
+    mean, n = float(x.mean()), len(x)
+    low = high = np.nan
+    if n >= 2:
+        se = float(stats.sem(x))
+        low, high = (mean, mean) if se == 0 else stats.t.interval(LEVEL, n - 1, loc=mean, scale=se)
+    return {"mean": mean, "ci_low": float(low), "ci_high": float(high), "n": n}
+
+
+def summarise(values: pd.DataFrame, by: list[str]) -> pd.DataFrame:
+    """One row per group of ``by``: the band of its ``value`` column over replicates."""
+    rows = [dict(zip(by, key, strict=True)) | band(group.value) for key, group in values.groupby(by, sort=True)]
+    return pd.DataFrame(rows, columns=by + STATS)
+
+
+def correlation(x, y) -> dict[str, float]:
+    """Pearson r, its p-value and a 95 % paired bootstrap interval over the points (x_i, y_i)."""
+    from scipy.stats import bootstrap, pearsonr
+
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # constant inputs, and resamples that repeat one point: r is NaN
+        r, p = pearsonr(x, y)
+        ci = bootstrap((x, y), lambda a, b, axis: pearsonr(a, b, axis=axis).statistic, paired=True,
+                       vectorized=True, confidence_level=LEVEL, n_resamples=9999, method="BCa",
+                       rng=np.random.default_rng(BOOTSTRAP_SEED)).confidence_interval
+    return {"r": float(r), "p": float(p), "ci_low": float(ci.low), "ci_high": float(ci.high), "n": len(x)}
+
+
+# --- line figures ---------------------------------------------------------------------------------
+
+def _lines(ax, data: pd.DataFrame, metric: str, by: str, ylabel: str, colours: dict, log: bool = False) -> pd.DataFrame:
+    """One line per value of column ``by`` (in the order of ``colours``), over iteration: the mean
+    over replicates, with its band where ≥ 2 replicates; returns the wide table of what it draws."""
+    stats = summarise(data[data.metric == metric], [by, "iteration"])
+    for label in (c for c in colours if c in set(stats[by])):
+        line = stats[stats[by] == label]
+        ax.plot(line.iteration, line["mean"], marker="o", ms=3, color=colours[label], label=label)
+        if (line.n >= 2).any():
+            ax.fill_between(line.iteration, line.ci_low, line.ci_high, color=colours[label], alpha=0.2, lw=0)
     ax.set(xlabel="iteration n", ylabel=ylabel)
     _integer_x(ax)
-    if log and len(part):
-        from matplotlib.ticker import ScalarFormatter
-
-        ax.set_yscale("log")
-        ax.yaxis.set_major_formatter(ScalarFormatter())
-        ax.yaxis.set_minor_formatter(ScalarFormatter())
-    if len(wide.columns):
+    if log and len(stats):
+        _log_y(ax)
+    if len(stats):
         ax.legend(fontsize=7)
-    wide.columns = [c if isinstance(c, str) else " · ".join(map(str, c)) for c in wide.columns]
-    return wide.add_prefix(f"{metric}: ")
+    wide = stats.astype({"n": "Int64"}).pivot(index="iteration", columns=by, values=STATS).sort_index()
+    wide.columns = [f"{metric}: {label}: {stat}" for stat, label in wide.columns]
+    return wide[sorted(wide.columns, key=lambda c: (c.rsplit(": ", 1)[0], STATS.index(c.rsplit(": ", 1)[1])))]
+
+
+def _noted(wides: list[pd.DataFrame]) -> pd.DataFrame:
+    """The wide tables of a figure's panels, with the level and method of their intervals."""
+    return pd.concat(wides, axis=1).assign(ci_level=LEVEL, ci_method=BAND_METHOD)
 
 
 def _vanilla_replace(t: pd.DataFrame) -> pd.DataFrame:
     return t[(t.paradigm == "replace") & (t.selection == "all") & (t.samples_per_iteration == 1)]
 
 
+NO_REPLACE = "no vanilla replace run (paradigm replace, selection all, samples 1)"
+
+
+def _families(t: pd.DataFrame) -> list[tuple[str, str, pd.DataFrame]]:
+    """(family, feature space, its metrics rows) of the vanilla replace runs: what may be pooled."""
+    data = _vanilla_replace(t[t.file == "metrics.json"])
+    return [(f, s, part) for (f, s), part in data.groupby(["family", "feature_extractor"], sort=True)]
+
+
+def _family_title(family: str, space: str) -> str:
+    return f"family {family} ({space})"
+
+
 def generalization_by_size(t: pd.DataFrame, results: Path) -> Drawn | str:
-    """Fig. 1 (right): GS over iterations under replace, one line per dataset (size)."""
-    data = _vanilla_replace(t).copy()
-    if data.empty:
-        return "no vanilla replace run (paradigm replace, selection all, samples 1)"
-    data["label"] = data.dataset + " (N=" + data.dataset_size.astype(int).astype(str) + ")"
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(5, 3.8))
-    wide = _lines(ax, data, "generalization_score", ["label"], "generalization score GS(n)", log=True)
-    ax.set_title("generalization to memorization (replace)")
-    return fig, wide
+    """Fig. 1 (right): GS over iterations under replace, one panel per family, one line per size."""
+    families = _families(t)
+    if not families:
+        return NO_REPLACE
+    fig, axes = _plt().subplots(1, len(families), figsize=(5 * len(families), 3.8), squeeze=False)
+    wides = []
+    for ax, (family, space, part) in zip(axes[0], families, strict=True):
+        data, colours = _size_labels(part)
+        wide = _lines(ax, data, "generalization_score", "label", "generalization score GS(n)", colours, log=True)
+        ax.set_title(f"generalization to memorization (replace)\n{_family_title(family, space)}", fontsize=9)
+        wides.append(wide.add_prefix(f"{family}: "))
+    fig.tight_layout()
+    return fig, _noted(wides)
 
 
 def entropy_and_generalization(t: pd.DataFrame, results: Path) -> Drawn | str:
-    """Fig. 2: entropy of D_n over iterations; entropy vs log GS and variance vs GS, with Pearson r."""
-    from scipy.stats import pearsonr
-
-    data = _vanilla_replace(t)
-    if data.empty:
-        return "no vanilla replace run (paradigm replace, selection all, samples 1)"
-    points = data.pivot_table(index=["dataset", "dataset_size", "iteration"], columns="metric", values="value",
-                              aggfunc="first").reset_index()
-    need = {"train_entropy", "generalization_score", "train_covariance_trace"}
-    if not need <= set(points.columns) or len(points) < 3:
-        return "fewer than 3 (dataset, iteration) points with entropy, GS and variance"
-    plt = _plt()
-    fig, axes = plt.subplots(1, 3, figsize=(14, 3.8))
-    data = data.assign(label=data.dataset + " (N=" + data.dataset_size.astype(int).astype(str) + ")")
-    _lines(axes[0], data, "train_entropy", ["label"], "entropy of D_n (nats)")
-    axes[0].set_title("(a) entropy of the training set")
-    out = points[["dataset", "dataset_size", "iteration", "train_entropy", "train_covariance_trace",
-                  "generalization_score"]].copy()
-    for ax, x, name in ((axes[1], "train_entropy", "entropy of D_n (nats)"),
-                        (axes[2], "train_covariance_trace", "trace of covariance of D_n")):
-        gs = out.generalization_score.to_numpy(float)
-        xs = out[x].to_numpy(float)
-        r, p = pearsonr(xs, np.log(gs) if x == "train_entropy" else gs)
-        for dataset, part in out.groupby("dataset"):
-            ax.scatter(part[x], part.generalization_score, label=dataset, s=18)
-        if x == "train_entropy":
-            from matplotlib.ticker import ScalarFormatter
-
-            ax.set_yscale("log")
-            ax.yaxis.set_major_formatter(ScalarFormatter())
-            ax.yaxis.set_minor_formatter(ScalarFormatter())
-        ax.set(xlabel=name, ylabel="GS(n)", title=f"Pearson r = {r:.2f}, p = {p:.1e}")
-        ax.legend(fontsize=7)
-        out[f"pearson_r_{x}"] = r
-        out[f"pearson_p_{x}"] = p
+    """Fig. 2 per family: (a) entropy of D_n over iterations; (b) entropy vs log GS and (c) variance
+    vs GS over the family's points, with Pearson r, p and a paired bootstrap 95 % interval."""
+    need = ["train_entropy", "train_covariance_trace", "generalization_score"]
+    cases = []
+    for family, space, part in _families(t):
+        points = part.pivot_table(index=["dataset", "dataset_size", "replicate", "iteration"], columns="metric",
+                                  values="value", aggfunc="first").reset_index()
+        if set(need) <= set(points.columns) and len(points.dropna(subset=need)) >= 3:
+            cases.append((family, space, part, points.dropna(subset=need)))
+    if not cases:
+        return "no family with 3 or more vanilla replace points holding entropy, GS and variance"
+    fig, axes = _plt().subplots(len(cases), 3, figsize=(14, 3.9 * len(cases)), squeeze=False)
+    tables = []
+    for row, (family, space, part, points) in zip(axes, cases, strict=True):
+        data, colours = _size_labels(part)
+        lines = summarise(data[data.metric == "train_entropy"], ["dataset", "iteration"])
+        _lines(row[0], data, "train_entropy", "label", "entropy of D_n (nats)", colours)
+        row[0].set_title(f"(a) entropy of the training set\n{_family_title(family, space)}", fontsize=9)
+        out = points[["dataset", "dataset_size", "replicate", "iteration"] + need].copy()
+        out.insert(0, "feature_extractor", space)
+        out.insert(0, "family", family)
+        labelled, _ = _size_labels(out)
+        for ax, x, name, panel in ((row[1], "train_entropy", "entropy of D_n (nats)", "b"),
+                                   (row[2], "train_covariance_trace", "trace of covariance of D_n", "c")):
+            gs = out.generalization_score.to_numpy(float)
+            c = correlation(out[x], np.log(gs) if x == "train_entropy" else gs)
+            for label, colour in colours.items():
+                pts = labelled[labelled.label == label]
+                ax.scatter(pts[x], pts.generalization_score, label=label, s=18, color=colour)
+            if x == "train_entropy":
+                _log_y(ax)
+            ax.set(xlabel=name, ylabel="GS(n)" + (" (log)" if x == "train_entropy" else ""))
+            ax.set_title(f"({panel}) {_family_title(family, space)}\nPearson r = {c['r']:.2f} (95 % bootstrap CI "
+                         f"[{c['ci_low']:.2f}, {c['ci_high']:.2f}]), p = {c['p']:.1e}, n = {c['n']}", fontsize=9)
+            ax.legend(fontsize=7)
+            for key in ("r", "p", "ci_low", "ci_high"):
+                out[f"pearson_{key}_{x}"] = c[key]
+        out["pearson_n"] = len(out)
+        out["pearson_ci_level"] = LEVEL
+        out["pearson_ci_method"] = BOOTSTRAP_METHOD
+        # panel (a): the entropy line each point belongs to (mean and band over replicates)
+        lines = lines.rename(columns={s: f"entropy_line_{s}" for s in STATS})
+        tables.append(out.merge(lines, on=["dataset", "iteration"], how="left").assign(
+            entropy_line_ci_level=LEVEL, entropy_line_ci_method=BAND_METHOD))
     fig.tight_layout()
-    return fig, out
+    return fig, pd.concat(tables, ignore_index=True)
 
 
 def _per_run(metric: str, ylabel: str, log: bool = False) -> Callable[[pd.DataFrame, Path], Drawn | str]:
@@ -122,58 +230,71 @@ def _per_run(metric: str, ylabel: str, log: bool = False) -> Callable[[pd.DataFr
         data = t[t.metric == metric]
         if data.empty:
             return f"no {metric} in any run"
-        plt = _plt()
-        datasets = sorted(data.dataset.unique())
-        fig, axes = plt.subplots(1, len(datasets), figsize=(5 * len(datasets), 3.8), squeeze=False)
-        wides = []
-        for ax, dataset in zip(axes[0], datasets):
-            wides.append(_lines(ax, data[data.dataset == dataset], metric, ["run"], ylabel, log=log).add_prefix(f"{dataset}: "))
-            ax.set_title(dataset)
-        fig.tight_layout()
-        return fig, pd.concat(wides, axis=1)
+        return _run_panels(data, run_colours(t.run), metric, ylabel, "", log)
 
-    draw.__doc__ = f"Figs. 3, 8–10: {ylabel} over iterations, one line per run."
+    draw.__doc__ = f"Figs. 3, 8–10: {ylabel} over iterations, one panel per dataset, one line per run."
     return draw
 
 
-def mnnd_and_variance(t: pd.DataFrame, results: Path) -> Drawn | str:
-    """Fig. 7: MNND and covariance trace of the generated sets over iterations (replace)."""
-    data = _vanilla_replace(t)
-    if data.empty:
-        return "no vanilla replace run (paradigm replace, selection all, samples 1)"
-    plt = _plt()
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
-    data = data.assign(label=data.dataset)
-    a = _lines(axes[0], data, "generated_mnnd", ["label"], "MNND of G_n", log=True)
-    b = _lines(axes[1], data, "generated_covariance_trace", ["label"], "trace of covariance of G_n")
+def _run_panels(data: pd.DataFrame, colours: dict, metric: str, ylabel: str, title: str, log: bool = False) -> Drawn:
+    """One panel per dataset, one line per run."""
+    datasets = sorted(data.dataset.unique())
+    fig, axes = _plt().subplots(1, len(datasets), figsize=(5 * len(datasets), 3.8), squeeze=False)
+    wides = []
+    for ax, dataset in zip(axes[0], datasets, strict=True):
+        wides.append(_lines(ax, data[data.dataset == dataset], metric, "run", ylabel, colours, log=log)
+                     .add_prefix(f"{dataset}: "))
+        ax.set_title(f"{title}{dataset}", fontsize=9)
     fig.tight_layout()
-    return fig, pd.concat([a, b], axis=1)
+    return fig, _noted(wides)
+
+
+def mnnd_and_variance(t: pd.DataFrame, results: Path) -> Drawn | str:
+    """Fig. 7: MNND and covariance trace of the generated sets over iterations (replace), per family."""
+    families = _families(t)
+    if not families:
+        return NO_REPLACE
+    fig, axes = _plt().subplots(len(families), 2, figsize=(10, 3.9 * len(families)), squeeze=False)
+    wides = []
+    for row, (family, space, part) in zip(axes, families, strict=True):
+        data, colours = _size_labels(part)
+        a = _lines(row[0], data, "generated_mnnd", "label", "MNND of G_n", colours, log=True)
+        b = _lines(row[1], data, "generated_covariance_trace", "label", "trace of covariance of G_n", colours)
+        for ax in row:
+            ax.set_title(_family_title(family, space), fontsize=9)
+        wides += [a.add_prefix(f"{family}: "), b.add_prefix(f"{family}: ")]
+    fig.tight_layout()
+    return fig, _noted(wides)
 
 
 def source_shares(t: pd.DataFrame, results: Path) -> Drawn | str:
-    """Fig. 11: D_n's share by source (real, G_1, ...) per iteration, against the 1/n curve."""
+    """Fig. 11: D_n's share by source (real, G_1, ...) per iteration, mean over replicates, against 1/n."""
     data = t[(t.paradigm == "accumulate") & t.metric.str.startswith("share_") & (t.file == "metrics.json")]
     if data.empty:
         return "no accumulate-paradigm run"
-    plt = _plt()
     groups = sorted(data.groupby(["dataset", "run"]).groups)
-    fig, axes = plt.subplots(1, len(groups), figsize=(4.2 * len(groups), 3.8), squeeze=False)
+    fig, axes = _plt().subplots(1, len(groups), figsize=(4.2 * len(groups), 3.8), squeeze=False)
     wides = []
-    for ax, (dataset, run) in zip(axes[0], groups):
+    for ax, (dataset, run) in zip(axes[0], groups, strict=True):
         part = data[(data.dataset == dataset) & (data.run == run)]
-        wide = part.pivot_table(index="iteration", columns="metric", values="value", aggfunc="first").fillna(0.0)
+        # a source a replicate never drew from has share 0 there, not a missing value
+        each = part.pivot_table(index=["replicate", "iteration"], columns="metric", values="value",
+                                aggfunc="first").fillna(0.0)
+        wide = each.groupby("iteration").mean()
         order = ["share_real"] + sorted(c for c in wide.columns if c != "share_real")
         bottom = np.zeros(len(wide))
         colors = ["tab:blue"] + [f"C{i % 9 + 1}" for i in range(len(order) - 1)]  # real is always blue
-        for col, color in zip(order, colors):
+        for col, color in zip(order, colors, strict=True):
             ax.bar(wide.index, wide[col], bottom=bottom, label=col.removeprefix("share_"), color=color)
             bottom += wide[col].to_numpy()
         n = wide.index.to_numpy()
         ax.plot(n, 1 / n, "r-o", ms=3, label="1/n")
-        ax.set(title=f"{dataset} · {run}", xlabel="iteration n", ylabel="share of D_n", ylim=(0, 1.05))
+        reps = each.groupby("iteration").size()
+        suffix = f" (mean of {reps.max()} replicates)" if reps.max() > 1 else ""
+        ax.set(title=f"{dataset} · {run}{suffix}", xlabel="iteration n", ylabel="share of D_n", ylim=(0, 1.05))
         _integer_x(ax)
         ax.legend(fontsize=6)
-        wides.append(wide[order].add_prefix(f"{dataset} · {run}: "))
+        wides.append(wide[order].assign(replicates=reps).add_prefix(f"{dataset} · {run}: "))
     fig.tight_layout()
     return fig, pd.concat(wides, axis=1)
 
@@ -183,11 +304,7 @@ def _ablation(selector: Callable[[pd.DataFrame], pd.DataFrame], why: str, title:
         data = selector(t)
         if data.empty or data.run.nunique() < 2:
             return why
-        plt = _plt()
-        fig, ax = plt.subplots(figsize=(5.5, 3.8))
-        wide = _lines(ax, data, "fid", ["dataset", "run"], "FID of G_n")
-        ax.set_title(title)
-        return fig, wide
+        return _run_panels(data, run_colours(t.run), "fid", "FID of G_n", f"{title}\n")
 
     return draw
 
@@ -195,95 +312,89 @@ def _ablation(selector: Callable[[pd.DataFrame], pd.DataFrame], why: str, title:
 def _two_n(t: pd.DataFrame) -> pd.DataFrame:
     """Fig. 13: replace with N, replace with all 2N, and replace with 2N filtered to N."""
     rep = t[t.paradigm == "replace"]
-    if not (rep.samples_per_iteration > 1).any() or not ((rep.selection == "all") & (rep.samples_per_iteration > 1)).any():
+    if not ((rep.selection == "all") & (rep.samples_per_iteration > 1)).any():
         return rep.iloc[:0]
     return rep
 
 
 def _decays(t: pd.DataFrame) -> pd.DataFrame:
-    """Fig. 14: accumulate with Threshold Decay at several decay rates, against vanilla accumulate."""
+    """Fig. 14: accumulate with Threshold Decay at several decay rates, against vanilla accumulate
+    and Greedy Selection (the paper's "data selection methods")."""
     acc = t[t.paradigm == "accumulate"]
-    thr = acc[acc.selection == "threshold_decay"]
-    if thr.decay.nunique() < 2:
+    if acc[acc.selection == "threshold_decay"].decay.nunique() < 2:
         return acc.iloc[:0]
-    return acc[acc.selection.isin(["threshold_decay", "random"])]
+    return acc[acc.selection.isin(["threshold_decay", "random", "greedy"])]
 
 
-def _under(results: Path, path: str) -> Path:
-    """A path of ouroboros.paths (relative to the working directory) under this results folder."""
-    return results / Path(path).relative_to(paths.RESULTS)
+# --- image figures (replicate 0's files) ----------------------------------------------------------
 
-
-def _generation_dir(results: Path, dataset: str, run: str, n: int) -> Path:
-    return _under(results, paths.producer_dir(dataset, run, n))
+def _space(t: pd.DataFrame, dataset: str, run: str) -> str:
+    """The distance feature space of a run: the one its metrics.json were computed in."""
+    rows = t[(t.file == "metrics.json") & (t.dataset == dataset) & (t.run == run)]
+    return str(rows.feature_extractor.iloc[0])
 
 
 def _replace_iterations(t: pd.DataFrame) -> list[tuple[str, str, list[int]]]:
     """(dataset, run, [first, last iteration]) of each vanilla replace run."""
-    data = _vanilla_replace(t)
+    data = _vanilla_replace(t[(t.replicate == 0) & (t.file == "metrics.json")])
     return [(d, r, sorted({int(part.iteration.min()), int(part.iteration.max())}))
             for (d, r), part in data.groupby(["dataset", "run"])]
 
 
-def nearest_neighbour_grids(t: pd.DataFrame, results: Path, count: int = 8) -> Drawn | str:
-    """Fig. 1 (left): generated images (top) above their nearest training image (bottom), pixel space."""
-    from ouroboros import manifest
-    from ouroboros.features import pixels
-    from ouroboros.io import load_images
-    from ouroboros.neighbors import knn
-
-    cases = []
-    for dataset, run, iterations in _replace_iterations(t):
-        for n in iterations:
-            samples = _generation_dir(results, dataset, run, n) / "samples.npy"
-            train = _under(results, paths.manifest(dataset, run, n))
-            if samples.is_file() and train.is_file():
-                cases.append((dataset, run, n, samples, train))
+def nearest_neighbour_grids(t: pd.DataFrame, results: Path) -> Drawn | str:
+    """Fig. 1 (left): G_n of the first and last iteration of each vanilla replace run, each image
+    above its nearest image of D_n in the run's distance feature space."""
+    cases = [(d, r, [n for n in ns if grids.has_pairs(results, d, r, n, _space(t, d, r))], _space(t, d, r))
+             for d, r, ns in _replace_iterations(t)]
+    cases = [[c] for c in cases if c[2]]
     if not cases:
-        return "no vanilla replace run with samples and a training manifest on disk"
-    plt = _plt()
-    fig, axes = plt.subplots(len(cases), 1, figsize=(1.1 * count, 2.4 * len(cases)), squeeze=False)
+        return "no vanilla replace run with samples, their features and a training manifest on disk"
+    return grids.pairs_figure(results, cases)
+
+
+def nearest_pairs_by_selection(t: pd.DataFrame, results: Path) -> Drawn | str:
+    """Fig. 12: at the last iteration both have, G_n of vanilla accumulate and of Greedy Selection,
+    side by side, each image above its nearest training image (distance feature space)."""
+    data = t[(t.paradigm == "accumulate") & (t.replicate == 0) & (t.file == "metrics.json")]
+    vanilla = data[(data.selection == "random") & (data.samples_per_iteration == 1)]
+    greedy = data[data.selection == "greedy"]
     rows = []
-    for ax, (dataset, run, n, samples, train) in zip(axes[:, 0], cases):
-        generated = load_images(samples)[:count]
-        m = manifest.read(train)
-        # manifest paths are relative to the workflow's working directory, the parent of results/
-        training = manifest.gather(m, lambda f: load_images(results.parent / f))
-        dist, idx = knn(pixels(generated), pixels(training), 1)
-        pairs = np.concatenate([generated, training[idx[:, 0]]])
-        ax.imshow(_grid_rows(pairs, 2), cmap="gray" if pairs.shape[-1] == 1 else None)
-        ax.set_title(f"{dataset} · {run} · n = {n}: G_n (top) and nearest image of D_n (bottom)", fontsize=8)
-        ax.axis("off")
-        rows += [{"dataset": dataset, "run": run, "iteration": n, "sample": i, "train_row": int(idx[i, 0]),
-                  "distance": float(dist[i, 0])} for i in range(len(generated))]
-    fig.tight_layout()
-    return fig, pd.DataFrame(rows)
+    for dataset in sorted(set(vanilla.dataset) & set(greedy.dataset)):
+        runs = [sorted(part[part.dataset == dataset].run.unique()) for part in (vanilla, greedy)]
+        runs = runs[0] + runs[1]
+        on_disk = [{int(n) for n in data[(data.dataset == dataset) & (data.run == r)].iteration.unique()
+                    if n >= 2 and grids.has_pairs(results, dataset, r, int(n), _space(t, dataset, r))} for r in runs]
+        if common := set.intersection(*on_disk):
+            rows.append([(dataset, r, [max(common)], _space(t, dataset, r)) for r in runs])
+    if not rows:
+        return ("no dataset with a vanilla accumulate run and a greedy run whose samples, features and "
+                "manifests of one iteration ≥ 2 are on disk")
+    return grids.pairs_figure(results, rows)
 
 
 def svd_projection(t: pd.DataFrame, results: Path) -> Drawn | str:
     """Fig. 6: real and generated features on the top two singular vectors of the real features."""
+    from ouroboros import paths
     from ouroboros.io import load_features
 
-    data = t[(t.file == "metrics.json")]
     cases = []
     for dataset, run, iterations in _replace_iterations(t):
-        space = data[(data.dataset == dataset) & (data.run == run)].feature_extractor.iloc[0]
-        real = _under(results, paths.features_of(paths.real_images(dataset), space))
-        gens = [(n, _generation_dir(results, dataset, run, n) / f"features-{space}.npy") for n in iterations]
+        space = _space(t, dataset, run)
+        real = grids.under(results, paths.features_of(paths.real_images(dataset), space))
+        gens = [(n, grids.generation_dir(results, dataset, run, n) / f"features-{space}.npy") for n in iterations]
         if real.is_file() and all(f.is_file() for _, f in gens):
             cases.append((dataset, run, space, real, gens))
     if not cases:
         return "no vanilla replace run with real and generated features on disk"
-    plt = _plt()
     width = max(len(g) for *_, g in cases)
-    fig, axes = plt.subplots(len(cases), width, figsize=(4 * width, 3.6 * len(cases)), squeeze=False)
+    fig, axes = _plt().subplots(len(cases), width, figsize=(4 * width, 3.6 * len(cases)), squeeze=False)
     rows = []
-    for row, (dataset, run, space, real_file, gens) in zip(axes, cases):
+    for row, (dataset, run, space, real_file, gens) in zip(axes, cases, strict=True):
         real = load_features(real_file).astype(np.float64)
         mean = real.mean(0)
         basis = np.linalg.svd(real - mean, full_matrices=False)[2][:2].T  # top-2 right singular vectors
         r2 = (real - mean) @ basis
-        for ax, (n, f) in zip(row, gens):
+        for ax, (n, f) in zip(row, gens, strict=False):
             g2 = (load_features(f).astype(np.float64) - mean) @ basis
             ax.scatter(r2[:, 0], r2[:, 1], s=3, c="0.7", label="real")
             ax.scatter(g2[:, 0], g2[:, 1], s=3, c="tab:orange", label=f"G_{n}")
@@ -296,43 +407,6 @@ def svd_projection(t: pd.DataFrame, results: Path) -> Drawn | str:
     return fig, pd.DataFrame(rows)
 
 
-def _grid_rows(images: np.ndarray, rows: int) -> np.ndarray:
-    n, h, w, c = images.shape
-    cols = n // rows
-    grid = images[: rows * cols].reshape(rows, cols, h, w, c).transpose(0, 2, 1, 3, 4).reshape(rows * h, cols * w, c)
-    return grid[..., 0] if c == 1 else grid
-
-
-def sample_grids(results: Path, rows: int = 4) -> dict[str, object]:
-    """Figs. 15–20: the first images of G_n for each run and iteration (one figure per run)."""
-    plt = _plt()
-    out = {}
-    runs = [p for p in results.glob("*/*")
-            if p.is_dir() and p.name not in (paths.REAL, paths.REFERENCE) and p.parent.name not in ("tables", "figures")]
-    for run_dir in sorted(runs):
-        iters = sorted(run_dir.glob("iter*/samples.npy"))
-        first = run_dir.parent / "real" / "iter01" / "samples.npy"
-        files = ([first] if first.is_file() else []) + iters
-        if not files:
-            continue
-        fig, axes = plt.subplots(1, len(files), figsize=(2.2 * len(files), 2.4), squeeze=False)
-        for ax, f in zip(axes[0], files):
-            images = np.load(f, allow_pickle=False)[: rows * rows]
-            ax.imshow(_grid(images, rows), cmap="gray" if images.shape[-1] == 1 else None)
-            ax.set_title(f"n = {int(f.parent.name.removeprefix('iter'))}", fontsize=8)
-            ax.axis("off")
-        fig.suptitle(f"{run_dir.parent.name} · {run_dir.name}", fontsize=9)
-        out[f"samples_{run_dir.parent.name}_{run_dir.name}"] = fig
-    return out
-
-
-def _grid(images: np.ndarray, rows: int) -> np.ndarray:
-    """A rows × rows grid, padded with black where there are fewer images."""
-    full = np.zeros((rows * rows,) + images.shape[1:], dtype=images.dtype)
-    full[: len(images)] = images
-    return _grid_rows(full, rows)
-
-
 FIGURES: dict[str, Callable[[pd.DataFrame, Path], Drawn | str]] = {
     "fig01_nearest_neighbours": nearest_neighbour_grids,
     "fig01_generalization_by_size": generalization_by_size,
@@ -343,17 +417,18 @@ FIGURES: dict[str, Callable[[pd.DataFrame, Path], Drawn | str]] = {
     "fig06_svd_projection": svd_projection,
     "fig07_mnnd_variance": mnnd_and_variance,
     "fig11_source_shares": source_shares,
+    "fig12_nearest_accumulate_greedy": nearest_pairs_by_selection,
     "fig13_replace_2n": _ablation(_two_n, "no replace run with samples ≥ 2 and selection all (the 2N ablation)",
                                   "training on 2N samples (replace)"),
     "fig14_decay_rates": _ablation(_decays, "fewer than two accumulate threshold_decay runs with different decays",
-                                   "Threshold Decay Filter: decay rates"),
+                                   "Threshold Decay Filter: decay rates, greedy and vanilla accumulate"),
 }
 
 
 def build(results: str | Path, out_dir: str | Path | None = None, log=print) -> list[Path]:
     """Every figure that results/ has the runs for; returns the files written."""
     results = Path(results)
-    table = tidy(scan(results))
+    table = with_defaults(tidy(scan(results)))
     figures_dir = Path(out_dir) if out_dir else results / "figures"
     figures_dir.mkdir(parents=True, exist_ok=True)
     plt = _plt()
@@ -369,7 +444,7 @@ def build(results: str | Path, out_dir: str | Path | None = None, log=print) -> 
         written.append(figures_dir / f"{name}.tsv")
         plt.close(fig)
         log(f"wrote {name}")
-    for name, fig in sample_grids(results).items():
+    for name, fig in grids.sample_grids(results).items():
         written += _save(fig, figures_dir / name)
         plt.close(fig)
     return written
