@@ -34,8 +34,8 @@ STAGES = {
 
 
 def one(src: str, modules: list[str]) -> tuple[float, bool]:
-    code = ("import sys; sys.path.insert(0, %r)\n"
-            "from ouroboros.runtime import configure; configure(1)\n" % src
+    code = (f"import sys; sys.path.insert(0, {src!r})\n"
+            "from ouroboros.runtime import configure; configure(1)\n"
             + "".join(f"import {m}\n" for m in modules)
             + "print('torch' in sys.modules)")
     start = time.perf_counter()

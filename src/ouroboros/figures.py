@@ -16,14 +16,13 @@ Usage outside Snakemake: ``python -m ouroboros.figures results/``.
 from __future__ import annotations
 
 import sys
-import warnings
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from ouroboros import grids
+from ouroboros import grids, stats
 from ouroboros.tables import scan, tidy
 
 Drawn = tuple[object, pd.DataFrame]  # (matplotlib figure, the wide table of what it plots)
@@ -85,15 +84,8 @@ def _size_labels(data: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, object]]:
 
 def band(values) -> dict[str, float]:
     """Mean of replicate values with a 95 % Student-t interval (NaN with one replicate)."""
-    from scipy import stats
-
-    x = np.asarray(values, dtype=float)
-    mean, n = float(x.mean()), len(x)
-    low = high = np.nan
-    if n >= 2:
-        se = float(stats.sem(x))
-        low, high = (mean, mean) if se == 0 else stats.t.interval(LEVEL, n - 1, loc=mean, scale=se)
-    return {"mean": mean, "ci_low": float(low), "ci_high": float(high), "n": n}
+    i = stats.t_interval(values, LEVEL)
+    return {"mean": i.mean, "ci_low": i.low, "ci_high": i.high, "n": i.n}
 
 
 def summarise(values: pd.DataFrame, by: list[str]) -> pd.DataFrame:
@@ -104,16 +96,8 @@ def summarise(values: pd.DataFrame, by: list[str]) -> pd.DataFrame:
 
 def correlation(x, y) -> dict[str, float]:
     """Pearson r, its p-value and a 95 % paired bootstrap interval over the points (x_i, y_i)."""
-    from scipy.stats import bootstrap, pearsonr
-
-    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # constant inputs, and resamples that repeat one point: r is NaN
-        r, p = pearsonr(x, y)
-        ci = bootstrap((x, y), lambda a, b, axis: pearsonr(a, b, axis=axis).statistic, paired=True,
-                       vectorized=True, confidence_level=LEVEL, n_resamples=9999, method="BCa",
-                       rng=np.random.default_rng(BOOTSTRAP_SEED)).confidence_interval
-    return {"r": float(r), "p": float(p), "ci_low": float(ci.low), "ci_high": float(ci.high), "n": len(x)}
+    c = stats.pearson_bootstrap(x, y, seed=BOOTSTRAP_SEED, level=LEVEL)
+    return {"r": c.estimate, "p": c.p_value, "ci_low": c.low, "ci_high": c.high, "n": c.n}
 
 
 # --- line figures ---------------------------------------------------------------------------------
@@ -121,19 +105,19 @@ def correlation(x, y) -> dict[str, float]:
 def _lines(ax, data: pd.DataFrame, metric: str, by: str, ylabel: str, colours: dict, log: bool = False) -> pd.DataFrame:
     """One line per value of column ``by`` (in the order of ``colours``), over iteration: the mean
     over replicates, with its band where ≥ 2 replicates; returns the wide table of what it draws."""
-    stats = summarise(data[data.metric == metric], [by, "iteration"])
-    for label in (c for c in colours if c in set(stats[by])):
-        line = stats[stats[by] == label]
+    points = summarise(data[data.metric == metric], [by, "iteration"])
+    for label in (c for c in colours if c in set(points[by])):
+        line = points[points[by] == label]
         ax.plot(line.iteration, line["mean"], marker="o", ms=3, color=colours[label], label=label)
         if (line.n >= 2).any():
             ax.fill_between(line.iteration, line.ci_low, line.ci_high, color=colours[label], alpha=0.2, lw=0)
     ax.set(xlabel="iteration n", ylabel=ylabel)
     _integer_x(ax)
-    if log and len(stats):
+    if log and len(points):
         _log_y(ax)
-    if len(stats):
+    if len(points):
         ax.legend(fontsize=7)
-    wide = stats.astype({"n": "Int64"}).pivot(index="iteration", columns=by, values=STATS).sort_index()
+    wide = points.astype({"n": "Int64"}).pivot(index="iteration", columns=by, values=STATS).sort_index()
     wide.columns = [f"{metric}: {label}: {stat}" for stat, label in wide.columns]
     return wide[sorted(wide.columns, key=lambda c: (c.rsplit(": ", 1)[0], STATS.index(c.rsplit(": ", 1)[1])))]
 
