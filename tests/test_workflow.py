@@ -18,7 +18,7 @@ def done(tmp_path_factory) -> Path:
     """A workdir in which the whole tiny experiment has run once."""
     workdir = make_workdir(tmp_path_factory.mktemp("loop"), tiny_config())
     snakemake(workdir)
-    snakemake(workdir, "figures")
+    snakemake(workdir, "figures", "findings")
     return workdir
 
 
@@ -40,6 +40,27 @@ def test_every_run_produces_every_file(done):
     for name in ("fig01_generalization_by_size", "fig03_generalization_score", "fig09_fid", "fig11_source_shares",
                  "fig13_replace_2n", "samples_digits_greedy"):
         assert (done / f"results/figures/{name}.png").stat().st_size > 1000
+
+
+def test_jobs_that_run_no_model_never_import_torch(done):
+    """Every job logs which heavy libraries it loaded (ouroboros.runtime.logged)."""
+    logs = done / "logs"
+    for log in [logs / "tables.log", logs / "figures.log", logs / "findings.log",
+                *logs.glob("digits/*/iter02/select.log"), *logs.glob("digits/*/iter0*/evaluate.log")]:
+        assert "libraries loaded: none of torch, diffusers, transformers" in log.read_text(), log
+    assert "libraries loaded: torch" in (logs / "digits/greedy/iter02/train.log").read_text()
+
+
+def test_findings_of_one_replicate_decide_nothing(done):
+    """One replicate gives no interval over replicates: every claim present says insufficient data."""
+    import pandas as pd
+
+    table = pd.read_csv(done / "results/tables/findings.tsv", sep="\t")
+    assert {"I.gs_falls", "II.train_entropy_falls", "S5.entropy_higher"} <= set(table.claim)
+    assert set(table.verdict) == {"insufficient data"}
+    assert "insufficient data" in (done / "results/tables/findings.md").read_text()
+    summary = pd.read_csv(done / "results/tables/summary.tsv", sep="\t")
+    assert (summary.n == 1).all() and summary.ci_low.isna().all()
 
 
 def test_training_sets_follow_the_paradigms(done):

@@ -27,6 +27,9 @@ def configure(threads: int = 1) -> None:
         torch.set_num_threads(threads)
 
 
+HEAVY = ("torch", "diffusers", "transformers")  # seconds to import each
+
+
 def device():
     import torch
 
@@ -62,6 +65,9 @@ class logged:
 
         if kind is not None:
             traceback.print_exception(kind, value, tb, file=self._file)
+        # what the job paid seconds to import: stages that run no model should name none of these
+        loaded = [m for m in HEAVY if m in sys.modules]
+        print(f"libraries loaded: {', '.join(loaded) if loaded else 'none of ' + ', '.join(HEAVY)}", file=self._file)
         sys.stdout, sys.stderr = self._saved
         self._file.close()
         return False
