@@ -13,10 +13,18 @@ from cli import ITERATIONS, REPO, RUNS, N, make_workdir, snakemake, tiny_config
 
 pytestmark = pytest.mark.cli  # every test here runs the snakemake command line
 
+def loop_config(**kw) -> dict:
+    """The tiny config with FID in pixel space: the classifier, its features and FID in its space
+    are exercised by test_faults.py and test_slurm.py; here they would only add model jobs."""
+    cfg = tiny_config(**kw)
+    cfg["datasets"]["digits"]["fid_features"] = "pixels"
+    return cfg
+
+
 @pytest.fixture(scope="module")
 def done(tmp_path_factory) -> Path:
     """A workdir in which the whole tiny experiment has run once."""
-    workdir = make_workdir(tmp_path_factory.mktemp("loop"), tiny_config())
+    workdir = make_workdir(tmp_path_factory.mktemp("loop"), loop_config())
     snakemake(workdir)
     snakemake(workdir, "figures", "findings")
     return workdir
@@ -31,7 +39,7 @@ def test_every_run_produces_every_file(done):
             assert (metrics["run"], metrics["iteration"], metrics["dataset"]) == (run, n, "digits")
             assert metrics["sizes"]["generated"] == N
             assert metrics["values"]["generalization_score"] > 0
-            assert fid["values"]["fid"] >= 0 and fid["feature_extractor"] == "classifier"
+            assert fid["values"]["fid"] >= 0 and fid["feature_extractor"] == "pixels"
             if n > 1:
                 assert (folder / "model" / "diffusion_pytorch_model.safetensors").is_file()
                 assert (folder / "train.tsv").is_file()
@@ -85,7 +93,7 @@ def test_second_invocation_has_nothing_to_do(done):
 
 def test_figures_draw_what_exists_and_never_trigger_training(done, tmp_path):
     """Only metrics.json and fid.json copied: `figures` plans tables and figures, nothing else."""
-    make_workdir(tmp_path, tiny_config())
+    make_workdir(tmp_path, loop_config())
     for f in list((done / "results").glob("digits/*/iter*/*.json")):
         if f.name in ("metrics.json", "fid.json"):
             dest = tmp_path / f.relative_to(done)
@@ -175,11 +183,13 @@ def test_replicates_are_new_targets_that_leave_replicate_0_untouched(done, tmp_p
     work = Path(shutil.copytree(done, tmp_path / "work", symlinks=True))
     snakemake(work)  # complete again what earlier tests of this module removed
     before = {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in (work / "results/digits").rglob("*") if p.is_file()}
-    cfg = tiny_config(runs=["greedy"], iterations=2)
+    cfg = loop_config(runs=["greedy"], iterations=2)
     cfg["targets"]["replicates"] = 2
     make_workdir(work, cfg)
     planned = snakemake(work, "-n")
-    assert "results/digits/greedy/iter0" not in planned.stdout + planned.stderr  # nothing of replicate 0 is planned
+    outputs = [f for line in re.findall(r"^\s+output: (.*)$", planned.stdout + planned.stderr, flags=re.M)
+               for f in line.split(", ")]
+    assert outputs and all("/rep1/" in f for f in outputs), outputs  # nothing of replicate 0 is planned
     snakemake(work)
     after = {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in before}
     assert after == before  # byte-identical, not even rewritten
