@@ -43,6 +43,7 @@ def replace_run(rate, replicates=3, iterations=5, dataset="digits", **kw):
             gs = 2 * math.exp(rate * n) * (1 + 0.02 * rng.normal())
             out.append(rows(dataset, "replace", rep, n, {
                 "generalization_score": gs, "memorization_ratio": 0.5 - 0.1 * math.log(gs),
+                "copy_share": 0.4 - 0.2 * math.log(gs),
                 "train_entropy": 10 * math.log(gs) + rng.normal(), "generated_entropy": 9 * math.log(gs),
                 "train_covariance_trace": 3 + rng.normal()}, **kw))
     return table(out)
@@ -59,6 +60,7 @@ def test_trend_verdicts_follow_the_data(rate, want):
     for name in ("I.gs_falls", "II.train_entropy_falls", "II.generated_entropy_falls"):
         assert claim(out, name).verdict.tolist() == [want], name
     assert claim(out, "I.memorization_rises").verdict.tolist() == [want]
+    assert claim(out, "I.copies_rise").verdict.tolist() == [want]
     row = claim(out, "I.gs_falls").iloc[0]
     assert row.estimate == pytest.approx(rate, abs=0.02) and row.replicates == 3 and row.points == 15
     assert row.level == 0.95 and "Student t" in row.method and "n = 3" in row.method
@@ -74,7 +76,7 @@ def test_one_replicate_is_insufficient_data():
 
 def test_missing_runs_give_no_rows():
     out = findings.findings(replace_run(-0.5))
-    assert set(out.claim) == {"I.gs_falls", "I.memorization_rises", "II.train_entropy_falls",
+    assert set(out.claim) == {"I.gs_falls", "I.memorization_rises", "I.copies_rise", "II.train_entropy_falls",
                               "II.generated_entropy_falls", "III.entropy_gs_r", "III.entropy_beats_variance"}
     assert findings.findings(replace_run(-0.5).iloc[:0]).empty
 

@@ -138,3 +138,26 @@ def test_fid_with_equal_covariance_is_squared_mean_distance(rng):
     shift = np.array([1.0, -2.0, 0.5, 0.0])
     assert metrics.fid(a, a + shift) == pytest.approx(float(shift @ shift), abs=1e-6)
     assert metrics.fid(a, a) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_median_nn_distance_of_a_known_set():
+    # points on a line at 0, 1, 3, 7: nearest-neighbour distances 1, 1, 2, 4 → median 1.5
+    x = np.array([[0.0], [1.0], [3.0], [7.0]])
+    assert metrics.median_nn_distance(x) == pytest.approx(1.5)
+
+
+def test_copy_share_sees_copies_of_a_clustered_training_set_that_the_ratio_misses():
+    """A training set of near-twin pairs: samples sitting on one twin are copies by a fixed
+    yardstick, but their d1/d2 is near 1, so the memorization ratio cannot fire."""
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(50, 8)) * 10
+    train = np.concatenate([centres, centres + 0.01])  # every image has a twin 0.01 away
+    generated = centres + 0.004  # each sample on a training image: d1 = 0.004·√8, its twin at d2 = 0.006·√8
+    scale = 1.0  # the real images' typical spacing
+    assert metrics.copy_share(generated, train, scale=scale) == 1.0
+    assert metrics.memorization_ratio(generated, train) == 0.0  # d1/d2 = 2/3: not below 1/3
+    far = centres + 5.0
+    assert metrics.copy_share(far, train, scale=scale) == 0.0
+    # the threshold scales with the yardstick: d1 = 0.004·√8 ≈ 0.011314 against a third of 0.0340 and 0.0339
+    assert metrics.copy_share(generated, train, scale=0.0340) == 1.0
+    assert metrics.copy_share(generated, train, scale=0.0339) == 0.0

@@ -27,13 +27,16 @@ def set_metrics(x: np.ndarray, prefix: str) -> dict[str, float]:
 
 
 def compute(train: np.ndarray, generated: np.ndarray, real: np.ndarray, train_pixels: np.ndarray,
-            generated_pixels: np.ndarray) -> dict[str, float]:
-    """Every metric of one iteration from feature arrays (and pixels for the memorization ratio)."""
+            generated_pixels: np.ndarray, real_pixels: np.ndarray) -> dict[str, float]:
+    """Every metric of one iteration from feature arrays (and pixels for the memorization ratio
+    and the copy share, whose yardstick is the real subset's typical pixel spacing)."""
     values = {"generalization_score": metrics.generalization_score(generated, train)}
     values |= set_metrics(train, "train")
     values |= set_metrics(generated, "generated")
     # d1/d2 is scale-free, so the √(HWC) normalisation of the literature changes nothing here
     values["memorization_ratio"] = metrics.memorization_ratio(generated_pixels, train_pixels)
+    values["copy_scale"] = metrics.median_nn_distance(real_pixels)
+    values["copy_share"] = metrics.copy_share(generated_pixels, train_pixels, scale=values["copy_scale"])
     values |= metrics.prdc(real, generated, k=5)
     return values
 
@@ -52,6 +55,7 @@ def stage(manifest_path: str, generated_files: list[str], real_images: str, extr
     values = compute(
         train, generated, real,
         pixels(manifest.gather(m, load_images)), pixels(load_generated(generated_files, count, load_images)),
+        pixels(load_images(real_images)),
     )
     values["real_share"] = m.share("real")
     result = {

@@ -147,6 +147,9 @@ TRENDS = [
           "Under vanilla replace the generalization score falls over iterations: G_n moves towards copies of D_n."),
     Trend("I.memorization_rises", "memorization_ratio", False, ">",
           "Under vanilla replace the share of memorized samples in G_n rises over iterations."),
+    Trend("I.copies_rise", "copy_share", False, ">",
+          "Under vanilla replace the share of samples closer to a training image than a third of the real "
+          "images' typical spacing rises over iterations (copies, measured with a fixed yardstick)."),
     Trend("II.train_entropy_falls", "train_entropy", False, "<",
           "Under vanilla replace the entropy of the training set D_n falls over iterations."),
     Trend("II.generated_entropy_falls", "generated_entropy", False, "<",

@@ -71,6 +71,26 @@ def covariance_trace(x: np.ndarray) -> float:
     return float(np.var(np.asarray(x, dtype=np.float64), axis=0, ddof=1).sum())
 
 
+def median_nn_distance(x: np.ndarray) -> float:
+    """Median leave-one-out nearest-neighbour distance: the typical spacing of a set. The median,
+    not the mean (mnnd), so that a few isolated points or exact duplicates do not move it."""
+    d, _ = knn(x, x, 1, exclude_self=True)
+    return float(np.median(d[:, 0]))
+
+
+def copy_share(generated: np.ndarray, train: np.ndarray, *, scale: float, fraction: float = 1 / 3) -> float:
+    """Share of generated points whose nearest training point is closer than ``fraction × scale``.
+
+    The memorization ratio compares d1 with the second-nearest training point, a yardstick that
+    shrinks with the training set: once D_n is full of near-twins (what replace produces), a
+    sample sitting on a training image has its twin almost as close and the ratio cannot fire.
+    This share measures d1 against a fixed yardstick instead, the real subset's typical spacing
+    (``median_nn_distance`` of D_1 in the same space), so it keeps seeing copies of a clustered D_n.
+    """
+    d, _ = knn(generated, train, 1)
+    return float((d[:, 0] < fraction * scale).mean())
+
+
 def memorization_ratio(generated: np.ndarray, train: np.ndarray, threshold: float = 1 / 3) -> float:
     """Share of generated points whose nearest training point is < threshold × the second nearest.
 

@@ -265,10 +265,9 @@ def auto_tau0(real_features: np.ndarray) -> float:
     the feature space (pixels, classifier, DINOv2) with no calibration by hand. The median, not
     the mean (metrics.mnnd), so that a few isolated images or exact duplicates do not move it.
     """
-    from ouroboros.neighbors import knn
+    from ouroboros.metrics import median_nn_distance
 
-    d, _ = knn(real_features, real_features, 1, exclude_self=True)
-    return float(np.median(d[:, 0]))
+    return median_nn_distance(real_features)
 
 
 def choose(method: str, features: np.ndarray, n: int, *, seed: int, tau0: float | None = None,
