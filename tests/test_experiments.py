@@ -19,11 +19,12 @@ def jobs(proc) -> dict[str, int]:
 
 
 def plan(groups):
-    """What a set of target groups needs: one shared iteration 1 per dataset, one training per
-    (dataset, run, n ≥ 2), one fid.json per (dataset, run, n)."""
-    cells = {(d, r, n) for g in groups for d in g["datasets"] for r in g["runs"] for n in range(1, g["iterations"] + 1)}
-    datasets = {d for d, _, _ in cells}
-    return {"data": len(datasets), "train": len(datasets) + sum(n > 1 for _, _, n in cells), "fid": len(cells)}
+    """What a set of target groups needs: one real subset per dataset, one shared iteration 1 per
+    (dataset, replicate), one training per (dataset, run, replicate, n ≥ 2), one fid.json per cell."""
+    cells = {(d, r, rep, n) for g in groups for d in g["datasets"] for r in g["runs"]
+             for rep in range(g.get("replicates", 1)) for n in range(1, g["iterations"] + 1)}
+    firsts = {(d, rep) for d, _, rep, _ in cells}
+    return {"data": len({d for d, _ in firsts}), "train": len(firsts) + sum(n > 1 for *_, n in cells), "fid": len(cells)}
 
 
 @pytest.mark.cli
@@ -38,7 +39,7 @@ def test_every_figure_is_a_target_and_the_figures_plan_their_runs_once(tmp_path)
 
 
 @pytest.mark.cli
-@pytest.mark.parametrize("name", ["fig03"])
+@pytest.mark.parametrize("name", ["fig03", "science"])
 def test_one_figure_plans_only_its_own_runs(name, tmp_path):
     counts = jobs(snakemake(make_workdir(tmp_path, SHIPPED), "-n", name))
     want = plan(SHIPPED["experiments"][name])
