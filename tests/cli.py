@@ -14,6 +14,11 @@ SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
 RUNS = ["replace", "replace-2n", "replace-greedy", "replace-threshold", "accumulate", "greedy", "threshold"]
 ITERATIONS = 2  # iteration 2 already runs every stage of every paradigm (select, pools of G_1 and of real ∪ G_1)
 N = 32  # |D_n| of the tiny config
+# Snakemake imports every installed executor plugin when it starts; the SLURM plugin then asks
+# `scontrol` for the cluster's MinJobAge, which waits ~9 s for a controller wherever SLURM's
+# client is installed but no controller runs (CI between SLURM tests). A local run needs no
+# cluster: with this configuration scontrol answers at once.
+LOCAL_ENV = {"SLURM_CONF": "/dev/null"}
 
 
 def tiny_config(runs: list[str] | None = None, iterations: int = ITERATIONS) -> dict:
@@ -44,6 +49,7 @@ def snakemake(workdir: Path, *args: str, env: dict | None = None, check: bool = 
     cmd = [SNAKEMAKE, "-s", str(REPO / "Snakefile"), "--directory", str(workdir)]
     if local:
         cmd += ["--cores", "2", "--resources=gpu=2"]
+        env = {**LOCAL_ENV, **(env or {})}
     cmd += args
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, **(env or {})}, timeout=timeout,

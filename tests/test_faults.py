@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cli import REPO, SNAKEMAKE, make_workdir, snakemake, tiny_config
+from cli import LOCAL_ENV, REPO, SNAKEMAKE, make_workdir, snakemake, tiny_config
 
 pytestmark = pytest.mark.cli  # every test here runs the snakemake command line
 
@@ -63,7 +63,7 @@ def kill_when(workdir: Path, ready, *args: str, env: dict | None = None, limit: 
     and wait until no process of the group is left."""
     log = open(workdir / "killed-run.out", "w")
     proc = subprocess.Popen(command(workdir, *args), start_new_session=True, stdout=log, stderr=subprocess.STDOUT,
-                            env={**os.environ, **(env or {})})
+                            env={**os.environ, **LOCAL_ENV, **(env or {})})
     try:
         deadline = time.time() + limit
         while not ready():
