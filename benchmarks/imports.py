@@ -28,7 +28,7 @@ STAGES = {
     "tables": ["ouroboros.tables"],
     "figures": ["ouroboros.figures", "matplotlib.pyplot", "scipy.stats", "faiss"],
     "findings": ["ouroboros.findings", "scipy.stats"],
-    "fid": ["ouroboros.fid", "torch_fidelity.metric_fid"],
+    "fid": ["ouroboros.fid"],
     "train": ["ouroboros.train", "diffusers"],
 }
 

@@ -32,6 +32,21 @@ def tiny_config(runs: list[str] | None = None, iterations: int = ITERATIONS) -> 
     return cfg
 
 
+def setting(path: str, value):
+    """A config mutation: set the dotted key ``path`` (``datasets.digits.size``) to ``value``, or
+    delete it when ``value`` is None."""
+    def mutate(cfg: dict) -> None:
+        *parents, key = path.split(".")
+        node = cfg
+        for p in parents:
+            node = node[p]
+        if value is None:
+            del node[key]
+        else:
+            node[key] = value
+    return mutate
+
+
 def make_workdir(path: Path, cfg: dict) -> Path:
     path.mkdir(parents=True, exist_ok=True)
     (path / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))

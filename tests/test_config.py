@@ -9,40 +9,27 @@ import yaml
 
 from ouroboros.config import check
 
-from cli import REPO
+from cli import REPO, setting
 
 SHIPPED = yaml.safe_load((REPO / "config.yaml").read_text())
 SCHEMA = REPO / "workflow/schemas/config.schema.yaml"
 
 
-def _set(path: str, value):
-    def mutate(cfg):
-        *parents, key = path.split(".")
-        node = cfg
-        for p in parents:
-            node = node[p]
-        if value is None:
-            del node[key]
-        else:
-            node[key] = value
-    return mutate
-
-
 MISTAKES = {
-    "unknown top-level key": (_set("seeds", 1), ["'seeds' was unexpected"]),
-    "unknown key in a run": (_set("runs.greedy.selction", "greedy"), ["'selction' was unexpected", "['runs']['greedy']"]),
-    "wrong type": (_set("datasets.digits.size", "many"), ["['datasets']['digits']['size']", "'many'"]),
-    "wrong type, nested": (_set("datasets.digits.train.lr", "fast"), ["['datasets']['digits']['train']['lr']"]),
-    "unknown dataset in targets": (_set("targets.datasets", ["digits", "nope"]),
+    "unknown top-level key": (setting("seeds", 1), ["'seeds' was unexpected"]),
+    "unknown key in a run": (setting("runs.greedy.selction", "greedy"), ["'selction' was unexpected", "['runs']['greedy']"]),
+    "wrong type": (setting("datasets.digits.size", "many"), ["['datasets']['digits']['size']", "'many'"]),
+    "wrong type, nested": (setting("datasets.digits.train.lr", "fast"), ["['datasets']['digits']['train']['lr']"]),
+    "unknown dataset in targets": (setting("targets.datasets", ["digits", "nope"]),
                                    ["targets.datasets", "unknown dataset 'nope'"]),
     "unknown run in an experiment": (lambda cfg: cfg["experiments"]["fig03"][0]["runs"].append("greedy-typo"),
                                      ["experiments.fig03[0].runs", "greedy-typo"]),
-    "pool smaller than N": (_set("datasets.digits.size", 5000), ["datasets.digits.size", "1797"]),
-    "steps and epochs": (_set("datasets.digits.train.epochs", 3), ["datasets.digits.train", "exactly one"]),
-    "guidance without classes": (_set("datasets.digits.sample.guidance_scale", 2.0),
+    "pool smaller than N": (setting("datasets.digits.size", 5000), ["datasets.digits.size", "1797"]),
+    "steps and epochs": (setting("datasets.digits.train.epochs", 3), ["datasets.digits.train", "exactly one"]),
+    "guidance without classes": (setting("datasets.digits.sample.guidance_scale", 2.0),
                                  ["datasets.digits.classes", "guidance_scale"]),
     "base cycle": (lambda cfg: cfg["datasets"]["cifar"].update(base="cifar"), ["datasets.cifar.base", "cycle"]),
-    "replace-select without 2N": (_set("runs.replace-greedy.samples", 1), ["runs.replace-greedy.samples"]),
+    "replace-select without 2N": (setting("runs.replace-greedy.samples", 1), ["runs.replace-greedy.samples"]),
 }
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cli import LOCAL_ENV, REPO, SNAKEMAKE, make_workdir, snakemake, tiny_config
+from cli import LOCAL_ENV, REPO, SNAKEMAKE, make_workdir, setting, snakemake, tiny_config
 
 pytestmark = pytest.mark.cli  # every test here runs the snakemake command line
 
@@ -173,28 +173,15 @@ def test_sigkill_mid_selection_leaves_nothing_that_looks_complete(reference, tmp
 
 
 # --- config mistakes: one message naming the key, before any job -------------------------------
-def _set(path: str, value):
-    def mutate(cfg):
-        *parents, key = path.split(".")
-        node = cfg
-        for p in parents:
-            node = node[p]
-        if value is None:
-            del node[key]
-        else:
-            node[key] = value
-    return mutate
-
-
 # Every config mistake is checked in-process in test_config.py; these show the message reaching
 # the user through the CLI, from each place it can be raised: the schema, the checks across keys,
 # and the target paths resolved while the DAG is built.
 MISTAKES = {
-    "unknown top-level key": (_set("seeds", 1), [], ["'seeds' was unexpected"]),
-    "pool smaller than N": (_set("datasets.digits.size", 5000), [], ["datasets.digits.size"]),
+    "unknown top-level key": (setting("seeds", 1), [], ["'seeds' was unexpected"]),
+    "pool smaller than N": (setting("datasets.digits.size", 5000), [], ["datasets.digits.size"]),
     "unknown dataset in a target path": (None, ["results/nope/greedy/iter02/fid.json"], ["unknown dataset 'nope'"]),
     "unknown iteration in a target path": (None, [f"{RUN}/iter00/fid.json"], ["iter00 does not exist"]),
-    "threshold without tau0": (_set("datasets.digits.tau0", None), ["results/digits/threshold/iter02/fid.json"],
+    "threshold without tau0": (setting("datasets.digits.tau0", None), ["results/digits/threshold/iter02/fid.json"],
                                ["runs.threshold.tau0", "datasets.digits.tau0"]),
 }
 

@@ -140,6 +140,17 @@ def test_fid_with_equal_covariance_is_squared_mean_distance(rng):
     assert metrics.fid(a, a) == pytest.approx(0.0, abs=1e-6)
 
 
+def test_fid_equals_torch_fidelitys_functions_bit_for_bit(rng):
+    """The numpy FID against torch-fidelity's own feature → statistics → metric functions."""
+    import torch
+    from torch_fidelity.metric_fid import KEY_METRIC_FID, fid_features_to_statistics, fid_statistics_to_metric
+
+    a, b = rng.normal(size=(300, 16)), rng.normal(size=(200, 16)) * 1.3 + 0.2
+    stats = [fid_features_to_statistics(torch.from_numpy(x)) for x in (a, b)]
+    want = fid_statistics_to_metric(stats[0], stats[1], verbose=False)[KEY_METRIC_FID]
+    assert metrics.fid(a, b) == want
+
+
 def test_median_nn_distance_of_a_known_set():
     # points on a line at 0, 1, 3, 7: nearest-neighbour distances 1, 1, 2, 4 → median 1.5
     x = np.array([[0.0], [1.0], [3.0], [7.0]])

@@ -54,7 +54,8 @@ def test_jobs_that_run_no_model_never_import_torch(done):
     """Every job logs which heavy libraries it loaded (ouroboros.runtime.logged)."""
     logs = done / "logs"
     for log in [logs / "tables.log", logs / "figures.log", logs / "findings.log",
-                *logs.glob("digits/*/iter02/select.log"), *logs.glob("digits/*/iter0*/evaluate.log")]:
+                *logs.glob("digits/*/iter02/select.log"), *logs.glob("digits/*/iter0*/evaluate.log"),
+                *logs.glob("digits/*/iter0*/fid.log")]:
         assert "libraries loaded: none of torch, diffusers, transformers" in log.read_text(), log
     assert "libraries loaded: torch" in (logs / "digits/greedy/iter02/train.log").read_text()
 
