@@ -31,10 +31,10 @@ science: $(BIN)/snakemake
 	$(BIN)/snakemake --cores 1 figures findings
 	cat results/tables/findings.md
 
-# Two test files at a time (--dist loadfile keeps a file's shared fixtures in one worker): the
-# workflow tests wait on Snakemake's and SLURM's scheduling about half of the time.
+# Three test files at a time on two cores (--dist loadfile keeps a file's shared fixtures in one
+# worker): the SLURM test mostly waits on the cluster's scheduling, and the others fill that time.
 test: $(BIN)/snakemake
-	OMP_WAIT_POLICY=PASSIVE $(BIN)/python -m pytest -n 2 --dist loadfile
+	OMP_WAIT_POLICY=PASSIVE $(BIN)/python -m pytest -n 3 --dist loadfile
 
 # The fast tier: every library test and every config check in-process; no snakemake command
 # line, no SLURM, no browser.

@@ -11,7 +11,10 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
-RUNS = ["replace", "replace-2n", "replace-greedy", "replace-threshold", "accumulate", "greedy", "threshold"]
+# every paradigm and selection method once: replace with all of N or 2N, threshold decay on a 2N
+# replace pool, accumulate with random and greedy (replace-greedy and accumulate-threshold add no
+# rule, paradigm or method: the conditional loop and the unit tests cover those combinations)
+RUNS = ["replace", "replace-2n", "replace-threshold", "accumulate", "greedy"]
 ITERATIONS = 2  # iteration 2 already runs every stage of every paradigm (select, pools of G_1 and of real ∪ G_1)
 N = 32  # |D_n| of the tiny config
 # Snakemake imports every installed executor plugin when it starts; the SLURM plugin then asks

@@ -79,7 +79,7 @@ def test_training_sets_follow_the_paradigms(done):
 
     assert set(sources("replace", 2)) == {"G01"} and len(sources("replace", 2)) == N
     assert len(sources("replace-2n", 2)) == 2 * N  # trains on all 2N samples
-    assert set(sources("replace-greedy", 2)) == {"G01"} and len(sources("replace-greedy", 2)) == N
+    assert set(sources("replace-threshold", 2)) == {"G01"} and len(sources("replace-threshold", 2)) == N
     assert set(sources("accumulate", 2)) <= {"real", "G01"} and len(sources("accumulate", 2)) == N
     # the shared G_1 is sampled once; the 2N runs add an extension beside it
     assert (done / "results/digits/real/iter01/x2/samples.npy").is_file()
