@@ -199,6 +199,34 @@ def test_real_share_above_one_over_n():
     assert per_n.estimate.to_numpy() == pytest.approx([0.25] * 3)
 
 
+def test_real_share_null_is_uniform_subsampling_of_a_pool_of_k_samples_per_image():
+    """Accumulate with k = 2: uniform subsampling keeps 1/(1 + 2(n−1)) real images, not 1/n; a
+    share exactly at that null is no evidence either way."""
+    out = []
+    for rep, noise in enumerate([-0.01, 0.0, 0.01]):
+        for n in (1, 2, 3):
+            share = 1.0 if n == 1 else 1 / (1 + 2 * (n - 1)) + noise
+            out.append(rows("digits", "greedy2", rep, n, {"real_share": share}, role=("accumulate", "greedy", 2)))
+    per_n = claim(findings.findings(table(out)), "F11.real_share_above_1/n")
+    per_n = per_n[per_n.iteration.notna()]
+    assert per_n.estimate.to_numpy() == pytest.approx([0.0, 0.0], abs=1e-12)
+    assert set(per_n.verdict) == {"insufficient data"}  # against 1/n it would read "fails"
+
+
+def test_size_claim_takes_iteration_1_from_whichever_run_holds_each_replicate():
+    """Replicates 1 and 2 exist only in a run whose name sorts after the one-replicate run."""
+    parts = []
+    for size, gs in ((64, 0.6), (128, 1.0), (256, 1.3)):
+        d = f"digits-{size}"
+        parts.append(rows(d, "a-replace", 0, 1, {"generalization_score": gs}, family="digits", size=size,
+                          role=("replace", "all", 1)))
+        for rep in (0, 1, 2):
+            parts.append(rows(d, "b-replace", rep, 1, {"generalization_score": gs + 0.01 * rep}, family="digits",
+                              size=size, role=("replace", "all", 1)))
+    row = claim(findings.findings(table(parts)), "I.gs_grows_with_size")
+    assert row.replicates.tolist() == [3] and row.verdict.tolist() == ["holds"]
+
+
 def test_fig13_pairs_greedy_with_the_2n_run_of_the_same_samples():
     parts = []
     for rep, (van, two, grd) in enumerate([(90, 80, 60), (95, 84, 66), (99, 90, 70)]):

@@ -177,20 +177,17 @@ def trend_claims(t: pd.DataFrame, all_runs: list[Run]) -> Iterator[dict]:
 def size_claims(t: pd.DataFrame, all_runs: list[Run]) -> Iterator[dict]:
     """Finding I at n = 1: within a family of ≥ 2 sizes, larger N gives larger GS.
 
-    Iteration 1 is the same in every run of a dataset, so each dataset's value comes from one run
-    (the first by name), once. Per replicate, the OLS slope of GS on log N; a t interval over them.
+    Iteration 1 is the same in every run of a dataset, so each (dataset, replicate) counts once,
+    from whichever run holds it. Per replicate, the OLS slope of GS on log N; a t interval over them.
     """
-    first_run = {}
-    for run in all_runs:
-        first_run.setdefault(run.dataset, run)
     by_family: dict[str, list[Run]] = {}
-    for run in first_run.values():
+    for run in all_runs:
         by_family.setdefault(run.family, []).append(run)
     for family, members in by_family.items():
         if len({r.size for r in members}) < 2:
             continue
-        part = pd.concat([_values(t, r, "generalization_score").assign(size=r.size) for r in members])
-        part = part[part.iteration == 1]
+        part = pd.concat([_values(t, r, "generalization_score").assign(size=r.size, of=r.dataset) for r in members])
+        part = part[part.iteration == 1].drop_duplicates(["feature_extractor", "of", "replicate"])
         for space, sp in part.groupby("feature_extractor"):
             slopes = [stats.slope(np.log(g["size"]), g.value) for _, g in sp.groupby("replicate")]
             iv = stats.t_interval(slopes)
@@ -349,8 +346,9 @@ def selection_claims(t: pd.DataFrame, all_runs: list[Run]) -> Iterator[dict]:
 
 
 def real_share_claims(t: pd.DataFrame, all_runs: list[Run]) -> Iterator[dict]:
-    """Fig. 11: under accumulate, the selections keep more real images in D_n than the 1/n that
-    uniform subsampling keeps in expectation; one-sample t interval of share − 1/n."""
+    """Fig. 11: under accumulate, the selections keep more real images in D_n than uniform
+    subsampling keeps in expectation, N real among N + (n−1)·kN candidates: 1/(1 + (n−1)k), which
+    is the paper's 1/n for k = 1 sample per image; one-sample t interval of the difference."""
     for run in all_runs:
         if not any(selecting("accumulate", s)(run) for s in SELECTIONS):
             continue
@@ -358,13 +356,13 @@ def real_share_claims(t: pd.DataFrame, all_runs: list[Run]) -> Iterator[dict]:
         v = v[v.iteration >= 2]
         if v.empty:
             continue
-        d = v.assign(value=v.value - 1.0 / v.iteration)
+        d = v.assign(value=v.value - 1.0 / (1 + (v.iteration - 1) * run.samples))
 
         def sentence(when: str, run=run) -> str:
-            return f"With {run.label} the share of real images in D_n is above 1/n, {when}."
+            return f"With {run.label} the share of real images in D_n is above uniform subsampling's, {when}."
 
         yield from _per_iteration("F11.real_share_above_1/n", d, ">", f"{run.dataset} · {run.name}", sentence,
-                                  "mean of real_share − 1/n", "one sample", family=run.family,
+                                  "mean of real_share − 1/(1 + (n−1)k)", "one sample", family=run.family,
                                   dataset=run.dataset, runs=run.name)
 
 
