@@ -27,7 +27,7 @@ from ouroboros.tables import scan, tidy
 
 Drawn = tuple[object, pd.DataFrame]  # (matplotlib figure, the wide table of what it plots)
 
-LEVEL = 0.95
+LEVEL = stats.LEVEL  # one confidence level for figures, summary and findings
 BAND_METHOD = "Student t over replicates (scipy.stats.t.interval); none with one replicate"
 BOOTSTRAP_SEED = 0
 BOOTSTRAP_METHOD = "bootstrap BCa, paired resampling of points, 9999 resamples, seed 0 (scipy.stats.bootstrap)"
