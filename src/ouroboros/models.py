@@ -3,6 +3,8 @@
 ``tiny8``: the CPU preset for 8×8 digits: three plain blocks of 32, 32, 64 channels, one layer
 each, 8 groups, no attention (0.74M parameters: big enough to memorize a few hundred images,
 small enough to train 400 steps of batch 64 in about 25 s on one core).
+``micro8``: tiny8 with half the channels (16, 16, 32; 0.19M parameters), about half tiny8's time per
+step on one core (34 against 65 ms at batch 64): `make science`'s preset.
 ``cifar-paper``: §D.2 of the paper as written: 6 blocks of 48, 48, 96, 96, 144, 144 channels,
 2 layers per block, 16 groups, with the block types of diffusers' train_unconditional example
 (attention in the 5th down and 2nd up block), which the paper says it kept at their defaults.
@@ -59,6 +61,8 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
+# half of tiny8's channels (0.19M parameters): half its cost per step on one core, for `make science`
+PRESETS["micro8"] = {**PRESETS["tiny8"], "block_out_channels": (16, 16, 32)}
 # the authors' released script: wider last two blocks
 PRESETS["cifar-released"] = {**PRESETS["cifar-paper"], "block_out_channels": (48, 48, 96, 96, 192, 192)}
 
