@@ -11,3 +11,7 @@ PY="${PYTHON:-.venv/bin/python}"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || echo "no nvidia-smi: running on CPU"
 OMP_NUM_THREADS="${OMP_NUM_THREADS:-4}" HF_HUB_OFFLINE=1 "$PY" benchmarks/gpu_check.py --out "$out/gpu_check.json" --compile "$@" \
     2>&1 | tee "$out/gpu_check.log"
+# throughput with 1, 2, 4 trainings per device, sampling batch 256…4096, DINOv2/Inception features,
+# and Figure 3's projected device-hours (about 5 more minutes on one H100/H200)
+OMP_NUM_THREADS="${OMP_NUM_THREADS:-4}" HF_HUB_OFFLINE=1 "$PY" benchmarks/gpu_throughput.py --out "$out/gpu_throughput.json" \
+    2>&1 | tee "$out/gpu_throughput.log"

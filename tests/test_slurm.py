@@ -2,7 +2,8 @@
 
 The tiny digits config runs through `snakemake --profile <profiles/slurm, adapted to the test
 cluster>`: every job is an sbatch job, GPU rules ask SLURM for a GPU, a job that fails once is
-retried by the profile, and a job that keeps failing stops the run naming its SLURM log.
+retried by the profile, a job that keeps failing stops the run naming its SLURM log, and a training
+pre-empted and requeued by SLURM resumes from its checkpoint.
 
 Needs root and Debian's slurmctld, slurmd, slurm-client and munge (.ci/run installs them). Without
 them the module is skipped, except in CI (CI=true), where it fails.
@@ -15,13 +16,14 @@ import os
 import re
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
 import yaml
 
 import slurm_cluster
-from cli import REPO, make_workdir, snakemake, tiny_config
+from cli import REPO, SNAKEMAKE, make_workdir, snakemake, tiny_config
 
 RUN = "greedy"  # accumulate pool + Greedy Selection: every stage of the loop
 FOLDER = f"results/digits/{RUN}/iter02"
@@ -115,6 +117,9 @@ def test_the_profile_runs_the_loop_as_slurm_jobs(done):
         asked_gpu = bool(tres) and "gpu:1" in tres.group(1)
         # features are pixels/classifier and select runs on the CPU for digits: only train and sample
         assert asked_gpu == (rule in ("train", "sample")), (rule, jobid, tres)
+    # SLURM assigns the devices: the local slot pool stays out of the way
+    assert "device: assigned by SLURM" in (workdir / "logs/digits" / RUN / "iter02/train.log").read_text()
+    assert not (workdir / ".snakemake/ouroboros-gpu-slots").exists()
 
 
 def test_a_job_that_fails_once_is_reported_and_retried(done):
@@ -145,3 +150,43 @@ def test_a_job_that_keeps_failing_stops_the_run_naming_its_logs(done, profile):
     assert "injected fault in train" in log.read_text()
     assert "injected fault in train" in (workdir / "logs/digits" / RUN / "iter02/train.log").read_text()
     assert not (workdir / FOLDER / "model").exists() and not (workdir / FOLDER / "samples.npy").exists()
+
+
+def test_a_requeued_training_resumes_from_its_checkpoint(cluster, profile, tmp_path):
+    """SLURM pre-empts a running training and requeues it (`scontrol requeue`, what a pre-empting
+    partition with PreemptMode=REQUEUE does): the profile's `slurm-requeue` lets SLURM restart the
+    job, which resumes from its in-job checkpoint and ends with the weights of an uninterrupted run."""
+    cfg = tiny_config([RUN], 1)
+    cfg["datasets"]["digits"]["train"].update(steps=40, checkpoint_minutes=1e-4)  # a checkpoint every step
+    model = "results/digits/real/iter01/model"
+    reference = make_workdir(tmp_path / "reference", cfg)
+    snakemake(reference, model)  # uninterrupted, locally
+
+    workdir = make_workdir(tmp_path / "requeued", cfg)
+    paused = workdir / "paused"  # the training pauses at step 20 (of 40), once: the restarted job runs through
+    env = {"OUROBOROS_PAUSE": "train", "OUROBOROS_PAUSE_ONCE": str(paused)}
+    out = open(workdir / "run.out", "w")
+    cmd = [SNAKEMAKE, "-s", str(REPO / "Snakefile"), "--directory", str(workdir), "--profile", str(profile),
+           "--workflow-profile", "none", model]
+    proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=workdir, env={**os.environ, **env})
+    try:
+        deadline = time.time() + TIMEOUT
+        while not paused.exists():
+            assert proc.poll() is None and time.time() < deadline, (workdir / "run.out").read_text()[-4000:]
+            time.sleep(0.2)
+        state = json.loads((workdir / "results/digits/real/iter01/train-checkpoint/state.json").read_text())
+        [(rule, jobid, _)] = submitted((workdir / "run.out").read_text())[-1:]
+        assert rule == "train"
+        subprocess.run(["scontrol", "requeue", jobid], check=True, capture_output=True, timeout=30)
+        assert proc.wait(timeout=TIMEOUT) == 0, (workdir / "run.out").read_text()[-4000:]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        out.close()
+    assert "Restarts=1" in scontrol(jobid), scontrol(jobid)  # the same SLURM job, run a second time
+    log = (workdir / "logs/digits/real/iter01/train.log").read_text()
+    assert f"resuming from results/digits/real/iter01/train-checkpoint at step {state['next_step']}\n" in log, log[-2000:]
+    weights = f"{model}/diffusion_pytorch_model.safetensors"
+    assert (workdir / weights).read_bytes() == (reference / weights).read_bytes()
+    assert not (workdir / "results/digits/real/iter01/train-checkpoint").exists()

@@ -18,6 +18,7 @@ def loop_config(**kw) -> dict:
     are exercised by test_faults.py and test_slurm.py; here they would only add model jobs."""
     cfg = tiny_config(**kw)
     cfg["datasets"]["digits"]["fid_features"] = "pixels"
+    cfg["gpus"] = {"count": 2, "slots_per_gpu": 1}  # two simulated devices: model jobs take slots
     return cfg
 
 
@@ -58,6 +59,17 @@ def test_jobs_that_run_no_model_never_import_torch(done):
                 *logs.glob("digits/*/iter0*/fid.log")]:
         assert "libraries loaded: none of torch, diffusers, transformers" in log.read_text(), log
     assert "libraries loaded: torch" in (logs / "digits/greedy/iter02/train.log").read_text()
+
+
+def test_model_jobs_take_a_device_slot(done):
+    """With gpus.count: 2 each job that declares gpu=1 logs the device slot it held; others take none."""
+    logs = done / "logs"
+    model_logs = [*logs.glob("digits/**/train.log"), *logs.glob("digits/**/sample.log")]
+    assert len(model_logs) >= 2 * len(RUNS)
+    for log in model_logs:
+        assert re.search(r"device: GPU [01] \(slot 0 of 1, .*\); CUDA_VISIBLE_DEVICES=[01]", log.read_text()), log
+    for log in logs.glob("digits/**/evaluate.log"):
+        assert "device:" not in log.read_text(), log
 
 
 def test_findings_of_one_replicate_decide_nothing(done):

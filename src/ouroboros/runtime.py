@@ -40,11 +40,12 @@ class logged:
     """Send this job's stdout, stderr (tqdm, warnings, tracebacks) and logging to its log file.
 
     Snakemake keeps a failed job's log, so the traceback of a failure lands where the user is
-    told to look.
+    told to look. A job that asked for a GPU (``gpu``) first takes a device slot
+    (``ouroboros.devices``; ``gpus`` is config.yaml's ``gpus`` block), and the log says which.
     """
 
-    def __init__(self, path: str, threads: int = 1):
-        self.path, self.threads = path, threads
+    def __init__(self, path: str, threads: int = 1, gpu: int = 0, gpus: dict | None = None):
+        self.path, self.threads, self.gpu, self.gpus = path, threads, int(gpu or 0), dict(gpus or {})
 
     def __enter__(self):
         import logging
@@ -57,6 +58,10 @@ class logged:
         sys.stdout = sys.stderr = self._file
         logging.basicConfig(stream=self._file, level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", force=True)
         configure(self.threads)
+        if self.gpu:
+            from ouroboros import devices
+
+            devices.assign(self.gpu, self.gpus.get("count", devices.AUTO), int(self.gpus.get("slots_per_gpu", 1)))
         return self
 
     def __exit__(self, kind, value, tb):
@@ -94,9 +99,20 @@ def fault_point(stage: str) -> None:
 def pause_point(stage: str) -> None:
     """Test hook for the kill tests: OUROBOROS_PAUSE=<stage> makes that stage announce itself in
     its log and sleep here (OUROBOROS_PAUSE_SECONDS, default an hour), after it has started
-    writing, so a test can SIGKILL it at exactly this point."""
+    writing, so a test can SIGKILL (or SLURM requeue) it at exactly this point.
+
+    With OUROBOROS_PAUSE_ONCE=<path> only the first job that reaches it pauses, creating <path>
+    (atomically, so the test knows the pause has begun); the restarted job runs through.
+    """
     if os.environ.get("OUROBOROS_PAUSE") == stage:
         import sys
+
+        once = os.environ.get("OUROBOROS_PAUSE_ONCE")
+        if once:
+            try:
+                open(once, "x").close()
+            except FileExistsError:
+                return
         import time
 
         print(f"paused in {stage} (OUROBOROS_PAUSE={stage})", file=sys.stderr, flush=True)

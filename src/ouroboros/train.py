@@ -129,7 +129,7 @@ def train(
 
     from ouroboros import checkpoint
     from ouroboros.runtime import device as pick_device
-    from ouroboros.runtime import fault_point
+    from ouroboros.runtime import fault_point, pause_point
 
     device = pick_device()
     cuda = device.type == "cuda"
@@ -216,6 +216,7 @@ def train(
             if step == total // 2:
                 flush()
                 fault_point("train")
+                pause_point("train")  # the requeue test pre-empts the job here, its checkpoint on disk
         flush()
 
     if ema is not None:  # the saved model is the average, as in diffusers' example

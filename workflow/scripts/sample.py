@@ -5,7 +5,8 @@ sys.path.insert(0, f"{snakemake.scriptdir}/../../src")  # the library, also with
 
 from ouroboros.runtime import logged  # noqa: E402
 
-with logged(snakemake.log[0], snakemake.threads):
+# a job with resources gpu=1 takes a device slot of its own (ouroboros.devices) before CUDA starts
+with logged(snakemake.log[0], snakemake.threads, gpu=snakemake.resources.get("gpu", 0), gpus=snakemake.config.get("gpus")):
     from ouroboros import sample
 
     p = snakemake.params

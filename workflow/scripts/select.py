@@ -7,7 +7,8 @@ from ouroboros.runtime import logged  # noqa: E402
 
 p = snakemake.params
 # only the GPU path needs torch: a CPU selection job never imports it
-with logged(snakemake.log[0], snakemake.threads):
+# a job with resources gpu=1 takes a device slot of its own (ouroboros.devices) before CUDA starts
+with logged(snakemake.log[0], snakemake.threads, gpu=snakemake.resources.get("gpu", 0), gpus=snakemake.config.get("gpus")):
     from ouroboros import select
 
     s = p.selection
