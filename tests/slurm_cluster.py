@@ -146,6 +146,9 @@ SlurmctldHost=localhost(127.0.0.1)
 SlurmUser=root
 SlurmdUser=root
 AuthType=auth/munge
+# a requeued job may start again once its credential has expired (default 120 s): one local node
+# needs seconds, and the requeue test then waits seconds instead of two minutes
+AuthInfo=cred_expire=10
 StateSaveLocation={spool}/ctld
 SlurmdSpoolDir={spool}/d
 SlurmctldPidFile={STATE}/slurmctld.pid

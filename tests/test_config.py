@@ -47,7 +47,7 @@ def test_config_mistakes_name_the_key(mistake):
 def test_the_shipped_config_is_valid_and_defaults_come_from_the_dataclasses():
     cfg = check(copy.deepcopy(SHIPPED), SCHEMA)
     digits = cfg.dataset("digits")
-    assert digits.size == 256 and digits.dinov2 == "facebook/dinov2-small" and digits.fid_reference == "subset"
+    assert digits.size == 48 and digits.dinov2 == "facebook/dinov2-small" and digits.fid_reference == "subset"
     assert cfg.dataset("cifar").dinov2 == SHIPPED["datasets"]["cifar"]["dinov2"]
 
 
