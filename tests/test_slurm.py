@@ -23,7 +23,7 @@ import pytest
 import yaml
 
 import slurm_cluster
-from cli import REPO, SNAKEMAKE, make_workdir, snakemake, tiny_config
+from cli import LOCAL_ENV, REPO, SNAKEMAKE, make_workdir, snakemake, tiny_config
 
 RUN = "greedy"  # accumulate pool + Greedy Selection: every stage of the loop
 FOLDER = f"results/digits/{RUN}/iter02"
@@ -160,7 +160,10 @@ def test_a_requeued_training_resumes_from_its_checkpoint(cluster, profile, tmp_p
     cfg["datasets"]["digits"]["train"].update(steps=40, checkpoint_minutes=1e-4)  # a checkpoint every step
     model = "results/digits/real/iter01/model"
     reference = make_workdir(tmp_path / "reference", cfg)
-    snakemake(reference, model)  # uninterrupted, locally
+    # the uninterrupted run, locally, side by side with the SLURM run (which mostly waits)
+    local = subprocess.Popen([SNAKEMAKE, "-s", str(REPO / "Snakefile"), "--directory", str(reference), "--cores", "1",
+                              "--resources=gpu=1", model], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                             env={**os.environ, **LOCAL_ENV})
 
     workdir = make_workdir(tmp_path / "requeued", cfg)
     paused = workdir / "paused"  # the training pauses at step 20 (of 40), once: the restarted job runs through
@@ -179,11 +182,15 @@ def test_a_requeued_training_resumes_from_its_checkpoint(cluster, profile, tmp_p
         assert rule == "train"
         subprocess.run(["scontrol", "requeue", jobid], check=True, capture_output=True, timeout=30)
         assert proc.wait(timeout=TIMEOUT) == 0, (workdir / "run.out").read_text()[-4000:]
+        local_output, _ = local.communicate(timeout=TIMEOUT)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        for p in (proc, local):
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+        local.stdout.close()
         out.close()
+    assert local.returncode == 0, local_output[-4000:]
     assert "Restarts=1" in scontrol(jobid), scontrol(jobid)  # the same SLURM job, run a second time
     log = (workdir / "logs/digits/real/iter01/train.log").read_text()
     assert f"resuming from results/digits/real/iter01/train-checkpoint at step {state['next_step']}\n" in log, log[-2000:]
