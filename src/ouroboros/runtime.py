@@ -78,41 +78,36 @@ class logged:
         return False
 
 
-def fault_point(stage: str) -> None:
-    """Fault injection for the resume tests: OUROBOROS_FAULT=<stage> makes that stage fail here,
-    after it has started writing, exactly like a crash would.
-
-    With OUROBOROS_FAULT_ONCE=<path> the fault fires only in the first job that reaches it, which
-    creates <path> (atomically); later jobs and retries run through, as after a transient failure.
-    """
-    if os.environ.get("OUROBOROS_FAULT") != stage:
-        return
-    once = os.environ.get("OUROBOROS_FAULT_ONCE")
+def _armed(kind: str, stage: str) -> bool:
+    """Whether the test hook OUROBOROS_<kind>=<stage> fires here. With OUROBOROS_<kind>_ONCE=<path>
+    only the first job that reaches it fires, creating <path> atomically (so a test also knows
+    when it has fired); later jobs, retries and restarts run through."""
+    if os.environ.get(f"OUROBOROS_{kind}") != stage:
+        return False
+    once = os.environ.get(f"OUROBOROS_{kind}_ONCE")
     if once:
         try:
             open(once, "x").close()
         except FileExistsError:
-            return
-    raise RuntimeError(f"injected fault in {stage} (OUROBOROS_FAULT={stage})")
+            return False
+    return True
+
+
+def fault_point(stage: str) -> None:
+    """Fault injection for the resume tests: OUROBOROS_FAULT=<stage> makes that stage fail here,
+    after it has started writing, exactly like a crash would (OUROBOROS_FAULT_ONCE: only the
+    first time, as after a transient failure)."""
+    if _armed("FAULT", stage):
+        raise RuntimeError(f"injected fault in {stage} (OUROBOROS_FAULT={stage})")
 
 
 def pause_point(stage: str) -> None:
     """Test hook for the kill tests: OUROBOROS_PAUSE=<stage> makes that stage announce itself in
     its log and sleep here (OUROBOROS_PAUSE_SECONDS, default an hour), after it has started
-    writing, so a test can SIGKILL (or SLURM requeue) it at exactly this point.
-
-    With OUROBOROS_PAUSE_ONCE=<path> only the first job that reaches it pauses, creating <path>
-    (atomically, so the test knows the pause has begun); the restarted job runs through.
-    """
-    if os.environ.get("OUROBOROS_PAUSE") == stage:
+    writing, so a test can SIGKILL (or SLURM requeue) it at exactly this point
+    (OUROBOROS_PAUSE_ONCE: only the first job pauses; the restarted one runs through)."""
+    if _armed("PAUSE", stage):
         import sys
-
-        once = os.environ.get("OUROBOROS_PAUSE_ONCE")
-        if once:
-            try:
-                open(once, "x").close()
-            except FileExistsError:
-                return
         import time
 
         print(f"paused in {stage} (OUROBOROS_PAUSE={stage})", file=sys.stderr, flush=True)
