@@ -172,3 +172,59 @@ def test_copy_share_sees_copies_of_a_clustered_training_set_that_the_ratio_misse
     # the threshold scales with the yardstick: d1 = 0.004·√8 ≈ 0.011314 against a third of 0.0340 and 0.0339
     assert metrics.copy_share(generated, train, scale=0.0340) == 1.0
     assert metrics.copy_share(generated, train, scale=0.0339) == 0.0
+
+
+# --- Vendi score and authenticity ----------------------------------------------------------------
+def test_vendi_known_answers():
+    assert metrics.vendi(np.eye(7)) == pytest.approx(7)  # 7 orthogonal points: 7 distinct
+    assert metrics.vendi(np.tile([[1.0, 2.0, 3.0]], (5, 1))) == pytest.approx(1)  # 5 copies of one: 1
+    assert metrics.vendi(np.vstack([np.eye(4), np.eye(4)])) == pytest.approx(4)  # each twice: still 4
+    # two directions, one held by 3 points and one by 1: exp of the entropy of (3/4, 1/4), and for q = 2
+    # the inverse participation 1 / (9/16 + 1/16)
+    x = np.array([[1.0, 0], [2.0, 0], [0.5, 0], [0, 3.0]])
+    assert metrics.vendi(x) == pytest.approx(math.exp(-(0.75 * math.log(0.75) + 0.25 * math.log(0.25))))
+    assert metrics.vendi(x, q=2) == pytest.approx(1 / (0.75**2 + 0.25**2))
+    assert metrics.vendi(x, q=math.inf) == pytest.approx(1 / 0.75)
+    with pytest.raises(ValueError, match="zero vector"):
+        metrics.vendi(np.zeros((3, 2)))
+
+
+@pytest.mark.parametrize("shape", [(60, 8), (9, 40)])  # n > d (the d × d dual) and n < d (the n × n kernel)
+def test_vendi_matches_the_vendi_score_package(rng, shape):
+    import warnings
+
+    with warnings.catch_warnings():  # the package reaches for scipy.sparse.csr, deprecated in new SciPy
+        warnings.simplefilter("ignore", DeprecationWarning)
+        from vendi_score import vendi as reference
+
+        x = rng.normal(size=shape)
+        unit = x / np.linalg.norm(x, axis=1, keepdims=True)
+        for q in (1, 2, 0.5, "inf"):
+            want = reference.score_K(unit @ unit.T, q=q)
+            got = metrics.vendi(x, q=math.inf if q == "inf" else q)
+            # for q < 1 the package's n × n spectrum adds its rounding noise (n − d eigenvalues of
+            # ~1e-17, each raised to q): 1e-7 relative at q = 0.5, where the dual has none
+            assert got == pytest.approx(want, rel=1e-9 if q != 0.5 else 1e-6), q
+        assert metrics.vendi(x) == pytest.approx(reference.score_dual(x), rel=1e-9)
+
+
+def authenticity_brute(train, generated):
+    own = brute_dist(train, train)
+    np.fill_diagonal(own, np.inf)
+    to_train = brute_dist(generated, train)
+    nearest = to_train.argmin(1)
+    return float(np.mean([to_train[j, i] > own[i].min() for j, i in enumerate(nearest)]))
+
+
+def test_authenticity_against_brute_force_and_known_answers(rng):
+    train = rng.normal(size=(70, 5))
+    generated = rng.normal(size=(90, 5))
+    assert metrics.authenticity(train, generated) == pytest.approx(authenticity_brute(train, generated))
+    assert metrics.authenticity(train, train[:20]) == 0.0  # exact copies are never authentic
+    # a unit lattice (each point's nearest other point at 1); generated points half or a tenth of a
+    # step off a lattice point are closer to it than 1: copies of it, none authentic
+    lattice = np.array([[i, j] for i in range(6) for j in range(6)], float)
+    gen = np.vstack([lattice[:10] + [0.5, 0.0], lattice[10:14] + [0.1, 0.0]])
+    assert metrics.authenticity(lattice, gen) == 0.0
+    far = lattice[:4] + [0.5, 0.5] + 10.0  # off the lattice entirely
+    assert metrics.authenticity(lattice, far) == 1.0

@@ -16,13 +16,15 @@ from ouroboros.paths import features_of
 
 def set_metrics(x: np.ndarray, prefix: str) -> dict[str, float]:
     """Spread of one set. ``_entropy`` is the paper's estimator over every point, duplicates included
-    (what the figures plot); ``_entropy_distinct`` ignores copies, and ``_duplicates`` counts them."""
+    (what the figures plot); ``_entropy_distinct`` ignores copies, and ``_duplicates`` counts them;
+    ``_vendi`` is the Vendi score (cosine kernel), the effective number of distinct points."""
     return {
         f"{prefix}_entropy": metrics.kl_entropy(x),
         f"{prefix}_entropy_distinct": metrics.kl_entropy_distinct(x),
         f"{prefix}_duplicates": metrics.duplicate_count(x),
         f"{prefix}_mnnd": metrics.mnnd(x),
         f"{prefix}_covariance_trace": metrics.covariance_trace(x),
+        f"{prefix}_vendi": metrics.vendi(x),
     }
 
 
@@ -37,6 +39,7 @@ def compute(train: np.ndarray, generated: np.ndarray, real: np.ndarray, train_pi
     values["memorization_ratio"] = metrics.memorization_ratio(generated_pixels, train_pixels)
     values["copy_scale"] = metrics.median_nn_distance(real_pixels)
     values["copy_share"] = metrics.copy_share(generated_pixels, train_pixels, scale=values["copy_scale"])
+    values["authenticity"] = metrics.authenticity(train, generated)  # against D_n, what the model saw
     values |= metrics.prdc(real, generated, k=5)
     return values
 

@@ -103,6 +103,45 @@ def memorization_ratio(generated: np.ndarray, train: np.ndarray, threshold: floa
     return float(memorized.mean())
 
 
+def authenticity(train: np.ndarray, generated: np.ndarray) -> float:
+    """Share of authentic generated points (Alaa et al. 2022, "How faithful is your synthetic
+    data?", §3.3): g is unauthentic when it lies closer to its nearest training point t than t
+    lies to its own nearest other training point, i.e. g is a copy of t rather than a new point
+    near it. 1 = nothing copied; an exact copy (distance 0) is never authentic.
+
+    Per generated point, as the paper defines it (the synthcity implementation indexes the
+    real-to-real distances by the generated point's index instead).
+    """
+    own, _ = knn(train, train, 1, exclude_self=True)
+    d, nearest = knn(generated, train, 1)
+    return float((d[:, 0] > own[nearest[:, 0], 0]).mean())
+
+
+def vendi(x: np.ndarray, *, q: float = 1.0) -> float:
+    """Vendi score (Friedman & Dieng 2023) with the cosine-similarity kernel: the exponential of
+    the order-q Rényi entropy of the eigenvalues of K/n, K_ij = cos(x_i, x_j); the effective number
+    of distinct points (n orthogonal points: n; n copies of one: 1). ``q = math.inf``: 1/max λ.
+
+    Exact: the nonzero eigenvalues of K/n = X̂X̂ᵀ/n are those of the d × d matrix X̂ᵀX̂/n, so the
+    cost is O(n d²) for n > d, never an n × n matrix.
+    """
+    x = np.asarray(x, dtype=np.float64)
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    if len(x) == 0 or not norms.all():
+        raise ValueError("vendi: needs at least one point and no zero vector (a cosine needs a direction)")
+    unit = x / norms
+    gram = unit.T @ unit if unit.shape[1] < unit.shape[0] else unit @ unit.T
+    w = np.linalg.eigvalsh(gram / len(x))
+    w = w[w > 1e-12]  # rounding leaves ±1e-16 where the spectrum is 0; 0 log 0 = 0
+    if q == 1:
+        entropy = -(w * np.log(w)).sum()
+    elif math.isinf(q):
+        entropy = -math.log(w.max())
+    else:
+        entropy = math.log((w**q).sum()) / (1 - q)
+    return float(math.exp(entropy))
+
+
 def _within(a: np.ndarray, b: np.ndarray, radii_b: np.ndarray, chunk: int = 2048):
     """Yield, chunk by chunk over a, the boolean block 'a_i lies within radius_j of b_j'.
 
