@@ -56,6 +56,15 @@ def make_workdir(path: Path, cfg: dict) -> Path:
     return path
 
 
+def command(workdir: Path, *args: str, local: bool = True) -> list[str]:
+    """`snakemake -s REPO/Snakefile --directory workdir [--cores 2 --resources=gpu=2] ARGS`, the
+    command line every CLI test runs (local: run with LOCAL_ENV in the environment)."""
+    cmd = [SNAKEMAKE, "-s", str(REPO / "Snakefile"), "--directory", str(workdir)]
+    if local:
+        cmd += ["--cores", "2", "--resources=gpu=2"]
+    return [*cmd, *args]
+
+
 def snakemake(workdir: Path, *args: str, env: dict | None = None, check: bool = True, local: bool = True,
               timeout: float = 900, cwd: Path | None = None) -> subprocess.CompletedProcess:
     """`snakemake -s REPO/Snakefile --directory workdir ARGS`; fails with its output unless check=False.
@@ -64,11 +73,9 @@ def snakemake(workdir: Path, *args: str, env: dict | None = None, check: bool = 
     False leaves the executor and its limits to ARGS (e.g. `--profile`).
     timeout: a hard limit in seconds, so that a hanging run fails the test instead of the suite.
     """
-    cmd = [SNAKEMAKE, "-s", str(REPO / "Snakefile"), "--directory", str(workdir)]
+    cmd = command(workdir, *args, local=local)
     if local:
-        cmd += ["--cores", "2", "--resources=gpu=2"]
         env = {**LOCAL_ENV, **(env or {})}
-    cmd += args
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, **(env or {})}, timeout=timeout,
                               cwd=cwd)

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cli import LOCAL_ENV, REPO, SNAKEMAKE, make_workdir, setting, snakemake, tiny_config
+from cli import LOCAL_ENV, command, make_workdir, setting, snakemake, tiny_config
 
 pytestmark = pytest.mark.cli  # every test here runs the snakemake command line
 
@@ -28,12 +28,6 @@ def chain_config() -> dict:
     cfg = tiny_config(["greedy"], 2)
     cfg["datasets"]["digits"]["train"].update(steps=40, checkpoint_minutes=1e-4)
     return cfg
-
-
-def command(workdir: Path, *args: str) -> list[str]:
-    """The command cli.snakemake runs (the default profile applies)."""
-    return [SNAKEMAKE, "-s", str(REPO / "Snakefile"), "--directory", str(workdir), "--cores", "2",
-            "--resources=gpu=2", *args]
 
 
 def jobs(proc) -> dict[str, int]:

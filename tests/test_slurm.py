@@ -23,7 +23,7 @@ import pytest
 import yaml
 
 import slurm_cluster
-from cli import LOCAL_ENV, REPO, SNAKEMAKE, make_workdir, snakemake, tiny_config
+from cli import LOCAL_ENV, REPO, command, make_workdir, snakemake, tiny_config
 
 RUN = "greedy"  # accumulate pool + Greedy Selection: every stage of the loop
 FOLDER = f"results/digits/{RUN}/iter02"
@@ -73,10 +73,14 @@ def profile(cluster, tmp_path_factory) -> Path:
     return path
 
 
+def through(profile: Path) -> tuple[str, ...]:
+    """The README's SLURM command options, with the test's adapted profile."""
+    return ("--profile", str(profile), "--workflow-profile", "none")
+
+
 def on_slurm(workdir: Path, profile: Path, *args: str, env: dict | None = None, check: bool = True):
     # from the workdir, as a user would; logs/slurm lands under the working directory either way
-    return snakemake(workdir, "--profile", str(profile), "--workflow-profile", "none", *args, env=env, check=check,
-                     local=False, timeout=TIMEOUT, cwd=workdir)
+    return snakemake(workdir, *through(profile), *args, env=env, check=check, local=False, timeout=TIMEOUT, cwd=workdir)
 
 
 def submitted(output: str) -> list[tuple[str, str, Path]]:
@@ -161,16 +165,14 @@ def test_a_requeued_training_resumes_from_its_checkpoint(cluster, profile, tmp_p
     model = "results/digits/real/iter01/model"
     reference = make_workdir(tmp_path / "reference", cfg)
     # the uninterrupted run, locally, side by side with the SLURM run (which mostly waits)
-    local = subprocess.Popen([SNAKEMAKE, "-s", str(REPO / "Snakefile"), "--directory", str(reference), "--cores", "1",
-                              "--resources=gpu=1", model], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    local = subprocess.Popen(command(reference, model), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                              env={**os.environ, **LOCAL_ENV})
 
     workdir = make_workdir(tmp_path / "requeued", cfg)
     paused = workdir / "paused"  # the training pauses at step 20 (of 40), once: the restarted job runs through
     env = {"OUROBOROS_PAUSE": "train", "OUROBOROS_PAUSE_ONCE": str(paused)}
     out = open(workdir / "run.out", "w")
-    cmd = [SNAKEMAKE, "-s", str(REPO / "Snakefile"), "--directory", str(workdir), "--profile", str(profile),
-           "--workflow-profile", "none", model]
+    cmd = command(workdir, *through(profile), model, local=False)
     proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=workdir, env={**os.environ, **env})
     try:
         deadline = time.time() + TIMEOUT
