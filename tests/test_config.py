@@ -17,7 +17,7 @@ SCHEMA = REPO / "workflow/schemas/config.schema.yaml"
 
 MISTAKES = {
     "unknown top-level key": (setting("seeds", 1), ["'seeds' was unexpected"]),
-    "unknown key in a run": (setting("runs.greedy.selction", "greedy"), ["'selction' was unexpected", "['runs']['greedy']"]),
+    "unknown key in a run": (setting("runs.greedy.selction", "greedy"), ["runs.greedy.selction: unknown key"]),
     "wrong type": (setting("datasets.digits.size", "many"), ["['datasets']['digits']['size']", "'many'"]),
     "wrong type, nested": (setting("datasets.digits.train.lr", "fast"), ["['datasets']['digits']['train']['lr']"]),
     "unknown dataset in targets": (setting("targets.datasets", ["digits", "nope"]),

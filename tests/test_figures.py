@@ -312,3 +312,72 @@ def test_a_metrics_file_of_an_older_version_is_refused_by_name(results):
     stale.write_text(json.dumps(record))
     with pytest.raises(OuroborosError, match=r"small/replace/iter01/metrics.json: no feature_extractor"):
         tables.tidy(tables.scan(results))
+
+
+def test_vendi_and_authenticity_draw_one_line_per_run_whatever_its_name(tmp_path):
+    from scipy import stats
+
+    runs = {"accumulate-equal": ("accumulate", "random"), "replace-fresh": ("replace", "all"),
+            "replace-finetune": ("replace", "all"), "my-own": ("accumulate", "greedy")}
+    t = pd.DataFrame([point("cifar", run, metric, scale * (k + 1) + n + r, n, replicate=r, paradigm=p, selection=s)
+                      for k, (run, (p, s)) in enumerate(runs.items()) for r in range(3) for n in (1, 2, 3)
+                      for metric, scale in (("train_vendi", 10.0), ("generated_vendi", 5.0), ("authenticity", 0.1))])
+    fig, wide = figures.FIGURES["extra_vendi"](t, tmp_path)
+    assert {c.split(": ")[2] for c in wide.columns if c.count(": ") == 3} == set(runs)
+    assert {c.split(": ")[1] for c in wide.columns if c.count(": ") == 3} == {"train_vendi", "generated_vendi"}
+    values = np.array([10.0 * 2 + 2 + r for r in range(3)])  # replace-fresh (k = 1) at n = 2
+    low, high = stats.t.interval(0.95, 2, loc=values.mean(), scale=stats.sem(values))
+    row = wide.loc[2]
+    assert row["cifar: train_vendi: replace-fresh: mean"] == pytest.approx(values.mean())
+    assert (row["cifar: train_vendi: replace-fresh: ci_low"], row["cifar: train_vendi: replace-fresh: ci_high"]) == \
+        pytest.approx((low, high))
+    assert len(fig.axes) == 2 and all(len(ax.lines) == len(runs) for ax in fig.axes)
+    colour = {line.get_label(): line.get_color() for line in fig.axes[0].lines}
+    fig_a, wide_a = figures.FIGURES["extra_authenticity"](t, tmp_path)
+    assert {line.get_label(): line.get_color() for line in fig_a.axes[0].lines} == colour
+    assert wide_a.loc[3, "cifar: authenticity: my-own: mean"] == pytest.approx(0.4 + 3 + 1)
+
+
+def test_newer_metrics_are_skipped_with_a_reason_on_older_tables(built):
+    results, log, written = built
+    for name, metrics in (("extra_vendi", "train_vendi or generated_vendi"), ("extra_authenticity", "authenticity"),
+                          ("extra_fd_dinov2", "fd_dinov2"), ("extra_fid_torchvision", "fid_torchvision")):
+        assert f"skipped {name}: no {metrics} in any run" in log
+        assert not (results / "figures" / f"{name}.png").exists()
+
+
+def test_optional_fids_are_drawn_where_a_dataset_sets_them_and_nulls_are_absent(tmp_path):
+    t = pd.DataFrame([point("cifar", "replace", "fd_dinov2", 300.0 - n, n) for n in (1, 2)]
+                     + [point("digits", "replace", "fd_dinov2", None, n) for n in (1, 2)]
+                     + [point("digits", "replace", "fid_torchvision", None, n) for n in (1, 2)]
+                     + [point(d, "replace", "fid", 50.0, n) for d in ("cifar", "digits") for n in (1, 2)])
+    fig, wide = figures.FIGURES["extra_fd_dinov2"](t, tmp_path)
+    assert [ax.get_title() for ax in fig.axes] == ["cifar"]  # digits' nulls draw no panel
+    assert wide["cifar: fd_dinov2: replace: mean"].tolist() == [299.0, 298.0]
+    assert figures.FIGURES["extra_fid_torchvision"](t, tmp_path) == "no fid_torchvision in any run"
+
+
+def test_a_dataset_missing_one_panels_metric_says_so_in_that_panel(tmp_path):
+    t = pd.DataFrame([point(d, "replace", "train_vendi", 9.0, n) for d in ("cifar", "digits") for n in (1, 2)]
+                     + [point("cifar", "replace", "generated_vendi", 8.0, n) for n in (1, 2)])
+    fig, wide = figures.FIGURES["extra_vendi"](t, tmp_path)
+    empty = [ax for ax in fig.axes if not ax.axison]
+    assert len(fig.axes) == 4 and [ax.texts[0].get_text() for ax in empty] == ["no generated_vendi"]
+    assert {c.rsplit(": ", 2)[0] for c in wide.columns if c.count(": ") == 3} == \
+        {"cifar: train_vendi", "digits: train_vendi", "cifar: generated_vendi"}
+
+
+def test_build_writes_the_vendi_figure_from_metrics_files_that_hold_it(tmp_path):
+    root = tmp_path / "results"
+    write_run(root, "small", 100, "replace", "replace", "all", 3)
+    for n in (1, 2, 3):
+        f = root / "small" / "replace" / f"iter{n:02d}" / "metrics.json"
+        record = json.loads(f.read_text())
+        record["values"] |= {"train_vendi": 40.0 / n, "generated_vendi": 30.0 / n, "authenticity": 1.0 / n}
+        f.write_text(json.dumps(record))
+    log = []
+    written = {p.name for p in figures.build(root, log=log.append)}
+    assert {"extra_vendi.png", "extra_vendi.pdf", "extra_vendi.tsv", "extra_authenticity.png"} <= written
+    wide = pd.read_csv(root / "figures" / "extra_vendi.tsv", sep="\t", index_col=0)
+    assert wide["small: train_vendi: replace: mean"].tolist() == pytest.approx([40.0, 20.0, 40.0 / 3])
+    assert "skipped extra_fd_dinov2: no fd_dinov2 in any run" in log

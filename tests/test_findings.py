@@ -287,3 +287,78 @@ def test_command_line_scans_results_when_the_table_is_absent(tmp_path, capsys):
     # the scanned table of today has one replicate: every trend is there, none decided
     assert "I.gs_falls" in set(written.claim) and set(written.verdict) == {"insufficient data"}
     assert "I.gs_falls" in capsys.readouterr().out
+
+
+def diversity_run(rates, iterations=5, run="replace", role=None):
+    """Vanilla replace whose Vendi scores are c·exp(rate·n) and whose authenticity is 0.5 + 0.05·rate·n,
+    one rate per replicate: each replicate's slope of log Vendi is its rate exactly."""
+    out = []
+    for rep, rate in enumerate(rates):
+        for n in range(1, iterations + 1):
+            out.append(rows("digits", run, rep, n, {
+                "train_vendi": 50 * math.exp(rate * n), "generated_vendi": 40 * math.exp(rate * n),
+                "authenticity": 0.5 + 0.05 * rate * n}, role=role))
+    return table(out)
+
+
+DIVERSITY = ["II.train_vendi_falls", "II.generated_vendi_falls", "I.authenticity_falls"]
+
+
+@pytest.mark.parametrize("rates, want", [([-0.3, -0.35, -0.4], "holds"), ([0.3, 0.35, 0.4], "fails"),
+                                         ([-0.1, 0.0, 0.1], "insufficient data")])
+def test_vendi_and_authenticity_trends_follow_the_data(rates, want):
+    out = findings.findings(diversity_run(rates))
+    for name in DIVERSITY:
+        assert claim(out, name).verdict.tolist() == [want], name
+    mean, sem = np.mean(rates), sps.sem(rates)
+    vendi = claim(out, "II.train_vendi_falls").iloc[0]
+    assert vendi.estimate == pytest.approx(mean, abs=1e-12) and vendi.statistic == "mean slope of log train_vendi on n"
+    assert (vendi.ci_low, vendi.ci_high) == pytest.approx(sps.t.interval(0.95, 2, loc=mean, scale=sem))
+    assert vendi.replicates == 3 and vendi.points == 15 and vendi.side == "<"
+    authentic = claim(out, "I.authenticity_falls").iloc[0]
+    assert authentic.estimate == pytest.approx(0.05 * mean, abs=1e-12)
+    assert authentic.statistic == "mean slope of authenticity on n"
+
+
+def test_a_table_from_before_vendi_and_authenticity_gives_no_rows_for_them():
+    out = findings.findings(pd.concat([replace_run(-0.5), selection_table([1.0, 2.0, 3.0], [2.0, 3.1, 3.9])]))
+    assert not set(out.claim) & set(DIVERSITY + ["S5.vendi_higher"])
+    assert claim(out, "I.gs_falls").verdict.tolist() == ["holds"]  # the older claims are untouched
+
+
+def test_each_vanilla_replace_run_gets_its_own_vendi_rows_whatever_its_name():
+    parts = [diversity_run([-0.3, -0.35, -0.4]),
+             diversity_run([0.3, 0.35, 0.4], run="replace-finetune", role=("replace", "all", 1)),
+             diversity_run([-0.3, -0.35, -0.4], run="accumulate-equal", role=("accumulate", "random", 1))]
+    out = claim(findings.findings(pd.concat(parts)), "II.train_vendi_falls")
+    assert dict(zip(out.runs, out.verdict, strict=True)) == {"replace": "holds", "replace-finetune": "fails"}
+
+
+@pytest.mark.parametrize("treated, want", [([10.5, 20.4, 30.6], "holds"), ([9.5, 19.6, 29.4], "fails")])
+def test_selection_vendi_of_the_training_set_against_vanilla(treated, want):
+    out = claim(findings.findings(selection_table([10.0, 20.0, 30.0], treated, metric="train_vendi")),
+                "S5.vendi_higher")
+    assert out.verdict.tolist() == [want] and out.iteration.tolist() == [2]
+    assert out.estimate.iloc[0] == pytest.approx(np.mean(treated) - 20.0)
+    assert out.runs.tolist() == ["greedy vs accumulate"] and "paired by replicate" in out.method.iloc[0]
+
+
+def test_a_run_with_options_never_stands_in_for_the_papers_runs_and_is_compared_with_its_base():
+    # replace-fresh is (replace, all, 1) like vanilla replace, but with fresh real data: it gets no
+    # Finding I/II rows and is not paired as the vanilla run; it is compared with replace instead
+    base = replace_run(-0.5)
+    fresh = replace_run(-0.1).assign(run="replace-fresh", fresh=0.5)
+    out = findings.findings(pd.concat([base.assign(fresh=0.0), fresh]))
+    assert set(claim(out, "I.gs_falls").runs) == {"replace"}
+    x = claim(out, "X.gs_vs_paper")
+    assert set(x.runs) == {"replace-fresh vs replace"} and "fresh 0.5" in x.statement.iloc[0]
+    mean = x[x.scope.str.contains("mean")].iloc[0]
+    assert mean.verdict == "holds" and mean.estimate > 0  # GS falls slower with fresh data
+    # a table from before run options (no such columns): every run is the paper's loop
+    assert claim(findings.findings(base), "X.gs_vs_paper").empty
+
+
+def test_a_selection_method_of_ones_own_is_compared_with_the_vanilla_run_of_its_paradigm():
+    out = findings.findings(selection_table([1.0, 2.0, 3.0], [2.0, 3.1, 3.9], run="knn", role=("accumulate", "knn_entropy", 1)))
+    rows_ = claim(out, "S5.entropy_higher")
+    assert set(rows_.runs) == {"knn vs accumulate"} and (rows_.verdict == "holds").all()

@@ -178,7 +178,7 @@ from ouroboros.runtime import logged
 root = sys.argv[1]
 with logged(root + "/select.log", 1):
     select.stage([("real", root + "/real/images.npy"), ("G01", root + "/g/samples.npy")], "pixels", 6,
-                 "threshold_decay", seed=0, tau0="auto", decay=0.5, manifest_out=root + "/train.tsv",
+                 "threshold_decay", seed=0, params={"tau0": "auto", "decay": 0.5}, manifest_out=root + "/train.tsv",
                  info_out=root + "/selection.json", real_images=root + "/real/images.npy")
 print(json.dumps("torch" in sys.modules))
 """

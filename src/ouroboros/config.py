@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from ouroboros import selectors
 from ouroboros.errors import OuroborosError
 
 # training images of the sources whose size is known before loading (npz and folder are checked
@@ -21,7 +22,7 @@ SOURCE_SIZES = {"digits": 1797, "cifar10": 50000, "mnist": 60000}
 
 # tau0: auto — the Threshold Decay Filter's τ0 is measured on D_1 by the select job
 # (ouroboros.select.auto_tau0), in whatever feature space the dataset selects in
-AUTO = "auto"
+AUTO = selectors.AUTO
 Tau0 = float | Literal["auto"]
 
 
@@ -68,16 +69,19 @@ class Dataset:
     tau0: Tau0 | None = None
     dinov2: str = "facebook/dinov2-small"
     inception_weights: str | None = None
+    fd_dinov2: str | None = None  # DINOv2 of FD_DINOv2 in fid.json (hub id or directory; None: not computed)
+    torchvision_inception_weights: str | None = None  # state_dict file of the torchvision FID (None: not computed)
     fid_reference: str = "subset"  # FID against D_1 (subset) or every image of the source (full)
     classifier_steps: int = 400
     select_device: str = "cpu"
+    select_features: str | None = None  # the space selection runs in (None: ``features``)
     family: str = ""  # the root of the `base:` chain: datasets of one family share one permutation
     classes: int | None = None  # a class-conditional model (CFG) over labels 0 … classes-1
 
 
 # Dataset fields a config entry may leave out (the rest are required or derived)
-_OPTIONAL = ("root", "tau0", "dinov2", "inception_weights", "fid_reference", "classifier_steps", "select_device",
-             "classes")
+_OPTIONAL = ("root", "tau0", "dinov2", "inception_weights", "fd_dinov2", "torchvision_inception_weights",
+             "fid_reference", "classifier_steps", "select_device", "select_features", "classes")
 
 
 @dataclass(frozen=True)
@@ -86,9 +90,25 @@ class Run:
     paradigm: str
     selection: str
     samples: int = 1  # G_n holds samples × N images
-    tau0: Tau0 | None = None
-    decay: float | None = None
+    params: Mapping[str, Any] = field(default_factory=dict)  # the selection method's own run keys
+    share: str = "uniform"  # accumulate + random: uniform over the union, or equal per source
+    fresh: float = 0.0  # share of D_n replaced by real images outside D_1, new ones each iteration
+    init: str = "scratch"  # or previous: fine-tune iteration n-1's weights
+    train: Mapping[str, Any] = field(default_factory=dict)  # overrides of the dataset's train for n ≥ 2
+    select_features: str | None = None  # the space selection runs in (None: the dataset's)
     description: str = ""
+
+    @property
+    def tau0(self) -> Tau0 | None:
+        return self.params.get("tau0")
+
+    @property
+    def decay(self) -> float | None:
+        return self.params.get("decay")
+
+
+# run keys that are not the selection method's parameters
+_RUN_KEYS = ("paradigm", "selection", "samples", "share", "fresh", "init", "train", "select_features", "description")
 
 
 @dataclass(frozen=True)
@@ -98,6 +118,7 @@ class Config:
     runs: dict[str, Run]
     targets: dict[str, Any] = field(default_factory=dict)
     experiments: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    selectors: tuple[str, ...] = ()  # modules registering selection methods of the user's own
 
     def dataset(self, name: str) -> Dataset:
         if name not in self.datasets:
@@ -109,21 +130,33 @@ class Config:
             raise OuroborosError(f"config.yaml: unknown run {name!r}; runs: {sorted(self.runs)}")
         return self.runs[name]
 
-    def tau0(self, dataset: str, run: str) -> Tau0 | None:
-        """The τ0 a run's selection uses on a dataset: the run's, else its dataset's (τ0 lives in
-        the dataset's feature space); a number or ``auto``, and None unless the run selects with
-        threshold_decay."""
+    def selection_params(self, dataset: str, run: str) -> dict[str, Any]:
+        """The parameters a run's selection method gets on a dataset: the run's keys, defaults
+        filled in, and a distance parameter the run leaves out (τ0) taken from the dataset's key
+        of the same name (a distance belongs to the dataset's selection space)."""
         r, d = self.run(run), self.dataset(dataset)
-        if r.selection != "threshold_decay":
-            return None
-        value = r.tau0 if r.tau0 is not None else d.tau0
-        if value is None:
-            raise OuroborosError(
-                f"config.yaml: run {run!r} uses threshold_decay but neither runs.{run}.tau0 nor "
-                f"datasets.{dataset}.tau0 is set; set one (an initial distance in the {d.features} feature space, "
-                f"or {AUTO}: the median nearest-neighbour distance of the real subset)"
-            )
-        return value if value == AUTO else float(value)
+        return selectors.validate(r.selection, r.params, f"runs.{run}", fallback={"tau0": d.tau0},
+                                  fallback_where=f"datasets.{dataset}")
+
+    def tau0(self, dataset: str, run: str) -> Tau0 | None:
+        """The τ0 a run's selection uses on a dataset (a number or ``auto``), else None."""
+        return self.selection_params(dataset, run).get("tau0")
+
+    def select_features(self, dataset: str, run: str) -> str:
+        """The space a run selects in on a dataset: the run's, else the dataset's ``select_features``,
+        else the dataset's ``features`` (where the metrics are measured)."""
+        d = self.dataset(dataset)
+        return self.run(run).select_features or d.select_features or d.features
+
+    def train_options(self, dataset: str, run: str, n: int) -> dict[str, Any]:
+        """TrainConfig keys of iteration n of a run: the dataset's, then the run's ``train`` keys
+        from n = 2 on (iteration 1 is shared). Setting ``steps`` drops ``epochs`` and vice versa."""
+        options = dict(vars(self.dataset(dataset).train))
+        override = dict(self.run(run).train) if n >= 2 and run != "real" else {}
+        for one, other in (("steps", "epochs"), ("epochs", "steps")):
+            if one in override:
+                options[other] = None
+        return options | override
 
 
 def resolve_bases(entries: Mapping[str, Any]) -> dict[str, tuple[dict, str]]:
@@ -190,17 +223,10 @@ def parse(raw: Mapping[str, Any]) -> Config:
                 f"config.yaml: datasets.{name}.sample.guidance_scale needs a class-conditional model; "
                 f"set datasets.{name}.classes (the number of labels) or remove the guidance scale"
             )
-    runs = {}
-    for name, r in (raw.get("runs") or {}).items():
-        runs[name] = Run(name=name, **r)
-        if runs[name].selection == "threshold_decay" and runs[name].decay is None:
-            raise OuroborosError(f"config.yaml: runs.{name}.decay is required for selection threshold_decay")
-        if runs[name].paradigm == "replace" and runs[name].selection != "all" and runs[name].samples < 2:
-            raise OuroborosError(
-                f"config.yaml: runs.{name}: replace with selection {runs[name].selection!r} needs "
-                f"samples ≥ 2 (the pool G_(n-1) holds samples × N images and N are selected); set runs.{name}.samples"
-            )
+    selectors.load_plugins(list(raw.get("selectors") or []))
+    runs = {name: _run(name, dict(r)) for name, r in (raw.get("runs") or {}).items()}
     cfg = Config(seed=int(raw.get("seed", 0)), datasets=datasets, runs=runs, targets=dict(raw.get("targets") or {}),
+                 selectors=tuple(raw.get("selectors") or ()),
                  experiments={k: [dict(g) for g in v] for k, v in (raw.get("experiments") or {}).items()})
     groups = [("targets", cfg.targets)] + [
         (f"experiments.{name}[{i}]", g) for name, gs in cfg.experiments.items() for i, g in enumerate(gs)
@@ -211,6 +237,35 @@ def parse(raw: Mapping[str, Any]) -> Config:
                 if name not in known:
                     raise OuroborosError(f"config.yaml: {where}.{key} names unknown {key[:-1]} {name!r}; {key}: {sorted(known)}")
     return cfg
+
+
+def _run(name: str, r: dict[str, Any]) -> Run:
+    """One run entry: the run keys, and the rest checked as the selection method's parameters."""
+    where = f"runs.{name}"
+    selector = selectors.get(r["selection"])
+    unknown = sorted(set(r) - set(_RUN_KEYS) - set(selector.params))
+    if unknown:
+        raise OuroborosError(
+            f"config.yaml: {where}.{unknown[0]}: unknown key; run keys: {', '.join(_RUN_KEYS)}; "
+            f"parameters of selection {r['selection']!r}: {', '.join(sorted(selector.params)) or 'none'}"
+        )
+    params = {k: v for k, v in r.items() if k not in _RUN_KEYS}
+    selectors.validate(r["selection"], params, where)  # types and ranges now; a dataset's τ0 later
+    run = Run(name=name, params=params, **{k: v for k, v in r.items() if k in _RUN_KEYS})
+    if run.paradigm == "replace" and not selector.keeps_all and run.samples < 2:
+        raise OuroborosError(
+            f"config.yaml: {where}: replace with selection {run.selection!r} needs samples ≥ 2 (the pool "
+            f"G_(n-1) holds samples × N images and N are selected); set {where}.samples"
+        )
+    if run.share == "equal" and (run.paradigm, run.selection) != ("accumulate", "random"):
+        raise OuroborosError(
+            f"config.yaml: {where}.share: equal is accumulate's uniform draw taken per source (N // n from each "
+            f"of real, G_1 … G_(n-1)); it needs paradigm accumulate and selection random, not "
+            f"{run.paradigm} with {run.selection}"
+        )
+    if run.train and ("steps" in run.train and "epochs" in run.train):
+        raise OuroborosError(f"config.yaml: {where}.train sets both steps and epochs; keep one")
+    return run
 
 
 def check(raw: dict[str, Any], schema: str | Path) -> Config:

@@ -142,6 +142,19 @@ def prepare(source: str, root: str | None, size: int, *, seed: int, dataset: str
     return images[keep], labels[keep]
 
 
+def fresh_stage(source: str, root: str | None, size: int, *, seed: int, dataset: str, images_out: str,
+                labels_out: str, family: str | None = None) -> None:
+    """The source's images outside D_1, in the order of the permutation D_1 is the front of: the
+    pool of ``fresh: λ`` (each iteration takes the next rows, so none is drawn twice)."""
+    from ouroboros.io import save_array
+
+    images, labels = load_source(source, root, dataset)
+    rest = subset(len(images), len(images), seed=seed, dataset=family or dataset)[size:]
+    save_array(images_out, images[rest])
+    save_array(labels_out, labels[rest])
+    print(f"{dataset}: {len(rest)} real images outside D_1 (of {len(images)} in {source})")
+
+
 def reference_stage(source: str, root: str | None, *, dataset: str, images_out: str) -> None:
     """Every image of the source (e.g. CIFAR-10's 50,000 training images), for FID."""
     from ouroboros.io import save_array

@@ -5,19 +5,43 @@
 - ``dinov2``: the CLS token of DINOv2 through transformers (the paper's distance space),
   with the model's own image processor (resize, crop, normalisation).
 - ``inception``: torch-fidelity's InceptionV3 pool features (standard FID).
+- ``dinov2-fd``: DINOv2's CLS token with dgm-eval's preprocessing, for FD_DINOv2 (Stein et al. 2023).
+- ``inception-torchvision``: torchvision's InceptionV3 pool features, for the FID of the paper's authors.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ouroboros.errors import OuroborosError
 
+if TYPE_CHECKING:
+    import torch
+
+# ImageNet's channel mean and standard deviation, as torchvision's and dgm-eval's transforms give them
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
 
 def pixels(images: np.ndarray) -> np.ndarray:
     return (images.reshape(len(images), -1).astype(np.float32) / 255.0)
+
+
+def _from_pretrained(load: Callable[[str], Any], model: str, key: str) -> Any:
+    """transformers' ``from_pretrained`` of a hub id or local directory; offline or wrong, an error
+    naming the config key that gives the model."""
+    try:
+        return load(model)
+    except (OSError, ValueError) as exc:
+        raise OuroborosError(
+            f"cannot load DINOv2 {model!r} ({exc.__class__.__name__}). Offline, download it once on a machine "
+            f"with network (huggingface-cli download {model} --local-dir resources/{model.rsplit('/', 1)[-1]}) "
+            f"and set {key} in config.yaml to that directory"
+        ) from exc
 
 
 def dinov2(images: np.ndarray, model: str, batch_size: int = 256, *, dataset: str = "<dataset>") -> np.ndarray:
@@ -25,15 +49,8 @@ def dinov2(images: np.ndarray, model: str, batch_size: int = 256, *, dataset: st
     import torch
     from transformers import AutoImageProcessor, AutoModel
 
-    try:
-        processor = AutoImageProcessor.from_pretrained(model)
-        net = AutoModel.from_pretrained(model)
-    except (OSError, ValueError) as exc:
-        raise OuroborosError(
-            f"cannot load DINOv2 {model!r} ({exc.__class__.__name__}). Offline, download it once on a machine "
-            f"with network (huggingface-cli download {model} --local-dir resources/dinov2) and set "
-            f"datasets.{dataset}.dinov2 in config.yaml to that directory"
-        ) from exc
+    processor = _from_pretrained(AutoImageProcessor.from_pretrained, model, f"datasets.{dataset}.dinov2")
+    net = _from_pretrained(AutoModel.from_pretrained, model, f"datasets.{dataset}.dinov2")
     from ouroboros.runtime import device as pick_device
 
     device = pick_device()
@@ -76,10 +93,155 @@ def inception(images: np.ndarray, weights: str | None = None, batch_size: int = 
     return np.concatenate(out).astype(np.float32)
 
 
+def _rgb_float(batch: torch.Tensor) -> torch.Tensor:
+    """uint8 NHWC (1 or 3 channels) → float NCHW RGB in 0…255; grey repeated, as PIL's convert("RGB")."""
+    x = batch.permute(0, 3, 1, 2).float()
+    return x.expand(-1, 3, -1, -1) if x.shape[1] == 1 else x
+
+
+def _normalised(x: torch.Tensor) -> torch.Tensor:
+    """[0, 1] NCHW → torchvision's Normalize(IMAGENET_MEAN, IMAGENET_STD)."""
+    mean = x.new_tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+    std = x.new_tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    return (x - mean) / std
+
+
+DGM_EVAL_PREPROCESSING = ("dgm-eval's DINOv2Encoder.transform (layer6ai-labs/dgm-eval, dgm_eval/models/dinov2.py): "
+                          "RGB, Resize((224, 224), BICUBIC) of the 8-bit image as PIL does it, ToTensor, "
+                          "Normalize(ImageNet mean, std); the CLS token after the final layer norm")
+
+
+def dgm_eval_pixels(batch: torch.Tensor) -> torch.Tensor:
+    """DINOv2's input as dgm-eval makes it (``DINOv2Encoder.transform``, layer6ai-labs/dgm-eval,
+    dgm_eval/models/dinov2.py, its default ``clean_resize=False``), in torch on uint8 NHWC.
+
+    dgm-eval reads each image as PIL RGB, then ``Resize((224, 224), BICUBIC)``, ``ToTensor()``
+    and ``Normalize(ImageNet mean, std)``. PIL resizes an 8-bit image in two passes, horizontal
+    then vertical, each with its bicubic kernel (a = −0.5, widened when shrinking: torch's
+    ``antialias=True``) and each rounded and clipped to 0…255: done so here, it agrees with PIL
+    exactly on over 99 % of pixels and within two grey levels on the rest (PIL's fixed-point
+    weights; tests/test_fd.py). Plain torch bicubic (a = −0.75, one pass, no rounding) differs by
+    tens of levels at sharp edges.
+    """
+    import torch.nn.functional as F
+
+    x = _rgb_float(batch)
+    for size in ((x.shape[2], 224), (224, 224)):  # the horizontal pass, then the vertical one
+        x = F.interpolate(x, size=size, mode="bicubic", align_corners=False, antialias=True).round().clamp(0, 255)
+    return _normalised(x / 255.0)
+
+
+def dinov2_fd(images: np.ndarray, model: str | None, batch_size: int = 256, *, dataset: str = "<dataset>") -> np.ndarray:
+    """FD_DINOv2's features (Stein et al. 2023): the CLS token of a DINOv2 given by hub id or local
+    directory, loaded as :func:`dinov2` loads it, on dgm-eval's input (:func:`dgm_eval_pixels`).
+
+    dgm-eval loads ``dinov2_vitl14`` through torch.hub and takes its output, the CLS token after the
+    final layer norm; transformers' ``facebook/dinov2-large`` holds the same ViT-L/14 weights and
+    ``last_hidden_state[:, 0]`` is that token. fp32 throughout, as dgm-eval runs it.
+    """
+    import torch
+    from transformers import AutoModel
+
+    key = f"datasets.{dataset}.fd_dinov2"
+    if not model:
+        raise OuroborosError(f"FD_DINOv2 needs a DINOv2 model: set {key} in config.yaml "
+                             "(facebook/dinov2-large, dgm-eval's ViT-L/14, or a local copy of it)")
+    net = _from_pretrained(AutoModel.from_pretrained, model, key)
+    if not net.config.model_type.startswith("dinov2"):
+        raise OuroborosError(f"{key}: {model!r} is a {net.config.model_type} model, not DINOv2")
+    from ouroboros.runtime import device as pick_device
+
+    device = pick_device()
+    net = net.float().to(device).eval()
+    out = []
+    with torch.inference_mode():
+        for lo in range(0, len(images), batch_size):
+            batch = torch.from_numpy(np.ascontiguousarray(images[lo : lo + batch_size])).to(device)
+            hidden = net(pixel_values=dgm_eval_pixels(batch)).last_hidden_state
+            out.append(hidden[:, 0].cpu().numpy())
+    return np.concatenate(out).astype(np.float32)
+
+
+TORCHVISION_INCEPTION_FILE = "inception_v3_google-0cc3c7bd.pth"
+TORCHVISION_INCEPTION_PREPROCESSING = (
+    "pytorch-fid's input handling with torchvision's InceptionV3 (IMAGENET1K_V1 weights): RGB in [0, 1], "
+    "bilinear resize to 299×299 (align_corners=False), Normalize(ImageNet mean, std), transform_input=True "
+    "(back to 2x − 1, the range the Google weights were trained on); fc replaced by identity: 2048-d pool features"
+)
+
+
+def torchvision_inception_pixels(batch: torch.Tensor) -> torch.Tensor:
+    """InceptionV3's input for FID with torchvision's network, in torch on uint8 NHWC.
+
+    The resize is pytorch-fid's (``InceptionV3.forward``, mseitzer/pytorch-fid, src/pytorch_fid/
+    inception.py): the whole image, bilinear, ``align_corners=False``, on floats in [0, 1], to
+    299×299, not the 342-then-crop of torchvision's classification transform, which would cut the
+    borders of a 32×32 image. Then torchvision's ``Normalize(ImageNet mean, std)``: the network is
+    built with ``transform_input=True``, as ``inception_v3(weights=IMAGENET1K_V1)`` builds it, and
+    that maps normalised input back to 2x − 1, the range the Google weights expect.
+    """
+    import torch.nn.functional as F
+
+    x = _rgb_float(batch) / 255.0
+    x = F.interpolate(x, size=(299, 299), mode="bilinear", align_corners=False)
+    return _normalised(x)
+
+
+def torchvision_inception_net(weights: str | None, *, dataset: str = "<dataset>") -> torch.nn.Module:
+    """torchvision's InceptionV3 with the weights of a local state_dict file, fc an identity: its
+    output is the 2048-d average-pool feature. Nothing is downloaded."""
+    import torch
+    from torchvision.models import inception_v3
+
+    key = f"datasets.{dataset}.torchvision_inception_weights"
+    how = (f"copy torchvision's {TORCHVISION_INCEPTION_FILE} (https://download.pytorch.org/models/"
+           f"{TORCHVISION_INCEPTION_FILE}, or ~/.cache/torch/hub/checkpoints/ of a machine that ran "
+           f"inception_v3(weights='IMAGENET1K_V1')) to a local path and set {key} in config.yaml to it")
+    if not weights:
+        raise OuroborosError(f"the torchvision FID needs InceptionV3 weights: {how}")
+    # aux_logits=True: the file holds the auxiliary classifier too; init_weights=False: they are overwritten
+    net = inception_v3(weights=None, aux_logits=True, init_weights=False, transform_input=True)
+    try:
+        net.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+    except Exception as exc:  # a missing file, not a torch file (KeyError, UnpicklingError), other keys or shapes
+        raise OuroborosError(f"cannot load InceptionV3 weights from {weights} ({exc.__class__.__name__}): {how}") from exc
+    net.fc = torch.nn.Identity()
+    return net.eval()
+
+
+def inception_torchvision(images: np.ndarray, weights: str | None, batch_size: int = 256, *,
+                          dataset: str = "<dataset>") -> np.ndarray:
+    """2048-d pool features of torchvision's InceptionV3 (``weights``: a local state_dict file) on
+    :func:`torchvision_inception_pixels`, fp32: the FID the paper's authors report."""
+    import torch
+
+    from ouroboros.runtime import device as pick_device
+
+    device = pick_device()
+    net = torchvision_inception_net(weights, dataset=dataset).to(device)
+    out = []
+    with torch.inference_mode():
+        for lo in range(0, len(images), batch_size):
+            batch = torch.from_numpy(np.ascontiguousarray(images[lo : lo + batch_size])).to(device)
+            out.append(net(torchvision_inception_pixels(batch)).cpu().numpy())
+    return np.concatenate(out).astype(np.float32)
+
+
+PREPROCESSING = {"dinov2-fd": DGM_EVAL_PREPROCESSING, "inception-torchvision": TORCHVISION_INCEPTION_PREPROCESSING}
+
+
+EXTRACTORS = ("pixels", "classifier", "dinov2", "inception", "dinov2-fd", "inception-torchvision")
+
+
 def extract(name: str, images: np.ndarray, *, classifier_dir: str | os.PathLike | None = None,
             dinov2_model: str = "facebook/dinov2-small", inception_weights: str | None = None,
             dataset: str = "<dataset>") -> np.ndarray:
-    """Features of images in one space; ``dataset`` names the config keys that errors point at."""
+    """Features of images in one space; ``dataset`` names the config keys that errors point at.
+
+    ``dinov2_model`` and ``inception_weights`` are the model and weights of the extractor asked
+    for: the workflow passes datasets.X.fd_dinov2 for ``dinov2-fd`` and
+    datasets.X.torchvision_inception_weights for ``inception-torchvision`` (common.smk).
+    """
     if name == "pixels":
         return pixels(images)
     if name == "classifier":
@@ -91,7 +253,11 @@ def extract(name: str, images: np.ndarray, *, classifier_dir: str | os.PathLike 
         return dinov2(images, dinov2_model, dataset=dataset)
     if name == "inception":
         return inception(images, inception_weights, dataset=dataset)
-    raise OuroborosError(f"config.yaml: unknown feature extractor {name!r}; known: pixels, classifier, dinov2, inception")
+    if name == "dinov2-fd":
+        return dinov2_fd(images, dinov2_model, dataset=dataset)
+    if name == "inception-torchvision":
+        return inception_torchvision(images, inception_weights, dataset=dataset)
+    raise OuroborosError(f"config.yaml: unknown feature extractor {name!r}; known: {', '.join(EXTRACTORS)}")
 
 
 def stage(images_path: str, extractor: str, out: str, **options) -> None:

@@ -127,8 +127,20 @@ def _noted(wides: list[pd.DataFrame]) -> pd.DataFrame:
     return pd.concat(wides, axis=1).assign(ci_level=LEVEL, ci_method=BAND_METHOD)
 
 
+def paper_loop(t: pd.DataFrame) -> pd.Series:
+    """Rows of runs of the paper's loop: no run option beyond it (fresh data, equal shares,
+    fine-tuning, another selection space), so that such a run never pools with vanilla replace."""
+    mask = pd.Series(True, index=t.index)
+    for key, default in (("share", "uniform"), ("fresh", 0.0), ("init", "scratch")):
+        if key in t:
+            mask &= t[key].isna() | (t[key].astype(str) == str(default)) | (t[key].astype(str) == "0")
+    if "select_features" in t:
+        mask &= t["select_features"].isna()
+    return mask
+
+
 def _vanilla_replace(t: pd.DataFrame) -> pd.DataFrame:
-    return t[(t.paradigm == "replace") & (t.selection == "all") & (t.samples_per_iteration == 1)]
+    return t[(t.paradigm == "replace") & (t.selection == "all") & (t.samples_per_iteration == 1) & paper_loop(t)]
 
 
 NO_REPLACE = "no vanilla replace run (paradigm replace, selection all, samples 1)"
@@ -209,26 +221,47 @@ def entropy_and_generalization(t: pd.DataFrame, results: Path) -> Drawn | str:
     return fig, pd.concat(tables, ignore_index=True)
 
 
-def _per_run(metric: str, ylabel: str, log: bool = False) -> Callable[[pd.DataFrame, Path], Drawn | str]:
-    def draw(t: pd.DataFrame, results: Path) -> Drawn | str:
-        data = t[t.metric == metric]
-        if data.empty:
-            return f"no {metric} in any run"
-        return _run_panels(data, run_colours(t.run), metric, ylabel, "", log)
+Panel = tuple[str, str]  # (metric of the tidy table, its y-axis label): one row of a per-run figure
 
-    draw.__doc__ = f"Figs. 3, 8–10: {ylabel} over iterations, one panel per dataset, one line per run."
+
+def _drawable(t: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """The rows of ``metric`` that hold a number: optional values (FD_DINOv2 on the datasets that
+    set it) may be absent or null elsewhere, and an older table lacks the newer metrics."""
+    rows = t[t.metric == metric]
+    return rows[pd.to_numeric(rows.value, errors="coerce").notna()]
+
+
+def _per_run(*panels: Panel, log: bool = False,
+             paper: str = "Figs. 3, 8–10") -> Callable[[pd.DataFrame, Path], Drawn | str]:
+    """A figure of one row per panel whose metric some run holds, one line per run: every run of
+    the table, whatever its name or paradigm, so new runs get their line without a change here."""
+    def draw(t: pd.DataFrame, results: Path) -> Drawn | str:
+        present = [(metric, ylabel) for metric, ylabel in panels if not _drawable(t, metric).empty]
+        if not present:
+            return f"no {' or '.join(metric for metric, _ in panels)} in any run"
+        data = pd.concat([_drawable(t, metric) for metric, _ in present])
+        return _run_panels(data, run_colours(t.run), present, "", log)
+
+    draw.__doc__ = (f"{paper}: {'; '.join(y for _, y in panels)} over iterations, "
+                    "a row per metric, a panel per dataset, a line per run.")
     return draw
 
 
-def _run_panels(data: pd.DataFrame, colours: dict, metric: str, ylabel: str, title: str, log: bool = False) -> Drawn:
-    """One panel per dataset, one line per run."""
+def _run_panels(data: pd.DataFrame, colours: dict, panels: list[Panel], title: str, log: bool = False) -> Drawn:
+    """One row per panel, one column per dataset, one line per run."""
     datasets = sorted(data.dataset.unique())
-    fig, axes = _plt().subplots(1, len(datasets), figsize=(5 * len(datasets), 3.8), squeeze=False)
+    fig, axes = _plt().subplots(len(panels), len(datasets), figsize=(5 * len(datasets), 3.8 * len(panels)),
+                                squeeze=False)
     wides = []
-    for ax, dataset in zip(axes[0], datasets, strict=True):
-        wides.append(_lines(ax, data[data.dataset == dataset], metric, "run", ylabel, colours, log=log)
-                     .add_prefix(f"{dataset}: "))
-        ax.set_title(f"{title}{dataset}", fontsize=9)
+    for row, (metric, ylabel) in zip(axes, panels, strict=True):
+        for ax, dataset in zip(row, datasets, strict=True):
+            part = data[(data.dataset == dataset) & (data.metric == metric)]
+            ax.set_title(f"{title}{dataset}", fontsize=9)
+            if part.empty:  # this dataset lacks one of the figure's metrics: say so in its panel
+                ax.text(0.5, 0.5, f"no {metric}", ha="center", va="center", transform=ax.transAxes)
+                ax.set_axis_off()
+                continue
+            wides.append(_lines(ax, part, metric, "run", ylabel, colours, log=log).add_prefix(f"{dataset}: "))
     fig.tight_layout()
     return fig, _noted(wides)
 
@@ -288,14 +321,14 @@ def _ablation(selector: Callable[[pd.DataFrame], pd.DataFrame], why: str, title:
         data = selector(t)
         if data.empty or data.run.nunique() < 2:
             return why
-        return _run_panels(data, run_colours(t.run), "fid", "FID of G_n", f"{title}\n")
+        return _run_panels(data, run_colours(t.run), [("fid", "FID of G_n")], f"{title}\n")
 
     return draw
 
 
 def _two_n(t: pd.DataFrame) -> pd.DataFrame:
     """Fig. 13: replace with N, replace with all 2N, and replace with 2N filtered to N."""
-    rep = t[t.paradigm == "replace"]
+    rep = t[(t.paradigm == "replace") & paper_loop(t)]
     if not ((rep.selection == "all") & (rep.samples_per_iteration > 1)).any():
         return rep.iloc[:0]
     return rep
@@ -395,9 +428,9 @@ FIGURES: dict[str, Callable[[pd.DataFrame, Path], Drawn | str]] = {
     "fig01_nearest_neighbours": nearest_neighbour_grids,
     "fig01_generalization_by_size": generalization_by_size,
     "fig02_entropy_vs_generalization": entropy_and_generalization,
-    "fig03_generalization_score": _per_run("generalization_score", "generalization score GS(n)", log=True),
-    "fig09_fid": _per_run("fid", "FID of G_n"),
-    "fig10_entropy": _per_run("train_entropy", "entropy of D_n (nats)"),
+    "fig03_generalization_score": _per_run(("generalization_score", "generalization score GS(n)"), log=True),
+    "fig09_fid": _per_run(("fid", "FID of G_n")),
+    "fig10_entropy": _per_run(("train_entropy", "entropy of D_n (nats)")),
     "fig06_svd_projection": svd_projection,
     "fig07_mnnd_variance": mnnd_and_variance,
     "fig11_source_shares": source_shares,
@@ -406,6 +439,14 @@ FIGURES: dict[str, Callable[[pd.DataFrame, Path], Drawn | str]] = {
                                   "training on 2N samples (replace)"),
     "fig14_decay_rates": _ablation(_decays, "fewer than two accumulate threshold_decay runs with different decays",
                                    "Threshold Decay Filter: decay rates, greedy and vanilla accumulate"),
+    # beyond the paper: diversity and memorization metrics of other papers, and FIDs in other spaces
+    "extra_vendi": _per_run(("train_vendi", "Vendi score of D_n"), ("generated_vendi", "Vendi score of G_n"),
+                            paper="not in the paper (Friedman & Dieng 2023)"),
+    "extra_authenticity": _per_run(("authenticity", "authenticity of G_n against D_n"),
+                                   paper="not in the paper (Alaa et al. 2022)"),
+    "extra_fd_dinov2": _per_run(("fd_dinov2", "FD_DINOv2 of G_n"), paper="not in the paper"),
+    "extra_fid_torchvision": _per_run(("fid_torchvision", "FID of G_n (torchvision InceptionV3)"),
+                                      paper="not in the paper"),
 }
 
 

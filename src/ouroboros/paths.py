@@ -22,6 +22,7 @@ segment, so a replicate is an ordinary target: ``results/cifar/greedy/rep2/iter0
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from pathlib import PurePosixPath
@@ -182,11 +183,53 @@ def pool_size(cfg: Config, dataset: str, run: str, n: int) -> int:
     return size + (n - 1) * k * size
 
 
+FRESH = "fresh"
+
+
+def fresh_images(dataset: str) -> str:
+    """The source's images outside D_1, in the order of the dataset's permutation (``fresh: λ``
+    draws from its front, new rows each iteration)."""
+    return f"{RESULTS}/{dataset}/{FRESH}/images.npy"
+
+
+def _fresh_count(cfg: Config, dataset: str, run: str, n: int) -> int:
+    """round(λ·|D_n|) real images outside D_1 in D_n (|D_n| is the pool for a keep-all method)."""
+    from ouroboros import selectors
+
+    spec = cfg.run(replicate_of(run)[0])
+    if n < 2 or not spec.fresh:
+        return 0
+    size = pool_size(cfg, dataset, run, n) if selectors.get(spec.selection).keeps_all else cfg.dataset(dataset).size
+    return int(math.floor(spec.fresh * size + 0.5))
+
+
+def fresh_rows(cfg: Config, dataset: str, run: str, n: int) -> tuple[int, int]:
+    """(first row, count) of D_n's fresh real images in ``fresh_images``: iterations take
+    consecutive rows, so no image is drawn twice. When the source's size is known here, running
+    out fails now, naming the key (else the select job checks)."""
+    from ouroboros.config import SOURCE_SIZES
+    from ouroboros.errors import OuroborosError
+
+    start = sum(_fresh_count(cfg, dataset, run, j) for j in range(2, n))
+    count = _fresh_count(cfg, dataset, run, n)
+    d = cfg.dataset(dataset)
+    available = SOURCE_SIZES.get(d.source, math.inf) - d.size
+    if count and start + count > available:
+        name = replicate_of(run)[0]
+        raise OuroborosError(
+            f"config.yaml: runs.{name}.fresh = {cfg.run(name).fresh} needs {start + count} real images outside D_1 "
+            f"by {iter_name(n)} of datasets.{dataset}, but its source {d.source!r} holds only {available} more "
+            f"than datasets.{dataset}.size; lower runs.{name}.fresh, the iterations or the size"
+        )
+    return start, count
+
+
 def train_files(cfg: Config, dataset: str, run: str, n: int) -> list[str]:
     """Every image file D_n may reference (what the train and evaluate rules must wait for)."""
     if n == 1:
         return [real_images(dataset)]
-    return [f for source in pool(cfg, dataset, run, n) for f in source.files]
+    fresh = [fresh_images(dataset)] if _fresh_count(cfg, dataset, run, n) else []
+    return [f for source in pool(cfg, dataset, run, n) for f in source.files] + fresh
 
 
 def target_files(group: dict) -> list[str]:

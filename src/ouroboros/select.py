@@ -19,9 +19,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ouroboros import selectors
 from ouroboros.config import AUTO
 from ouroboros.errors import OuroborosError
 from ouroboros.mindist import MinDistances, sq_dist
+from ouroboros.selectors import Param, register
 
 _COPY_ROWS = 65536  # rows copied at a time when shuffling: no second full-size temporary
 
@@ -98,7 +100,11 @@ def greedy_torch(features: np.ndarray, n: int, *, seed: int, device: str = "cuda
     ``greedy_reference``; the device's summation order may differ from numpy's in the last
     bit, so near-exact ties can resolve differently from the CPU path.
     """
-    import torch
+    try:  # every registered method is importable where torch is not (tables, figures): only this path needs it
+        import torch
+    except ImportError as exc:
+        raise OuroborosError(f"select_device: {device} needs torch, which this environment lacks; "
+                             "run the select job in envs/torch.yaml or set select_device: cpu") from exc
 
     order, shuffled = _shuffled(features, n, seed)
     x = torch.from_numpy(shuffled).to(device)
@@ -270,42 +276,100 @@ def auto_tau0(real_features: np.ndarray) -> float:
     return median_nn_distance(real_features)
 
 
-def choose(method: str, features: np.ndarray, n: int, *, seed: int, tau0: float | None = None,
-           decay: float | None = None, device: str = "cpu") -> tuple[np.ndarray, dict]:
-    """Dispatch on the config's selection name; returns indices and what the log should record."""
-    if method == "all":
-        return keep_all(len(features)), {}
-    if method == "random":
-        return random(len(features), n, seed=seed), {}
-    if method == "greedy":
-        if device != "cpu":
-            return greedy_torch(features, n, seed=seed, device=device), {"device": device}
-        return greedy(features, n, seed=seed), {}
-    if method == "threshold_decay":
-        assert tau0 is not None and decay is not None
-        trace = threshold_decay_trace(features, n, tau0=tau0, decay=decay, seed=seed)
-        # final_tau = tau0 · decay**decays (τ of the last pass); passes = decays + passes that added
-        return trace.indices, {"tau0": tau0, "decay": decay, "final_tau": trace.final_tau, "passes": trace.passes,
-                               "decays": trace.decays, "skipped_passes": trace.skipped}
-    raise OuroborosError(f"config.yaml: unknown selection {method!r}; known: all, random, greedy, threshold_decay")
+# --- the paper's methods, registered like any other (ouroboros.selectors) -----------------------
+_TAU0 = Param((int, float), check=lambda v: v >= 0, rule="≥ 0", distance=True, example=AUTO,
+              help="Threshold Decay's initial τ, a distance in the selection space")
+_DECAY = Param((int, float), check=lambda v: 0 <= v < 1, rule="in [0, 1)", example=0.8,
+               help="τ ← decay·τ after a pass that adds nothing; the authors used 0.95 (replace), 0.80 (accumulate)")
+
+
+@register("all", keeps_all=True, help="keep the whole pool (vanilla replace, and the 2N ablation)")
+def _all(features: np.ndarray, n: int, *, seed: int) -> np.ndarray:
+    return keep_all(len(features))
+
+
+@register("random", help="a uniform subsample (vanilla accumulate-subsample)")
+def _random(features: np.ndarray, n: int, *, seed: int) -> np.ndarray:
+    return random(len(features), n, seed=seed)
+
+
+@register("greedy", devices=("cpu", "cuda"), help="Greedy Selection (Algorithm 1, k-center greedy)")
+def _greedy(features: np.ndarray, n: int, *, seed: int, device: str = "cpu") -> tuple[np.ndarray, dict]:
+    if device != "cpu":
+        return greedy_torch(features, n, seed=seed, device=device), {"device": device}
+    return greedy(features, n, seed=seed), {}
+
+
+@register("threshold_decay", params={"tau0": _TAU0, "decay": _DECAY}, help="Threshold Decay Filter (Algorithm 2)")
+def _threshold_decay(features: np.ndarray, n: int, *, seed: int, tau0: float, decay: float) -> tuple[np.ndarray, dict]:
+    trace = threshold_decay_trace(features, n, tau0=tau0, decay=decay, seed=seed)
+    # final_tau = tau0 · decay**decays (τ of the last pass); passes = decays + passes that added
+    return trace.indices, {"tau0": tau0, "decay": decay, "final_tau": trace.final_tau, "passes": trace.passes,
+                           "decays": trace.decays, "skipped_passes": trace.skipped}
+
+
+def choose(method: str, features: np.ndarray, n: int, *, seed: int, device: str = "cpu",
+           **params) -> tuple[np.ndarray, dict]:
+    """Run the registered method ``method``; returns indices and what selection.json records."""
+    return selectors.get(method)(features, n, seed=seed, device=device, **params)
+
+
+def equal_quotas(n: int, counts: list[int]) -> list[int]:
+    """``share: equal``: N // m from each of the m sources (real, G_1 … G_(n-1)), the remainder
+    N − m·(N // m) one each to the earliest sources, so that |D_n| = N exactly."""
+    m = len(counts)
+    quotas = [n // m + (i < n % m) for i in range(m)]
+    short = [i for i, (q, c) in enumerate(zip(quotas, counts, strict=True)) if q > c]
+    if short:
+        i = short[0]
+        raise OuroborosError(f"share: equal needs {quotas[i]} images from source {i} of the pool, which holds {counts[i]}")
+    return quotas
+
+
+def equal_shares(counts: list[int], n: int, *, seed: int) -> np.ndarray:
+    """Indices into the concatenated pool: a uniform subsample of each source's quota
+    (``equal_quotas``), sources in pool order, one seeded stream."""
+    rng = np.random.default_rng(seed)
+    offsets = np.cumsum([0] + counts)
+    return np.concatenate([offsets[i] + rng.choice(c, size=q, replace=False)
+                           for i, (c, q) in enumerate(zip(counts, equal_quotas(n, counts), strict=True))]).astype(np.int64)
+
+
+@dataclass(frozen=True)
+class Fresh:
+    """``fresh: λ``: rows ``start … start+count-1`` of the file of real images outside D_1 join D_n."""
+
+    file: str
+    start: int
+    count: int
 
 
 def stage(sources: list[tuple[str, str]], extractor: str, n: int, method: str, *, seed: int,
-          tau0: float | str | None, decay: float | None, manifest_out: str, info_out: str, device: str = "cpu",
-          real_images: str | None = None) -> None:
+          params: dict | None = None, manifest_out: str, info_out: str, device: str = "cpu",
+          real_images: str | None = None, share: str = "uniform", fresh: Fresh | None = None,
+          plugins: list[str] | tuple[str, ...] = ()) -> None:
     """Build D_n's manifest from a pool given as (source name, image file) pairs, in pool order.
 
-    ``tau0="auto"`` measures τ0 on D_1 (``real_images``, in the ``extractor`` space: ``auto_tau0``)
-    and records the value it used in the info file.
+    ``params``: the method's parameters; a ``distance`` parameter set to ``auto`` (``tau0:
+    auto``) is measured on D_1 (``real_images``, in the ``extractor`` space: ``auto_tau0``) and
+    the value used is recorded in the info file. ``share: equal`` draws each source's quota
+    (``equal_shares``) instead of running the method on the union. ``fresh``: that many rows of
+    real images outside D_1 replace as many of D_n's, so the method chooses ``n − fresh.count``
+    (a keep-all method: a uniform subsample of the pool that leaves room for them). ``plugins``:
+    config.yaml's ``selectors:`` modules, imported so that their methods are registered here too.
     """
     import json
     import time
 
     from ouroboros import manifest
-    from ouroboros.io import load_features_for, save_json
+    from ouroboros.io import load_features_for, load_images, save_json
     from ouroboros.paths import features_of
     from ouroboros.runtime import pause_point
 
+    selectors.load_plugins(list(plugins))
+    selector = selectors.get(method)
+    # the rule passes tau0 and decay for every method (None where unused): keep the method's own
+    params = {k: v for k, v in (params or {}).items() if k in selector.params}
     parts, blocks = [], []
     for name, image_file in sources:
         feats = load_features_for(image_file, features_of(image_file, extractor),
@@ -313,18 +377,40 @@ def stage(sources: list[tuple[str, str]], extractor: str, n: int, method: str, *
         parts.append(manifest.PoolPart(name, image_file, len(feats)))
         blocks.append(feats)
     pool = np.concatenate(blocks)
-    tau0_from = {}
-    if tau0 == AUTO:
-        if real_images is None:
-            raise ValueError("tau0='auto' needs real_images, the file of D_1")
-        real_features = features_of(real_images, extractor)
-        tau0 = auto_tau0(load_features_for(real_images, real_features, pool.shape[1]))
-        tau0_from = {"tau0_from": f"auto: median nearest-neighbour distance of {real_features}"}
+    notes: dict = {}
+    for key, spec in selector.params.items():
+        if spec.distance and params.get(key) == AUTO:
+            if real_images is None:
+                raise ValueError(f"{key}='auto' needs real_images, the file of D_1")
+            real_features = features_of(real_images, extractor)
+            params[key] = auto_tau0(load_features_for(real_images, real_features, pool.shape[1]))
+            notes[f"{key}_from"] = f"auto: median nearest-neighbour distance of {real_features}"
     started = time.time()
-    chosen, extra = choose(method, pool, n, seed=seed, tau0=tau0, decay=decay, device=device)
+    extra: dict = {}
+    taken = fresh.count if fresh else 0
+    if share == "equal":
+        counts = [sum(p.rows for p in parts if p.source == s) for s in dict.fromkeys(p.source for p in parts)]
+        chosen = equal_shares(counts, n - taken, seed=seed)
+    elif selector.keeps_all and taken:
+        chosen = np.sort(random(len(pool), len(pool) - taken, seed=seed))
+    else:
+        chosen, extra = selector(pool, len(pool) if selector.keeps_all else n - taken, seed=seed, device=device, **params)
+    if fresh:
+        available = len(load_images(fresh.file))
+        if fresh.start + fresh.count > available:
+            raise OuroborosError(
+                f"{fresh.file}: fresh real images run out: this iteration needs rows {fresh.start}…"
+                f"{fresh.start + fresh.count - 1} but the source holds only {available} images outside D_1; "
+                "lower the run's fresh share (runs.<run>.fresh) or the iterations"
+            )
+        parts.append(manifest.PoolPart("fresh", fresh.file, available))
+        chosen = np.concatenate([chosen, len(pool) + fresh.start + np.arange(fresh.count)])
+        extra["fresh"] = {"file": fresh.file, "rows": [fresh.start, fresh.start + fresh.count]}
     m = manifest.from_pool(parts, chosen)
     info = {"method": method, "pool_size": int(len(pool)), "selected": int(len(chosen)), "feature_space": extractor,
-            "seconds": round(time.time() - started, 3), "source_shares": m.shares(), **extra, **tau0_from}
+            "seconds": round(time.time() - started, 3), "source_shares": m.shares(), **extra, **notes}
+    if share != "uniform":
+        info["share"] = share
     print(json.dumps(info, indent=2))
     manifest.write(manifest_out, m)
     pause_point("select")  # a test kills the job here: one output written, the other not yet

@@ -15,7 +15,10 @@ from ouroboros.errors import OuroborosError
 from ouroboros.io import load_json
 
 ID_COLUMNS = ["dataset", "family", "dataset_size", "run", "paradigm", "selection", "samples_per_iteration", "tau0",
-              "decay", "replicate", "iteration"]
+              "decay", "share", "fresh", "init", "select_features", "replicate", "iteration"]
+# the run options beyond the paper's loop: their files record them only when set (select_features:
+# empty when selection ran in the dataset's features)
+RUN_OPTION_DEFAULTS = {"share": "uniform", "fresh": 0.0, "init": "scratch"}
 
 
 def rows(path: str | Path) -> list[dict]:
@@ -29,8 +32,12 @@ def rows(path: str | Path) -> list[dict]:
     base = {k: record.get(k) for k in ID_COLUMNS} | {"file": Path(path).name, "feature_extractor": space}
     base["family"] = base["family"] or base["dataset"]  # files from before size sweeps recorded it
     base["replicate"] = base["replicate"] or 0  # and from before replicates: replicate 0's paths
+    base |= {k: v for k, v in RUN_OPTION_DEFAULTS.items() if base[k] is None}
     values = dict(record["values"]) | {f"share_{k}": v for k, v in record.get("source_shares", {}).items()}
-    return [base | {"metric": metric, "value": value} for metric, value in values.items()]
+    # fid.json's extra distances (fd_dinov2, fid_torchvision) name their own space under `metrics`
+    spaces = {metric: m["extractor"] for metric, m in record.get("metrics", {}).items() if "extractor" in m}
+    return [base | {"metric": metric, "value": value, "feature_extractor": spaces.get(metric, space)}
+            for metric, value in values.items()]
 
 
 def tidy(paths: list[str | Path]) -> pd.DataFrame:

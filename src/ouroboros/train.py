@@ -109,6 +109,7 @@ def train(
     progress: bool = True,
     checkpoint_dir: str | os.PathLike | None = None,
     checkpoint_seconds: float | None = None,
+    init_from: str | os.PathLike | None = None,
 ) -> dict:
     """Train on uint8 NHWC images and save the model to ``out_dir`` (atomically, as a directory).
 
@@ -119,6 +120,9 @@ def train(
     With ``checkpoint_dir``, the state is saved there every ``checkpoint_seconds`` (default:
     the config's ``checkpoint_minutes``) and a later
     call with the same inputs resumes from it (see ouroboros.checkpoint); it is removed at the end.
+
+    With ``init_from`` (a saved model directory: iteration n − 1's, ``init: previous``), training
+    starts from its weights instead of the seeded initialisation; the optimizer starts afresh.
 
     On CUDA: bf16 autocast, channels-last, fused AdamW, noise drawn on the device, optional
     torch.compile, and the loss log read back every ``LOG_EVERY`` steps instead of every step,
@@ -137,7 +141,10 @@ def train(
     if classes:
         labels = _checked_labels(labels, len(images), classes)
     torch.manual_seed(seeds.per_item(seed, [0])[0])
-    unet = models.build(preset, classes).to(device)
+    unet = models.build(preset, classes)
+    if init_from is not None:
+        _load_weights(unet, init_from)
+    unet = unet.to(device)
     null = models.null_label(unet)
     fmt = torch.channels_last if cuda else torch.contiguous_format
     unet = unet.to(memory_format=fmt)
@@ -156,6 +163,8 @@ def train(
         checkpoint_seconds = 60.0 * cfg.checkpoint_minutes
     # what the weights depend on: everything but how often they are saved
     options = {k: v for k, v in cfg.__dict__.items() if k != "checkpoint_minutes"}
+    if init_from is not None:
+        options["init_from"] = str(init_from)
     fp = checkpoint.fingerprint(preset, {**options, "classes": classes}, seed, images, labels) if checkpoint_dir else ""
     resumed = checkpoint.load(checkpoint_dir, unet, opt, fp, ema=ema) if checkpoint_dir else None
     first_step, stats_text = resumed if resumed else (0, "")
@@ -233,11 +242,27 @@ def train(
         "device": str(device),
         "options": cfg.__dict__,
         "seed": seed,
+        "init_from": str(init_from) if init_from is not None else None,
     }
     save_model(unet.to(memory_format=torch.contiguous_format), noise_schedule, out_dir, summary)
     if checkpoint_dir:
         shutil.rmtree(checkpoint_dir, ignore_errors=True)
     return summary
+
+
+def _load_weights(unet, model_dir: str | os.PathLike) -> None:
+    """Copy a saved model's weights into ``unet``; a model of another preset or class count fails
+    naming both (fine-tuning needs the same architecture)."""
+    from diffusers import UNet2DModel
+
+    from ouroboros.errors import OuroborosError
+
+    previous = UNet2DModel.from_pretrained(model_dir)
+    try:
+        unet.load_state_dict(previous.state_dict())
+    except RuntimeError as exc:
+        raise OuroborosError(f"{model_dir}: cannot fine-tune from this model, its architecture differs "
+                             f"({str(exc).splitlines()[0]})") from exc
 
 
 LOG_EVERY = 50  # steps between reads of the loss on CUDA (each read waits for the GPU)
@@ -268,7 +293,7 @@ def save_model(unet, noise_schedule, out_dir: str | os.PathLike, summary: dict) 
 
 
 def stage(manifest_path: str, preset: str, options: dict, *, seed: int, model_out: str, stats_out: str,
-          classes: int | None = None, checkpoint_dir: str | None = None) -> dict:
+          classes: int | None = None, checkpoint_dir: str | None = None, init_from: str | None = None) -> dict:
     """Train on the images a manifest names (D_n), checkpointing every few minutes."""
     from ouroboros import manifest
     from ouroboros.io import load_images, load_labels
@@ -279,8 +304,9 @@ def stage(manifest_path: str, preset: str, options: dict, *, seed: int, model_ou
     # a conditional model's labels sit beside each image file (real/labels.npy, iterNN/labels.npy)
     labels = manifest.gather(rows, load_labels, rename=labels_of) if classes else None
     print(f"training {preset} on {len(images)} images from {manifest_path}"
-          + (f", conditional on {classes} classes" if classes else ""))
+          + (f", conditional on {classes} classes" if classes else "")
+          + (f", fine-tuning {init_from}" if init_from else ""))
     summary = train(images, preset, TrainConfig(**options), seed=seed, out_dir=model_out, stats_path=stats_out,
-                    labels=labels, classes=classes, checkpoint_dir=checkpoint_dir)
+                    labels=labels, classes=classes, checkpoint_dir=checkpoint_dir, init_from=init_from)
     print(json.dumps(summary, indent=2))
     return summary

@@ -43,7 +43,7 @@ wildcard_constraints:
     iter=r"\d\d",
     producer=r"[A-Za-z0-9][A-Za-z0-9_.-]*(/rep[1-9]\d*)?/iter\d\d(/x\d+)?",
     folder=r"[A-Za-z0-9][A-Za-z0-9_.-]*((/rep[1-9]\d*)?/iter\d\d(/x\d+)?)?",
-    extractor=r"pixels|classifier|dinov2|inception",
+    extractor=r"pixels|classifier|dinov2|inception|dinov2-fd|inception-torchvision",
 
 
 def default_targets():
@@ -107,6 +107,8 @@ def train_input(wildcards):
             raise OuroborosError(f"iteration 1 is shared: its model is results/{wildcards.dataset}/real/iter01/model")
         images = paths.train_files(CFG, wildcards.dataset, branch, n)
     out = {"manifest": paths.manifest(wildcards.dataset, branch, n), "images": images}
+    if _run_name(branch) != paths.REAL and CFG.run(_run_name(branch)).init == "previous":
+        out["init"] = paths.model_dir(wildcards.dataset, branch, n - 1)  # fine-tune iteration n-1's weights
     if CFG.dataset(wildcards.dataset).classes:
         out["labels"] = [paths.labels_of(f) for f in images]
     return out
@@ -134,10 +136,15 @@ def sample_seed(wildcards):
 
 
 # --- features --------------------------------------------------------------------------
+def train_options(wildcards):
+    """TrainConfig keys: the dataset's, with the run's own train keys from iteration 2 on."""
+    return CFG.train_options(wildcards.dataset, _run_name(wildcards.branch), _n(wildcards))
+
+
 def features_input(wildcards):
     CFG.dataset(wildcards.dataset)
     folder = f"results/{wildcards.dataset}/{wildcards.folder}"
-    real = wildcards.folder in (paths.REAL, paths.REFERENCE)
+    real = wildcards.folder in (paths.REAL, paths.REFERENCE, paths.FRESH)
     images = f"{folder}/images.npy" if real else f"{folder}/samples.npy"
     out = {"images": images}
     if wildcards.extractor == "classifier":
@@ -146,7 +153,20 @@ def features_input(wildcards):
 
 
 def features_gpu(wildcards):
-    return 1 if wildcards.extractor in ("dinov2", "inception") else 0
+    return 1 if wildcards.extractor in ("dinov2", "inception", "dinov2-fd", "inception-torchvision") else 0
+
+
+# The features rule's model and weights: FD_DINOv2's and the torchvision FID's extractors read their
+# own dataset keys, and every other extractor keeps the values it had before they existed, so that
+# Snakemake does not recompute features files whose parameters it recorded.
+def features_dinov2(wildcards):
+    d = dataset_params(wildcards)
+    return d.fd_dinov2 if wildcards.extractor == "dinov2-fd" else d.dinov2
+
+
+def features_inception_weights(wildcards):
+    d = dataset_params(wildcards)
+    return d.torchvision_inception_weights if wildcards.extractor == "inception-torchvision" else d.inception_weights
 
 
 # --- select ----------------------------------------------------------------------------
@@ -155,9 +175,27 @@ def pool_sources(wildcards):
     return [(s.name, f) for s in paths.pool(CFG, wildcards.dataset, wildcards.run, _n(wildcards)) for f in s.files]
 
 
+def selection(wildcards):
+    """The run's selection parameters on this dataset (a dataset-level τ0 filled in)."""
+    return CFG.selection_params(wildcards.dataset, _run_name(wildcards.run))
+
+
 def run_tau0(wildcards):
     """τ0 of the run's Threshold Decay Filter on this dataset (a number or auto), else None."""
-    return CFG.tau0(wildcards.dataset, _run_name(wildcards.run))
+    return selection(wildcards).get("tau0")
+
+
+def select_features(wildcards):
+    return CFG.select_features(wildcards.dataset, _run_name(wildcards.run))
+
+
+def _measures_auto(wildcards):
+    """Whether a parameter is auto: measured on D_1 by the select job (tau0: auto)."""
+    return any(v == AUTO for v in selection(wildcards).values())
+
+
+def fresh_rows(wildcards):
+    return paths.fresh_rows(CFG, wildcards.dataset, wildcards.run, _n(wildcards))
 
 
 def select_input(wildcards):
@@ -165,12 +203,14 @@ def select_input(wildcards):
     _check_run(wildcards)
     if _n(wildcards) < 2:
         raise OuroborosError("D_1 is the real subset: there is no selection at iteration 1")
-    extractor = CFG.dataset(wildcards.dataset).features
+    extractor = select_features(wildcards)
     files = [f for _, f in pool_sources(wildcards)]
     out = {"images": files, "features": [paths.features_of(f, extractor) for f in files]}
-    if run_tau0(wildcards) == AUTO:
+    if _measures_auto(wildcards):
         real = paths.real_images(wildcards.dataset)
         out |= {"real_images": real, "real_features": paths.features_of(real, extractor)}
+    if fresh_rows(wildcards)[1]:
+        out["fresh"] = paths.fresh_images(wildcards.dataset)
     return out
 
 
@@ -180,9 +220,20 @@ def select_device(wildcards):
 
 
 def select_params(wildcards):
+    """What the select job is told. tau0 and decay keep their places for every method, and the
+    paradigm options appear only when set, so that results computed before the selection
+    registry keep their parameters (Snakemake reruns a job whose parameters change)."""
     run = CFG.run(_run_name(wildcards.run))
-    real = paths.real_images(wildcards.dataset) if run_tau0(wildcards) == AUTO else None
-    return {"method": run.selection, "tau0": run_tau0(wildcards), "decay": run.decay, "real_images": real}
+    params = selection(wildcards)
+    real = paths.real_images(wildcards.dataset) if _measures_auto(wildcards) else None
+    out = {"method": run.selection, "tau0": params.get("tau0"), "decay": params.get("decay")}
+    out |= {k: v for k, v in params.items() if k not in out} | {"real_images": real}
+    if run.share != "uniform":
+        out["share"] = run.share
+    start, count = fresh_rows(wildcards)
+    if count:
+        out["fresh"] = [paths.fresh_images(wildcards.dataset), start, count]
+    return out
 
 
 # --- evaluate and fid ------------------------------------------------------------------
@@ -204,10 +255,22 @@ def evaluate_input(wildcards):
 
 
 def fid_input(wildcards):
+    """G_n and the reference with their features in fid_features' space, and in those of the extra
+    distances the dataset sets (fd_dinov2, torchvision_inception_weights): only then, so that
+    fid.json of other datasets keeps its inputs."""
+    from ouroboros import fid
+
     _check_run(wildcards)
-    extractor = CFG.dataset(wildcards.dataset).fid_features
     files = generated_files(wildcards) + [paths.fid_reference(CFG, wildcards.dataset)]
-    return {"images": files, "features": [paths.features_of(f, extractor) for f in files]}
+    spaces = fid.extractors(CFG.dataset(wildcards.dataset))
+    return {"images": files, "features": [paths.features_of(f, e) for e in spaces for f in files]}
+
+
+def fid_spaces(wildcards):
+    """The fid rule's extractor parameter: fid_features alone, or every space with its model (ouroboros.fid.spaces)."""
+    from ouroboros import fid
+
+    return fid.spaces(CFG.dataset(wildcards.dataset))
 
 
 def run_meta(wildcards):
@@ -225,4 +288,22 @@ def run_meta(wildcards):
         "tau0": run_tau0(wildcards),  # "auto" stays "auto" here: the value measured is in selection.json
         "decay": run.decay,
         "dataset_size": CFG.dataset(wildcards.dataset).size,
-    }
+    } | run_options(wildcards.dataset, name)
+
+
+def run_options(dataset, name):
+    """The run's options beyond the paper's loop, only where set: older results keep their
+    metadata (and Snakemake its parameters), and the tables fill in the defaults."""
+    run, out = CFG.run(name), {}
+    if run.share != "uniform":
+        out["share"] = run.share
+    if run.fresh:
+        out["fresh"] = run.fresh
+    if run.init != "scratch":
+        out["init"] = run.init
+    if CFG.select_features(dataset, name) != CFG.dataset(dataset).features:
+        out["select_features"] = CFG.select_features(dataset, name)
+    extra = {k: v for k, v in CFG.selection_params(dataset, name).items() if k not in ("tau0", "decay")}
+    if extra:
+        out["selection_params"] = extra
+    return out

@@ -33,3 +33,23 @@ rule reference:
         root=lambda w: dataset_params(w).root,
     script:
         "../scripts/reference.py"
+
+
+rule fresh:
+    """The source's images outside D_1, in the permutation's order: the fresh real data of runs with fresh: λ."""
+    output:
+        images="results/{dataset}/fresh/images.npy",
+        labels="results/{dataset}/fresh/labels.npy",
+    log:
+        "logs/{dataset}/fresh/fresh.log",
+    conda:
+        "../../envs/torch.yaml"
+    threads: 1
+    params:
+        source=lambda w: dataset_params(w).source,
+        root=lambda w: dataset_params(w).root,
+        size=lambda w: dataset_params(w).size,
+        seed=CFG.seed,
+        family=lambda w: dataset_params(w).family,
+    script:
+        "../scripts/fresh.py"

@@ -1,5 +1,6 @@
 rule features:
-    """Features of a set of images (real or generated) in one space: pixels, classifier, dinov2, inception."""
+    """Features of a set of images (real or generated) in one space: pixels, classifier, dinov2, inception,
+    dinov2-fd (FD_DINOv2's), inception-torchvision (the torchvision FID's)."""
     input:
         unpack(features_input),
     output:
@@ -14,7 +15,7 @@ rule features:
     resources:
         gpu=features_gpu,
     params:
-        dinov2=lambda w: dataset_params(w).dinov2,
-        inception_weights=lambda w: dataset_params(w).inception_weights,
+        dinov2=features_dinov2,
+        inception_weights=features_inception_weights,
     script:
         "../scripts/features.py"

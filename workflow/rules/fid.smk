@@ -1,5 +1,6 @@
 rule fid:
-    """fid.json: Fréchet distance of G_n to the real subset in the dataset's FID feature space."""
+    """fid.json: Fréchet distance of G_n to the real subset in the dataset's FID feature space (and
+    FD_DINOv2 and the torchvision FID when the dataset sets their keys)."""
     input:
         unpack(fid_input),
     output:
@@ -12,7 +13,7 @@ rule fid:
     params:
         generated=generated_files,
         real=lambda w: paths.fid_reference(CFG, w.dataset),
-        extractor=lambda w: dataset_params(w).fid_features,
+        extractor=fid_spaces,
         eval_count=lambda w: dataset_params(w).size,
         meta=run_meta,
     script:

@@ -16,7 +16,7 @@ rule select:
         gpu=lambda w: int(select_device(w) == "cuda"),
     params:
         sources=pool_sources,
-        extractor=lambda w: dataset_params(w).features,
+        extractor=select_features,
         n=lambda w: dataset_params(w).size,
         selection=select_params,
         seed=seed("select"),

@@ -16,7 +16,7 @@ rule train:
         gpu=1,
     params:
         preset=lambda w: dataset_params(w).model,
-        options=lambda w: vars(dataset_params(w).train),
+        options=train_options,
         seed=seed("train"),
         classes=lambda w: dataset_params(w).classes,
         # not an output: Snakemake must not delete it when a killed job is re-run

@@ -1,0 +1,103 @@
+"""The run options beyond the paper's loop through the snakemake CLI: equal shares, fresh real
+data, fine-tuning and a plug-in selection method, each from config.yaml alone."""
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ouroboros import data, manifest
+from ouroboros.io import load_images
+
+from cli import REPO, N, make_workdir, snakemake, tiny_config
+
+pytestmark = pytest.mark.cli
+
+RUNS = ["accumulate-equal", "replace-fresh", "replace-finetune", "knn-entropy"]  # as shipped in config.yaml
+ITERATIONS = 3  # iteration 3: a pool of three sources, and the second draw of fresh images
+FINETUNE_STEPS = 5
+
+
+@pytest.fixture(scope="module")
+def done(tmp_path_factory) -> Path:
+    cfg = tiny_config(runs=RUNS, iterations=ITERATIONS)
+    cfg["datasets"]["digits"]["fid_features"] = "pixels"  # the classifier adds model jobs and tests nothing here
+    cfg["runs"]["replace-finetune"]["train"] = {"steps": FINETUNE_STEPS}
+    workdir = make_workdir(tmp_path_factory.mktemp("paradigms"), cfg)
+    snakemake(workdir)
+    return workdir
+
+
+def d_n(workdir: Path, run: str, n: int) -> manifest.Manifest:
+    return manifest.read(workdir / f"results/digits/{run}/iter{n:02d}/train.tsv")
+
+
+def test_every_run_produces_every_file(done):
+    for run in RUNS:
+        for n in range(1, ITERATIONS + 1):
+            folder = done / f"results/digits/{run}/iter{n:02d}"
+            metrics = json.loads((folder / "metrics.json").read_text())
+            assert metrics["sizes"] == {"train": N, "generated": N}
+            assert json.loads((folder / "fid.json").read_text())["values"]["fid"] >= 0
+            if n > 1:
+                assert (folder / "model/diffusion_pytorch_model.safetensors").is_file()
+                assert (folder / "selection.json").is_file()
+
+
+def test_equal_shares_take_n_over_n_from_each_source(done):
+    assert dict(zip(*np.unique(d_n(done, "accumulate-equal", 2).source, return_counts=True), strict=True)) == \
+        {"real": 16, "G01": 16}
+    three = d_n(done, "accumulate-equal", 3)
+    assert dict(zip(*np.unique(three.source, return_counts=True), strict=True)) == {"real": 11, "G01": 11, "G02": 10}
+    assert len(set(zip(three.file, three.row, strict=True))) == N
+    metrics = json.loads((done / "results/digits/accumulate-equal/iter03/metrics.json").read_text())
+    assert metrics["share"] == "equal" and metrics["source_shares"]["G02"] == pytest.approx(10 / N)
+
+
+def test_fresh_half_is_real_images_outside_d1_never_drawn_twice(done):
+    fresh_rows = []
+    for n in (2, 3):
+        m = d_n(done, "replace-fresh", n)
+        assert dict(zip(*np.unique(m.source, return_counts=True), strict=True)) == {"fresh": N // 2, f"G{n - 1:02d}": N // 2}
+        fresh_rows.append(m.row[m.source == "fresh"])
+        assert set(m.file[m.source == "fresh"]) == {"results/digits/fresh/images.npy"}
+    assert fresh_rows[0].tolist() == list(range(16)) and fresh_rows[1].tolist() == list(range(16, 32))
+    fresh = load_images(done / "results/digits/fresh/images.npy")
+    d1 = load_images(done / "results/digits/real/images.npy")
+    source, _ = data.digits()
+    index = {row.tobytes(): i for i, row in enumerate(source)}  # digits repeat a few images; see below
+    used = {index[r.tobytes()] for r in fresh[:32]}
+    assert len(used) == 32 and not used & {index[r.tobytes()] for r in d1}
+    # and the images are those of the dataset's permutation after D_1, in order
+    order = data.subset(len(source), len(source), seed=0, dataset="digits")
+    np.testing.assert_array_equal(fresh, source[order[N:]])
+
+
+def test_fine_tuning_starts_from_the_previous_iterations_model(done):
+    for n, previous in ((2, "real/iter01"), (3, "replace-finetune/iter02")):
+        summary = json.loads((done / f"results/digits/replace-finetune/iter{n:02d}/model/training.json").read_text())
+        assert summary["init_from"] == f"results/digits/{previous}/model" and summary["steps"] == FINETUNE_STEPS
+    scratch = json.loads((done / "results/digits/real/iter01/model/training.json").read_text())
+    assert scratch["init_from"] is None and scratch["steps"] != FINETUNE_STEPS
+    assert "fine-tuning results/digits/real/iter01/model" in (done / "logs/digits/replace-finetune/iter02/train.log").read_text()
+
+
+def test_the_plugin_method_ran_from_config_alone(done):
+    info = json.loads((done / "results/digits/knn-entropy/iter02/selection.json").read_text())
+    assert info["method"] == "knn_entropy" and info["selected"] == N and np.isfinite(info["sum_log_nn"])
+    metrics = json.loads((done / "results/digits/knn-entropy/iter02/metrics.json").read_text())
+    assert metrics["selection"] == "knn_entropy" and metrics["selection_params"] == {"eps": 1e-10}
+
+
+def test_the_shipped_config_plans_every_option(tmp_path):
+    shutil.copy(REPO / "config.yaml", tmp_path / "config.yaml")
+    out = snakemake(tmp_path, "-n", "beyond").stdout
+    for rule in ("fresh", "select", "train"):
+        assert f"\nrule {rule}:" in out or f"\n{rule} " in out, rule
+    for run in ("accumulate-equal", "replace-fresh", "replace-finetune", "greedy-pixels", "knn-entropy"):
+        assert f"results/cifar{'-4k' if run == 'replace-fresh' else ''}/{run}/iter08/fid.json" in out, run
+    # greedy-pixels selects in pixels while the metrics stay in DINOv2
+    assert "results/cifar/greedy-pixels/iter02/selection.json" in out
+    assert "results/cifar/real/features-pixels.npy" in out

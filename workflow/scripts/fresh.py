@@ -1,0 +1,13 @@
+# Thin Snakemake script: output goes to the rule's log, the work to ouroboros (src/ouroboros).
+import sys
+
+sys.path.insert(0, f"{snakemake.scriptdir}/../../src")  # the library, also without pip install -e
+
+from ouroboros.runtime import logged  # noqa: E402
+
+with logged(snakemake.log[0], snakemake.threads):
+    from ouroboros import data
+
+    p = snakemake.params
+    data.fresh_stage(p.source, p.root, p.size, seed=p.seed, dataset=snakemake.wildcards.dataset,
+                     images_out=snakemake.output.images, labels_out=snakemake.output.labels, family=p.family)
