@@ -25,7 +25,7 @@ import numpy as np
 from ouroboros.errors import OuroborosError
 from ouroboros.metrics import KL_EPS
 from ouroboros.mindist import sq_dist
-from ouroboros.select import _shuffled
+from ouroboros.select import shuffled_pool
 from ouroboros.selectors import Param, register
 
 MAX_MATRIX = 250_000_000  # pool × N float64 distances: 2 GB
@@ -41,7 +41,7 @@ def knn_entropy(features: np.ndarray, n: int, *, seed: int, eps: float = KL_EPS)
     """Pool indices in selection order: a seeded random first point, then repeatedly the
     candidate whose addition raises the entropy estimate most (ties: the seeded order of the
     pool, as in ``ouroboros.select.greedy``)."""
-    order, x = _shuffled(features, n, seed)
+    order, x = shuffled_pool(features, n, seed)
     if len(x) * n > MAX_MATRIX:
         raise OuroborosError(
             f"knn_entropy keeps a pool × N distance matrix: {len(x)} × {n} exceeds {MAX_MATRIX:,} entries; "

@@ -41,7 +41,7 @@ def _check(features: np.ndarray, n: int) -> np.ndarray:
     return features
 
 
-def _shuffled(features: np.ndarray, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def shuffled_pool(features: np.ndarray, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """The seeded random order of the pool, and the pool's rows in that order (float64).
 
     The order is ``default_rng(seed).permutation``, the same one the Threshold Decay Filter
@@ -64,7 +64,7 @@ def greedy_reference(features: np.ndarray, n: int, *, seed: int) -> np.ndarray:
     Streams the whole pool once per selected point; kept as the reference the fast path is
     tested and benchmarked against.
     """
-    order, x = _shuffled(features, n, seed)
+    order, x = shuffled_pool(features, n, seed)
     chosen = np.empty(n, dtype=np.int64)
     chosen[0] = 0
     min_d = sq_dist(x, x[0])
@@ -84,7 +84,7 @@ def greedy(features: np.ndarray, n: int, *, seed: int, active_size: int = 2048) 
 
     ``active_size``: candidates whose min distances ``MinDistances`` tracks exactly step by step.
     """
-    order, x = _shuffled(features, n, seed)
+    order, x = shuffled_pool(features, n, seed)
     chosen = MinDistances(x, 0, active_size=active_size)
     while len(chosen) < n:
         best, _ = chosen.farthest()
@@ -106,7 +106,7 @@ def greedy_torch(features: np.ndarray, n: int, *, seed: int, device: str = "cuda
         raise OuroborosError(f"select_device: {device} needs torch, which this environment lacks; "
                              "run the select job in envs/torch.yaml or set select_device: cpu") from exc
 
-    order, shuffled = _shuffled(features, n, seed)
+    order, shuffled = shuffled_pool(features, n, seed)
     x = torch.from_numpy(shuffled).to(device)
     chosen = torch.zeros(n, dtype=torch.int64, device=device)
     min_d = torch.empty(len(x), dtype=torch.float64, device=device)
