@@ -16,7 +16,7 @@ $(BIN)/snakemake: pyproject.toml
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $@
 
-# The embedded demo on CPU: digits, 4 runs × 4 iterations. On a CPU box "gpu" only counts
+# The embedded demo on CPU: digits, 5 runs × 4 iterations. On a CPU box "gpu" only counts
 # concurrent model jobs, so the demo lifts the default profile's gpu=1 to the core count.
 demo: $(BIN)/snakemake
 	OMP_WAIT_POLICY=PASSIVE $(BIN)/snakemake --cores $(CORES) --resources=gpu=$(CORES)
