@@ -362,3 +362,10 @@ def test_a_selection_method_of_ones_own_is_compared_with_the_vanilla_run_of_its_
     out = findings.findings(selection_table([1.0, 2.0, 3.0], [2.0, 3.1, 3.9], run="knn", role=("accumulate", "knn_entropy", 1)))
     rows_ = claim(out, "S5.entropy_higher")
     assert set(rows_.runs) == {"knn vs accumulate"} and (rows_.verdict == "holds").all()
+
+
+def test_fd_dinov2_and_the_torchvision_fid_get_the_fid_claim_where_they_exist():
+    out = findings.findings(selection_table([10.0, 20.0, 30.0], [9.0, 18.5, 28.7], metric="fd_dinov2"))
+    row = claim(out, "S5.fd_dinov2_lower").iloc[0]
+    assert row.verdict == "holds" and row.estimate == pytest.approx(-3.8 / 3)
+    assert claim(out, "S5.fid_torchvision_lower").empty and claim(out, "S5.fid_lower").empty

@@ -348,6 +348,9 @@ SELECTION_VS_VANILLA = [
     Comparison("S5.vendi_higher", "train_vendi", ">", "the Vendi score of D_n is higher"),
     Comparison("S5.gs_higher", "generalization_score", ">", "the generalization score is higher"),
     Comparison("S5.fid_lower", "fid", "<", "FID is lower"),
+    # the same claim in the distances the field reports beside FID (rows only where a dataset computes them)
+    Comparison("S5.fd_dinov2_lower", "fd_dinov2", "<", "FD_DINOv2 is lower"),
+    Comparison("S5.fid_torchvision_lower", "fid_torchvision", "<", "FID with torchvision's InceptionV3 is lower"),
 ]
 
 
