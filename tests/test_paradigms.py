@@ -91,7 +91,7 @@ def test_the_shipped_config_plans_every_option(tmp_path):
     for rule in ("fresh", "select", "train"):
         assert f"\nrule {rule}:" in out or f"\n{rule} " in out, rule
     for run in ("accumulate-equal", "replace-fresh", "replace-finetune", "greedy-pixels", "knn-entropy"):
-        assert f"results/cifar{'-4k' if run == 'replace-fresh' else ''}/{run}/iter08/fid.json" in out, run
+        assert f"results/cifar{'-4k' if run in ('replace-fresh', 'knn-entropy') else ''}/{run}/iter08/fid.json" in out, run
     # greedy-pixels selects in pixels while the metrics stay in DINOv2
     assert "results/cifar/greedy-pixels/iter02/selection.json" in out
     assert "results/cifar/real/features-pixels.npy" in out

@@ -285,6 +285,9 @@ def test_fine_tuning_starts_from_the_previous_weights(tmp_path):
     assert json.loads((tmp_path / "tuned/training.json").read_text())["init_from"] == str(tmp_path / "first")
     with pytest.raises(OuroborosError, match="architecture differs"):
         train.train(images, "tiny8", still, seed=2, out_dir=tmp_path / "x", progress=False, init_from=tmp_path / "first")
+    with pytest.raises(OuroborosError, match="no saved model to fine-tune from"):  # and no wait on the hub
+        train.train(images, "micro8", still, seed=2, out_dir=tmp_path / "y", progress=False, init_from=tmp_path / "none")
+    assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
 
 
 def test_each_combination_of_run_options_parses():
@@ -293,3 +296,53 @@ def test_each_combination_of_run_options_parses():
                                       "init": init}}))
         r = cfg.run("r")
         assert (r.share, r.fresh, r.init) == (share, fresh, init) and not math.isnan(r.fresh)
+
+
+def test_a_parameter_may_not_take_a_run_key_or_an_argument_of_the_call():
+    for taken in ("samples", "method", "seed", "n"):
+        with pytest.raises(OuroborosError, match=f"parameter '{taken}' is a run key or an argument"):
+            selectors.register("clash", params={taken: selectors.Param((int,), default=1)})(lambda f, n, *, seed: None)
+    assert "clash" not in selectors.REGISTRY
+
+
+def test_a_name_registered_from_two_places_is_refused_but_rereading_one_file_is_not(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for folder in ("a", "b"):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "sel.py").write_text(PLUGIN.replace("every_other", "twice"))
+    selectors.load_plugins(["a/sel.py"])
+    selectors.load_plugins(["a/sel.py"])  # config.yaml read again in the same process
+    with pytest.raises(OuroborosError, match="'twice' is registered twice"):
+        selectors.load_plugins(["b/sel.py"])
+    with pytest.raises(OuroborosError, match="'greedy' is registered twice"):
+        selectors.register("greedy")(lambda f, n, *, seed: None)
+
+
+def test_a_datasets_tau0_serves_only_runs_selecting_in_its_space():
+    raw = raw_config({"t": {"paradigm": "accumulate", "selection": "threshold_decay", "decay": 0.8},
+                      "p": {"paradigm": "accumulate", "selection": "threshold_decay", "decay": 0.8,
+                            "select_features": "classifier"},
+                      "q": {"paradigm": "accumulate", "selection": "threshold_decay", "decay": 0.8,
+                            "select_features": "classifier", "tau0": 2.0}})
+    cfg = parse(raw)
+    assert cfg.tau0("d", "t") == 1.5 and cfg.tau0("d", "q") == 2.0
+    with pytest.raises(OuroborosError, match=r"runs\.p\.tau0 is required"):
+        cfg.tau0("d", "p")  # 1.5 is a pixel distance; p selects in classifier space
+    raw["datasets"]["d"]["tau0"] = "auto"  # measured in whichever space the run selects in
+    assert parse(raw).tau0("d", "p") == "auto"
+    raw["datasets"]["d"]["select_features"] = "classifier"  # now the dataset's own selection space
+    raw["datasets"]["d"]["tau0"] = 0.7
+    assert parse(raw).tau0("d", "p") == 0.7
+
+
+def test_an_unknown_selection_names_the_runs_key():
+    with pytest.raises(OuroborosError, match=r"runs\.e\.selection: unknown selection 'nope'"):
+        parse(raw_config({"e": {"paradigm": "accumulate", "selection": "nope"}}))
+
+
+def test_a_fresh_share_that_leaves_nothing_to_select_fails_naming_the_key():
+    from ouroboros import paths
+
+    cfg = parse(raw_config({"f": {"paradigm": "accumulate", "selection": "greedy", "fresh": 0.99}}))
+    with pytest.raises(OuroborosError, match=r"runs\.f\.fresh = 0\.99 makes all 32 images of D_n fresh"):
+        paths.fresh_rows(cfg, "d", "f", 2)

@@ -108,7 +108,7 @@ class Run:
 
 
 # run keys that are not the selection method's parameters
-_RUN_KEYS = ("paradigm", "selection", "samples", "share", "fresh", "init", "train", "select_features", "description")
+_RUN_KEYS = selectors.RUN_KEYS
 
 
 @dataclass(frozen=True)
@@ -132,11 +132,20 @@ class Config:
 
     def selection_params(self, dataset: str, run: str) -> dict[str, Any]:
         """The parameters a run's selection method gets on a dataset: the run's keys, defaults
-        filled in, and a distance parameter the run leaves out (τ0) taken from the dataset's key
-        of the same name (a distance belongs to the dataset's selection space)."""
+        filled in, and a τ0 the run leaves out taken from ``datasets.X.tau0`` when the run
+        selects in the dataset's selection space (a number there means nothing in another
+        space; ``auto`` is measured in whichever space the run selects in)."""
         r, d = self.run(run), self.dataset(dataset)
-        return selectors.validate(r.selection, r.params, f"runs.{run}", fallback={"tau0": d.tau0},
-                                  fallback_where=f"datasets.{dataset}")
+        own_space = r.select_features is None or r.select_features == self.dataset_select_features(dataset)
+        if own_space or d.tau0 == AUTO:
+            fallback, where = {"tau0": d.tau0}, f"datasets.{dataset}"
+        else:
+            fallback, where = {}, None
+        return selectors.validate(r.selection, r.params, f"runs.{run}", fallback=fallback, fallback_where=where)
+
+    def dataset_select_features(self, dataset: str) -> str:
+        d = self.dataset(dataset)
+        return d.select_features or d.features
 
     def tau0(self, dataset: str, run: str) -> Tau0 | None:
         """The τ0 a run's selection uses on a dataset (a number or ``auto``), else None."""
@@ -145,8 +154,7 @@ class Config:
     def select_features(self, dataset: str, run: str) -> str:
         """The space a run selects in on a dataset: the run's, else the dataset's ``select_features``,
         else the dataset's ``features`` (where the metrics are measured)."""
-        d = self.dataset(dataset)
-        return self.run(run).select_features or d.select_features or d.features
+        return self.run(run).select_features or self.dataset_select_features(dataset)
 
     def train_options(self, dataset: str, run: str, n: int) -> dict[str, Any]:
         """TrainConfig keys of iteration n of a run: the dataset's, then the run's ``train`` keys
@@ -242,7 +250,11 @@ def parse(raw: Mapping[str, Any]) -> Config:
 def _run(name: str, r: dict[str, Any]) -> Run:
     """One run entry: the run keys, and the rest checked as the selection method's parameters."""
     where = f"runs.{name}"
-    selector = selectors.get(r["selection"])
+    try:
+        selector = selectors.get(r["selection"])
+    except OuroborosError as exc:
+        raise OuroborosError(str(exc).replace("config.yaml: unknown selection", f"config.yaml: {where}.selection: unknown "
+                                              "selection", 1)) from None
     unknown = sorted(set(r) - set(_RUN_KEYS) - set(selector.params))
     if unknown:
         raise OuroborosError(

@@ -337,7 +337,7 @@ def _two_n(t: pd.DataFrame) -> pd.DataFrame:
 def _decays(t: pd.DataFrame) -> pd.DataFrame:
     """Fig. 14: accumulate with Threshold Decay at several decay rates, against vanilla accumulate
     and Greedy Selection (the paper's "data selection methods")."""
-    acc = t[t.paradigm == "accumulate"]
+    acc = t[(t.paradigm == "accumulate") & paper_loop(t)]
     if acc[acc.selection == "threshold_decay"].decay.nunique() < 2:
         return acc.iloc[:0]
     return acc[acc.selection.isin(["threshold_decay", "random", "greedy"])]
@@ -372,7 +372,7 @@ def nearest_neighbour_grids(t: pd.DataFrame, results: Path) -> Drawn | str:
 def nearest_pairs_by_selection(t: pd.DataFrame, results: Path) -> Drawn | str:
     """Fig. 12: at the last iteration both have, G_n of vanilla accumulate and of Greedy Selection,
     side by side, each image above its nearest training image (distance feature space)."""
-    data = t[(t.paradigm == "accumulate") & (t.replicate == 0) & (t.file == "metrics.json")]
+    data = t[(t.paradigm == "accumulate") & (t.replicate == 0) & (t.file == "metrics.json") & paper_loop(t)]
     vanilla = data[(data.selection == "random") & (data.samples_per_iteration == 1)]
     greedy = data[data.selection == "greedy"]
     rows = []

@@ -193,14 +193,21 @@ def fresh_images(dataset: str) -> str:
 
 
 def _fresh_count(cfg: Config, dataset: str, run: str, n: int) -> int:
-    """round(λ·|D_n|) real images outside D_1 in D_n (|D_n| is the pool for a keep-all method)."""
+    """round(λ·|D_n|) real images outside D_1 in D_n (|D_n| is the pool for a keep-all method);
+    fewer than |D_n|, so that the selection still chooses some."""
     from ouroboros import selectors
+    from ouroboros.errors import OuroborosError
 
-    spec = cfg.run(replicate_of(run)[0])
+    name = replicate_of(run)[0]
+    spec = cfg.run(name)
     if n < 2 or not spec.fresh:
         return 0
     size = pool_size(cfg, dataset, run, n) if selectors.get(spec.selection).keeps_all else cfg.dataset(dataset).size
-    return int(math.floor(spec.fresh * size + 0.5))
+    count = int(math.floor(spec.fresh * size + 0.5))
+    if count >= size:
+        raise OuroborosError(f"config.yaml: runs.{name}.fresh = {spec.fresh} makes all {size} images of D_n fresh on "
+                             f"datasets.{dataset}, leaving nothing to select; lower runs.{name}.fresh")
+    return count
 
 
 def fresh_rows(cfg: Config, dataset: str, run: str, n: int) -> tuple[int, int]:

@@ -283,12 +283,12 @@ _DECAY = Param((int, float), check=lambda v: 0 <= v < 1, rule="in [0, 1)", examp
                help="τ ← decay·τ after a pass that adds nothing; the authors used 0.95 (replace), 0.80 (accumulate)")
 
 
-@register("all", keeps_all=True, help="keep the whole pool (vanilla replace, and the 2N ablation)")
+@register("all", keeps_all=True, reads_features=False, help="keep the whole pool (vanilla replace, and the 2N ablation)")
 def _all(features: np.ndarray, n: int, *, seed: int) -> np.ndarray:
     return keep_all(len(features))
 
 
-@register("random", help="a uniform subsample (vanilla accumulate-subsample)")
+@register("random", reads_features=False, help="a uniform subsample (vanilla accumulate-subsample)")
 def _random(features: np.ndarray, n: int, *, seed: int) -> np.ndarray:
     return random(len(features), n, seed=seed)
 
@@ -342,6 +342,7 @@ class Fresh:
     file: str
     start: int
     count: int
+    key: str = "runs.<run>.fresh"  # the config key to lower when the images run out
 
 
 def stage(sources: list[tuple[str, str]], extractor: str, n: int, method: str, *, seed: int,
@@ -385,9 +386,17 @@ def stage(sources: list[tuple[str, str]], extractor: str, n: int, method: str, *
             real_features = features_of(real_images, extractor)
             params[key] = auto_tau0(load_features_for(real_images, real_features, pool.shape[1]))
             notes[f"{key}_from"] = f"auto: median nearest-neighbour distance of {real_features}"
+    taken = fresh.count if fresh else 0
+    if fresh:  # checked before a possibly long selection
+        available = len(load_images(fresh.file))
+        if fresh.start + fresh.count > available:
+            raise OuroborosError(
+                f"{fresh.file}: fresh real images run out: this iteration needs rows {fresh.start}…"
+                f"{fresh.start + fresh.count - 1} but the source holds only {available} images outside D_1; "
+                f"lower {fresh.key} or the iterations"
+            )
     started = time.time()
     extra: dict = {}
-    taken = fresh.count if fresh else 0
     if share == "equal":
         counts = [sum(p.rows for p in parts if p.source == s) for s in dict.fromkeys(p.source for p in parts)]
         chosen = equal_shares(counts, n - taken, seed=seed)
@@ -396,13 +405,6 @@ def stage(sources: list[tuple[str, str]], extractor: str, n: int, method: str, *
     else:
         chosen, extra = selector(pool, len(pool) if selector.keeps_all else n - taken, seed=seed, device=device, **params)
     if fresh:
-        available = len(load_images(fresh.file))
-        if fresh.start + fresh.count > available:
-            raise OuroborosError(
-                f"{fresh.file}: fresh real images run out: this iteration needs rows {fresh.start}…"
-                f"{fresh.start + fresh.count - 1} but the source holds only {available} images outside D_1; "
-                "lower the run's fresh share (runs.<run>.fresh) or the iterations"
-            )
         parts.append(manifest.PoolPart("fresh", fresh.file, available))
         chosen = np.concatenate([chosen, len(pool) + fresh.start + np.arange(fresh.count)])
         extra["fresh"] = {"file": fresh.file, "rows": [fresh.start, fresh.start + fresh.count]}

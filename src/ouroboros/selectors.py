@@ -16,6 +16,7 @@ shuffled pool does, never by position: real images come first in the accumulate 
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import importlib.util
 import sys
@@ -30,6 +31,9 @@ from ouroboros.errors import OuroborosError
 
 AUTO = "auto"
 _REQUIRED = object()
+# a run's own keys, and the names the select job passes a method: no parameter may take them
+RUN_KEYS = ("paradigm", "selection", "samples", "share", "fresh", "init", "train", "select_features", "description")
+RESERVED = frozenset(RUN_KEYS) | {"method", "real_images", "seed", "device", "n", "features"}
 
 
 @dataclass(frozen=True)
@@ -37,8 +41,8 @@ class Param:
     """One parameter of a selection method, as a run key.
 
     ``distance``: a length in the selection space, which may also be ``auto`` (the median
-    nearest-neighbour distance of D_1 there, measured by the select job) and defaults to the
-    dataset's key of the same name (``datasets.X.tau0``), so that τ0 is set once per space.
+    nearest-neighbour distance of D_1 there, measured by the select job). A distance named
+    ``tau0`` defaults to ``datasets.X.tau0`` when the run selects in the dataset's selection space.
     """
 
     types: tuple[type, ...]
@@ -62,6 +66,7 @@ class Selector:
     keeps_all: bool = False  # D_n is the whole pool (vanilla replace): ``n`` is ignored
     devices: tuple[str, ...] = ("cpu",)  # a method with a GPU path gets ``device=`` too
     help: str = ""
+    reads_features: bool = True  # False: the method never looks at the rows (all, random)
 
     def __call__(self, features: np.ndarray, n: int, *, seed: int, device: str = "cpu",
                  **params: Any) -> tuple[np.ndarray, dict]:
@@ -74,19 +79,32 @@ class Selector:
 REGISTRY: dict[str, Selector] = {}
 
 
+def _origin(fn: Callable) -> tuple[str, str]:
+    """Where a function is defined: the same file run again (config.yaml read twice) is the same."""
+    code = getattr(fn, "__code__", None)
+    return (str(Path(code.co_filename).resolve()) if code else fn.__module__), fn.__qualname__
+
+
 def register(name: str, *, params: Mapping[str, Param] | None = None, keeps_all: bool = False,
-             devices: tuple[str, ...] = ("cpu",), help: str = "") -> Callable:
+             devices: tuple[str, ...] = ("cpu",), help: str = "", reads_features: bool = True) -> Callable:
     """Decorator: make ``fn`` the selection method ``name``. Registering a name twice with
-    another function is an error (two plug-ins would silently shadow each other)."""
+    another function is an error (two plug-ins would silently shadow each other, or one the
+    paper's method); so is a parameter named like a run key or an argument of the call."""
     def decorate(fn: Callable) -> Callable:
+        taken = sorted(set(params or {}) & RESERVED)
+        if taken:
+            raise OuroborosError(f"selection method {name!r}: parameter {taken[0]!r} is a run key or an argument the "
+                                 f"select job passes itself; rename it (reserved: {', '.join(sorted(RESERVED))})")
         untestable = [k for k, p in (params or {}).items() if p.required and p.example is None]
         if untestable:
             raise OuroborosError(f"selection method {name!r}: required parameter {untestable[0]!r} needs an example "
                                  "value (Param(example=...)): the contract test runs every method with it")
         known = REGISTRY.get(name)
-        if known is not None and known.fn.__qualname__ != fn.__qualname__:
-            raise OuroborosError(f"selection method {name!r} is registered twice ({known.fn.__module__}, {fn.__module__})")
-        REGISTRY[name] = Selector(name, fn, dict(params or {}), keeps_all, devices, help or (fn.__doc__ or "").split("\n")[0])
+        if known is not None and _origin(known.fn) != _origin(fn):
+            raise OuroborosError(f"selection method {name!r} is registered twice: {'.'.join(_origin(known.fn))} and "
+                                 f"{'.'.join(_origin(fn))}; rename one")
+        REGISTRY[name] = Selector(name, fn, dict(params or {}), keeps_all, devices,
+                                  help or (fn.__doc__ or "").split("\n")[0], reads_features)
         return fn
     return decorate
 
@@ -105,7 +123,8 @@ def load_plugins(entries: list[str] | tuple[str, ...], where: str = "selectors")
             path = Path(entry)
             if not path.is_file():
                 raise OuroborosError(f"{key}: no such file ({path.resolve()}); paths are relative to the working directory")
-            name = f"ouroboros_plugin_{path.stem}"
+            # named by the resolved path: a/sel.py and b/sel.py are two modules
+            name = f"ouroboros_plugin_{path.stem}_{hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:12]}"
             spec = importlib.util.spec_from_file_location(name, path)
             assert spec is not None and spec.loader is not None
             module = importlib.util.module_from_spec(spec)
@@ -136,8 +155,9 @@ def validate(name: str, given: Mapping[str, Any], where: str, *, fallback: Mappi
              fallback_where: str | None = None) -> dict[str, Any]:
     """A run's parameters for method ``name``, defaults filled in, each checked; ``where`` is the
     run's key (``runs.greedy``). ``fallback`` holds the dataset-level values of ``distance``
-    parameters (``{"tau0": datasets.X.tau0}``) and ``fallback_where`` that dataset's key; without
-    them (config.yaml being read, no dataset chosen yet) a missing distance is left None."""
+    parameters that have a dataset-level key (only ``tau0``: ``{"tau0": datasets.X.tau0}``) and
+    ``fallback_where`` that dataset's key (None: the dataset's value does not apply); without them
+    (config.yaml being read, no dataset chosen yet) a missing distance is left None."""
     selector = get(name)
     unknown = sorted(set(given) - set(selector.params))
     if unknown:
@@ -156,7 +176,7 @@ def validate(name: str, given: Mapping[str, Any], where: str, *, fallback: Mappi
                 check(spec, value, f"{fallback_where}.{key}")
         if value is None:
             if spec.required:
-                if spec.distance:
+                if spec.distance and fallback_where is not None:
                     raise OuroborosError(
                         f"config.yaml: run {where.split('.', 1)[-1]!r} uses {name} but neither {where}.{key} nor "
                         f"{fallback_where}.{key} is set; set one ({spec.help or 'a distance in the selection space'}, "

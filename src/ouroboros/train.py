@@ -257,12 +257,17 @@ def _load_weights(unet, model_dir: str | os.PathLike) -> None:
 
     from ouroboros.errors import OuroborosError
 
-    previous = UNet2DModel.from_pretrained(model_dir)
+    try:  # a local directory, never the hub: a missing model must not wait on retries offline
+        previous = UNet2DModel.from_pretrained(model_dir, local_files_only=True)
+    except OSError as exc:
+        raise OuroborosError(f"{model_dir}: no saved model to fine-tune from ({exc.__class__.__name__}); "
+                             "re-run the previous iteration's train step") from exc
     try:
         unet.load_state_dict(previous.state_dict())
     except RuntimeError as exc:
-        raise OuroborosError(f"{model_dir}: cannot fine-tune from this model, its architecture differs "
-                             f"({str(exc).splitlines()[0]})") from exc
+        detail = next((line.strip() for line in str(exc).splitlines()[1:] if line.strip()), str(exc))
+        raise OuroborosError(f"{model_dir}: cannot fine-tune from this model: its architecture differs from "
+                             f"this dataset's model preset ({detail[:300]})") from exc
 
 
 LOG_EVERY = 50  # steps between reads of the loss on CUDA (each read waits for the GPU)

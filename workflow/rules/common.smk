@@ -8,7 +8,7 @@ from snakemake.exceptions import WorkflowError
 
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 
-from ouroboros import paths, seeds  # noqa: E402
+from ouroboros import paths, seeds, selectors  # noqa: E402
 from ouroboros.config import AUTO  # noqa: E402
 from ouroboros.config import check as check_config  # noqa: E402
 from ouroboros.errors import OuroborosError  # noqa: E402
@@ -186,7 +186,12 @@ def run_tau0(wildcards):
 
 
 def select_features(wildcards):
-    return CFG.select_features(wildcards.dataset, _run_name(wildcards.run))
+    """The space the select job loads: the run's selection space, or, for a method that never
+    reads the rows (all, random), the dataset's features as ever, so its job never reruns."""
+    name = _run_name(wildcards.run)
+    if not selectors.get(CFG.run(name).selection).reads_features:
+        return CFG.dataset(wildcards.dataset).features
+    return CFG.select_features(wildcards.dataset, name)
 
 
 def _measures_auto(wildcards):
@@ -215,8 +220,10 @@ def select_input(wildcards):
 
 
 def select_device(wildcards):
-    """Where the selection runs: only Greedy Selection has a GPU path; the rest run on the CPU."""
-    return dataset_params(wildcards).select_device if CFG.run(_run_name(wildcards.run)).selection == "greedy" else "cpu"
+    """Where the selection runs: the dataset's select_device for a method with a GPU path
+    (Greedy Selection), the CPU for the rest."""
+    method = selectors.get(CFG.run(_run_name(wildcards.run)).selection)
+    return dataset_params(wildcards).select_device if "cuda" in method.devices else "cpu"
 
 
 def select_params(wildcards):
@@ -232,7 +239,7 @@ def select_params(wildcards):
         out["share"] = run.share
     start, count = fresh_rows(wildcards)
     if count:
-        out["fresh"] = [paths.fresh_images(wildcards.dataset), start, count]
+        out["fresh"] = [paths.fresh_images(wildcards.dataset), start, count, f"runs.{run.name}.fresh"]
     return out
 
 
@@ -301,8 +308,8 @@ def run_options(dataset, name):
         out["fresh"] = run.fresh
     if run.init != "scratch":
         out["init"] = run.init
-    if CFG.select_features(dataset, name) != CFG.dataset(dataset).features:
-        out["select_features"] = CFG.select_features(dataset, name)
+    if CFG.select_features(dataset, name) != CFG.dataset_select_features(dataset):
+        out["select_features"] = CFG.select_features(dataset, name)  # a run's own space; the dataset's is every run's
     extra = {k: v for k, v in CFG.selection_params(dataset, name).items() if k not in ("tau0", "decay")}
     if extra:
         out["selection_params"] = extra
