@@ -95,3 +95,7 @@ def test_the_shipped_config_plans_every_option(tmp_path):
     # greedy-pixels selects in pixels while the metrics stay in DINOv2
     assert "results/cifar/greedy-pixels/iter02/selection.json" in out
     assert "results/cifar/real/features-pixels.npy" in out
+    # knn_entropy on the 32,768 set: its pool × N matrix cannot fit, and the plan says so
+    bad = snakemake(tmp_path, "-n", "results/cifar/knn-entropy/iter02/fid.json", check=False)
+    assert bad.returncode != 0
+    assert "runs.knn-entropy on datasets.cifar, iter02: knn_entropy keeps a pool × N distance matrix" in bad.stdout + bad.stderr

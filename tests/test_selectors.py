@@ -346,3 +346,11 @@ def test_a_fresh_share_that_leaves_nothing_to_select_fails_naming_the_key():
     cfg = parse(raw_config({"f": {"paradigm": "accumulate", "selection": "greedy", "fresh": 0.99}}))
     with pytest.raises(OuroborosError, match=r"runs\.f\.fresh = 0\.99 makes all 32 images of D_n fresh"):
         paths.fresh_rows(cfg, "d", "f", 2)
+
+
+def test_knn_entropy_says_before_the_dag_runs_where_it_cannot_fit():
+    from ouroboros import knn_entropy
+
+    assert knn_entropy.fits(192, 48) is None
+    assert "65536 × 32768 exceeds" in knn_entropy.fits(65536, 32768)
+    assert selectors.get("knn_entropy").fits is knn_entropy.fits

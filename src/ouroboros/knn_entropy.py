@@ -31,8 +31,17 @@ from ouroboros.selectors import Param, register
 MAX_MATRIX = 250_000_000  # pool × N float64 distances: 2 GB
 
 
+def fits(pool: int, n: int) -> str | None:
+    """Why a pool of this size cannot be selected from (the distance matrix), else None."""
+    if pool * n > MAX_MATRIX:
+        return (f"knn_entropy keeps a pool × N distance matrix: {pool} × {n} exceeds {MAX_MATRIX:,} entries; "
+                "use greedy (Algorithm 1) for pools this large")
+    return None
+
+
 @register(
     "knn_entropy",
+    fits=fits,
     params={"eps": Param((int, float), default=KL_EPS, check=lambda v: v > 0, rule="> 0",
                          help="added to every nearest-neighbour distance before the log, as in the entropy metric")},
     help="greedy maximisation of the Kozachenko–Leonenko (k = 1) entropy estimate of D_n",
@@ -42,11 +51,9 @@ def knn_entropy(features: np.ndarray, n: int, *, seed: int, eps: float = KL_EPS)
     candidate whose addition raises the entropy estimate most (ties: the seeded order of the
     pool, as in ``ouroboros.select.greedy``)."""
     order, x = shuffled_pool(features, n, seed)
-    if len(x) * n > MAX_MATRIX:
-        raise OuroborosError(
-            f"knn_entropy keeps a pool × N distance matrix: {len(x)} × {n} exceeds {MAX_MATRIX:,} entries; "
-            "use greedy (Algorithm 1) for pools this large"
-        )
+    why = fits(len(x), n)
+    if why:
+        raise OuroborosError(why)
     dist = np.empty((len(x), n))  # dist[:, j]: every candidate's distance to the j-th chosen point
     nearest = np.full(n, np.inf)  # r_a of each chosen point within the chosen set
     chosen = np.empty(n, dtype=np.int64)

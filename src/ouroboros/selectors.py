@@ -67,6 +67,9 @@ class Selector:
     devices: tuple[str, ...] = ("cpu",)  # a method with a GPU path gets ``device=`` too
     help: str = ""
     reads_features: bool = True  # False: the method never looks at the rows (all, random)
+    # (pool size, n) → why the method cannot run there, or None: asked when the DAG is built, so that
+    # a hopeless job fails before the GPU work of the iterations before it
+    fits: Callable[[int, int], str | None] | None = None
 
     def __call__(self, features: np.ndarray, n: int, *, seed: int, device: str = "cpu",
                  **params: Any) -> tuple[np.ndarray, dict]:
@@ -86,7 +89,8 @@ def _origin(fn: Callable) -> tuple[str, str]:
 
 
 def register(name: str, *, params: Mapping[str, Param] | None = None, keeps_all: bool = False,
-             devices: tuple[str, ...] = ("cpu",), help: str = "", reads_features: bool = True) -> Callable:
+             devices: tuple[str, ...] = ("cpu",), help: str = "", reads_features: bool = True,
+             fits: Callable[[int, int], str | None] | None = None) -> Callable:
     """Decorator: make ``fn`` the selection method ``name``. Registering a name twice with
     another function is an error (two plug-ins would silently shadow each other, or one the
     paper's method); so is a parameter named like a run key or an argument of the call."""
@@ -104,7 +108,7 @@ def register(name: str, *, params: Mapping[str, Param] | None = None, keeps_all:
             raise OuroborosError(f"selection method {name!r} is registered twice: {'.'.join(_origin(known.fn))} and "
                                  f"{'.'.join(_origin(fn))}; rename one")
         REGISTRY[name] = Selector(name, fn, dict(params or {}), keeps_all, devices,
-                                  help or (fn.__doc__ or "").split("\n")[0], reads_features)
+                                  help or (fn.__doc__ or "").split("\n")[0], reads_features, fits)
         return fn
     return decorate
 

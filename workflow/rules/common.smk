@@ -208,6 +208,12 @@ def select_input(wildcards):
     _check_run(wildcards)
     if _n(wildcards) < 2:
         raise OuroborosError("D_1 is the real subset: there is no selection at iteration 1")
+    name = _run_name(wildcards.run)
+    method = selectors.get(CFG.run(name).selection)
+    if method.fits is not None:  # e.g. knn_entropy's distance matrix: fail now, not after the GPU work before it
+        why = method.fits(paths.pool_size(CFG, wildcards.dataset, wildcards.run, _n(wildcards)), dataset_params(wildcards).size)
+        if why:
+            raise OuroborosError(f"config.yaml: runs.{name} on datasets.{wildcards.dataset}, iter{wildcards.iter}: {why}")
     extractor = select_features(wildcards)
     files = [f for _, f in pool_sources(wildcards)]
     out = {"images": files, "features": [paths.features_of(f, extractor) for f in files]}
