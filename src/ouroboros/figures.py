@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from ouroboros import grids, stats
-from ouroboros.tables import scan, tidy
+from ouroboros.tables import paper_loop, scan, tidy
 
 Drawn = tuple[object, pd.DataFrame]  # (matplotlib figure, the wide table of what it plots)
 
@@ -125,18 +125,6 @@ def _lines(ax, data: pd.DataFrame, metric: str, by: str, ylabel: str, colours: d
 def _noted(wides: list[pd.DataFrame]) -> pd.DataFrame:
     """The wide tables of a figure's panels, with the level and method of their intervals."""
     return pd.concat(wides, axis=1).assign(ci_level=LEVEL, ci_method=BAND_METHOD)
-
-
-def paper_loop(t: pd.DataFrame) -> pd.Series:
-    """Rows of runs of the paper's loop: no run option beyond it (fresh data, equal shares,
-    fine-tuning, another selection space), so that such a run never pools with vanilla replace."""
-    mask = pd.Series(True, index=t.index)
-    for key, default in (("share", "uniform"), ("fresh", 0.0), ("init", "scratch")):
-        if key in t:
-            mask &= t[key].isna() | (t[key].astype(str) == str(default)) | (t[key].astype(str) == "0")
-    if "select_features" in t:
-        mask &= t["select_features"].isna()
-    return mask
 
 
 def _vanilla_replace(t: pd.DataFrame) -> pd.DataFrame:

@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from ouroboros import stats
+from ouroboros.tables import RUN_OPTIONS, is_default
 
 SEED = 0  # the bootstrap's stream: findings.tsv is the same on every rebuild of the same table
 HOLDS, FAILS, UNDECIDED = "holds", "fails", "insufficient data"
@@ -102,28 +103,19 @@ def complete(tidy: pd.DataFrame) -> pd.DataFrame:
     return t
 
 
-# the run options beyond the paper's loop, their defaults (tables from before them hold none), and
-# how a run's label names them
-OPTIONS = {"share": "uniform", "fresh": 0.0, "init": "scratch", "select_features": None}
-
-
 def _options(row) -> str:
-    said = []
-    for key, default in OPTIONS.items():
-        value = getattr(row, key)
-        if not (value is None or (isinstance(value, float) and math.isnan(value)) or value == default
-                or str(value) == str(default)):
-            said.append(f"{key.replace('_', ' ')} {value}")
-    return ", ".join(said)
+    """How a run's label names its options beyond the paper's loop ("fresh 0.5, init previous")."""
+    return ", ".join(f"{key.replace('_', ' ')} {getattr(row, key)}" for key in RUN_OPTIONS
+                     if not is_default(key, getattr(row, key)))
 
 
 def run_list(t: pd.DataFrame) -> list[Run]:
     """Every (dataset, run) of the table with its settings."""
     cols = ["family", "dataset", "run", "dataset_size", "paradigm", "selection", "samples_per_iteration"]
-    first = t.assign(**{k: t[k] if k in t else None for k in OPTIONS}).drop_duplicates(["dataset", "run"])
+    first = t.assign(**{k: t[k] if k in t else None for k in RUN_OPTIONS}).drop_duplicates(["dataset", "run"])
     return [Run(str(r.family), str(r.dataset), str(r.run), float(r.dataset_size), str(r.paradigm), str(r.selection),
                 float(r.samples_per_iteration), _options(r))
-            for r in first.sort_values(["family", "dataset", "run"])[cols + list(OPTIONS)].itertuples(index=False)]
+            for r in first.sort_values(["family", "dataset", "run"])[cols + RUN_OPTIONS].itertuples(index=False)]
 
 
 def _values(t: pd.DataFrame, run: Run, metric: str) -> pd.DataFrame:

@@ -19,6 +19,25 @@ ID_COLUMNS = ["dataset", "family", "dataset_size", "run", "paradigm", "selection
 # the run options beyond the paper's loop: their files record them only when set (select_features:
 # empty when selection ran in the dataset's features)
 RUN_OPTION_DEFAULTS = {"share": "uniform", "fresh": 0.0, "init": "scratch"}
+RUN_OPTIONS = [*RUN_OPTION_DEFAULTS, "select_features"]
+
+
+def is_default(key: str, value) -> bool:
+    """Whether a run option has its default (missing, NaN or empty in older tables counts so)."""
+    if value is None or (isinstance(value, float) and value != value) or value == "":
+        return True
+    default = RUN_OPTION_DEFAULTS.get(key)
+    return default is not None and (value == default or str(value) == str(default))
+
+
+def paper_loop(frame: pd.DataFrame) -> pd.Series:
+    """Rows of runs of the paper's loop: no run option beyond it (fresh data, equal shares,
+    fine-tuning, a selection space of their own), so that such runs never stand in for the paper's."""
+    mask = pd.Series(True, index=frame.index)
+    for key in RUN_OPTIONS:
+        if key in frame:
+            mask &= frame[key].map(lambda v, key=key: is_default(key, v))
+    return mask
 
 
 def rows(path: str | Path) -> list[dict]:
