@@ -109,6 +109,9 @@ class Run:
 
 # run keys that are not the selection method's parameters
 _RUN_KEYS = selectors.RUN_KEYS
+# the run options beyond the paper's loop and their defaults: files and tables record an option
+# only where a run sets it otherwise (select_features: where it differs from the dataset's space)
+RUN_OPTION_DEFAULTS = {k: Run.__dataclass_fields__[k].default for k in ("share", "fresh", "init")}
 
 
 @dataclass(frozen=True)

@@ -308,12 +308,6 @@ def _threshold_decay(features: np.ndarray, n: int, *, seed: int, tau0: float, de
                            "decays": trace.decays, "skipped_passes": trace.skipped}
 
 
-def choose(method: str, features: np.ndarray, n: int, *, seed: int, device: str = "cpu",
-           **params) -> tuple[np.ndarray, dict]:
-    """Run the registered method ``method``; returns indices and what selection.json records."""
-    return selectors.get(method)(features, n, seed=seed, device=device, **params)
-
-
 def equal_quotas(n: int, counts: list[int]) -> list[int]:
     """``share: equal``: N // m from each of the m sources (real, G_1 … G_(n-1)), the remainder
     N − m·(N // m) one each to the earliest sources, so that |D_n| = N exactly."""

@@ -11,14 +11,14 @@ from pathlib import Path
 
 import pandas as pd
 
+from ouroboros.config import RUN_OPTION_DEFAULTS
 from ouroboros.errors import OuroborosError
 from ouroboros.io import load_json
 
 ID_COLUMNS = ["dataset", "family", "dataset_size", "run", "paradigm", "selection", "samples_per_iteration", "tau0",
               "decay", "share", "fresh", "init", "select_features", "replicate", "iteration"]
 # the run options beyond the paper's loop: their files record them only when set (select_features:
-# empty when selection ran in the dataset's features)
-RUN_OPTION_DEFAULTS = {"share": "uniform", "fresh": 0.0, "init": "scratch"}
+# empty unless a run selects in a space other than its dataset's)
 RUN_OPTIONS = [*RUN_OPTION_DEFAULTS, "select_features"]
 
 

@@ -9,7 +9,7 @@ from snakemake.exceptions import WorkflowError
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 
 from ouroboros import paths, seeds, selectors  # noqa: E402
-from ouroboros.config import AUTO  # noqa: E402
+from ouroboros.config import AUTO, RUN_OPTION_DEFAULTS  # noqa: E402
 from ouroboros.config import check as check_config  # noqa: E402
 from ouroboros.errors import OuroborosError  # noqa: E402
 
@@ -307,13 +307,8 @@ def run_meta(wildcards):
 def run_options(dataset, name):
     """The run's options beyond the paper's loop, only where set: older results keep their
     metadata (and Snakemake its parameters), and the tables fill in the defaults."""
-    run, out = CFG.run(name), {}
-    if run.share != "uniform":
-        out["share"] = run.share
-    if run.fresh:
-        out["fresh"] = run.fresh
-    if run.init != "scratch":
-        out["init"] = run.init
+    run = CFG.run(name)
+    out = {k: getattr(run, k) for k, default in RUN_OPTION_DEFAULTS.items() if getattr(run, k) != default}
     if CFG.select_features(dataset, name) != CFG.dataset_select_features(dataset):
         out["select_features"] = CFG.select_features(dataset, name)  # a run's own space; the dataset's is every run's
     extra = {k: v for k, v in CFG.selection_params(dataset, name).items() if k not in ("tau0", "decay")}
