@@ -30,6 +30,10 @@ MISTAKES = {
                                  ["datasets.digits.classes", "guidance_scale"]),
     "base cycle": (lambda cfg: cfg["datasets"]["cifar"].update(base="cifar"), ["datasets.cifar.base", "cycle"]),
     "replace-select without 2N": (setting("runs.replace-greedy.samples", 1), ["runs.replace-greedy.samples"]),
+    "unknown model preset": (setting("datasets.digits.model", "resnet-nope"),
+                             ["datasets.digits.model = 'resnet-nope'", "cifar-paper"]),
+    "unknown mixed precision": (setting("datasets.digits.train.mixed_precision", "fp8"),
+                                ["['datasets']['digits']['train']['mixed_precision']", "fp8"]),
 }
 
 

@@ -173,6 +173,8 @@ def test_sigkill_mid_selection_leaves_nothing_that_looks_complete(reference, tmp
 MISTAKES = {
     "unknown top-level key": (setting("seeds", 1), [], ["'seeds' was unexpected"]),
     "pool smaller than N": (setting("datasets.digits.size", 5000), [], ["datasets.digits.size"]),
+    "unknown model preset": (setting("datasets.digits.model", "resnet-nope"), [],
+                             ["datasets.digits.model = 'resnet-nope' is not a model preset"]),
     "unknown dataset in a target path": (None, ["results/nope/greedy/iter02/fid.json"], ["unknown dataset 'nope'"]),
     "unknown iteration in a target path": (None, [f"{RUN}/iter00/fid.json"], ["iter00 does not exist"]),
     "threshold without tau0": (setting("datasets.digits.tau0", None), ["results/digits/threshold/iter02/fid.json"],

@@ -83,3 +83,69 @@ def test_missing_inception_weights_name_the_file_and_the_config_key(tmp_path):
     assert not images.with_name("features-inception.npy").exists()
     with pytest.raises(OuroborosError, match=r"datasets\.<dataset>\.inception_weights"):
         features.inception(np.zeros((1, 8, 8, 3), np.uint8), str(missing))
+
+
+# --- the registry and the device policy ------------------------------------------------------------
+
+def test_the_schema_wildcards_and_gpu_resources_come_from_the_registry():
+    import re
+    from pathlib import Path
+
+    import yaml
+
+    root = Path(__file__).parents[1]
+    schema = yaml.safe_load((root / "workflow/schemas/config.schema.yaml").read_text())
+    dataset = schema["properties"]["datasets"]["additionalProperties"]["properties"]
+    run = schema["properties"]["runs"]["additionalProperties"]["properties"]
+    assert dataset["features"]["enum"] == features.names("features")
+    assert dataset["select_features"]["enum"] == features.names("features")
+    assert run["select_features"]["enum"] == features.names("features")
+    assert dataset["fid_features"]["enum"] == features.names("fid")
+    for extractor in features.EXTRACTORS.values():  # each key names a dataset option of the schema
+        assert extractor.key is None or extractor.key in dataset, extractor.name
+        assert extractor.preprocessing
+    common = (root / "workflow/rules/common.smk").read_text()
+    assert "features.EXTRACTORS" in common and "features.get(wildcards.extractor).gpu" in common
+    assert not re.search(r'extractor=r"pixels', common)  # no second list of the names
+
+
+class Recording:
+    """A device policy that notes what the extractor hands it: every network and every input batch
+    must pass through place() and inputs(), which put them on the job's device."""
+
+    device = "cpu"
+
+    def __init__(self):
+        self.networks, self.batches = [], []
+
+    def place(self, module):
+        self.networks.append(module)
+        return module.eval()
+
+    def inputs(self, tensor):
+        self.batches.append(tensor)
+        return tensor
+
+
+@pytest.fixture(scope="module")
+def local_models(tmp_path_factory):
+    import local_models as lm
+
+    folder = tmp_path_factory.mktemp("models")
+    return {"dinov2": lm.dinov2_dir(folder / "dinov2"), "dinov2-fd": lm.dinov2_dir(folder / "dinov2-fd"),
+            "inception": lm.fidelity_inception_weights(folder / "fidelity.pth"),
+            "inception-torchvision": lm.torchvision_inception_weights(folder / "torchvision.pth")}
+
+
+@pytest.mark.parametrize("name", [e.name for e in features.EXTRACTORS.values() if e.gpu])
+def test_every_gpu_extractor_runs_its_network_and_inputs_where_the_policy_says(name, local_models):
+    images = np.random.default_rng(0).integers(0, 256, size=(3, 16, 16, 3), dtype=np.uint8)
+    recording = Recording()
+    source = {"dinov2_model": local_models[name]} if "dinov2" in name else {"inception_weights": local_models[name]}
+    fn = {"dinov2": features.dinov2, "inception": features.inception, "dinov2-fd": features.dinov2_fd,
+          "inception-torchvision": features.inception_torchvision}[name]
+    f = fn(images, next(iter(source.values())), batch_size=2, policy=recording)
+    assert len(recording.networks) == 1 and not recording.networks[0].training
+    assert len(recording.batches) == 2  # both batches (2 + 1 images) went through the policy
+    assert np.isfinite(f).all() and len(f) == 3
+    np.testing.assert_allclose(features.extract(name, images, **source), f, rtol=1e-4, atol=1e-5)

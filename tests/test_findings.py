@@ -369,3 +369,18 @@ def test_fd_dinov2_and_the_torchvision_fid_get_the_fid_claim_where_they_exist():
     row = claim(out, "S5.fd_dinov2_lower").iloc[0]
     assert row.verdict == "holds" and row.estimate == pytest.approx(-3.8 / 3)
     assert claim(out, "S5.fid_torchvision_lower").empty and claim(out, "S5.fid_lower").empty
+
+
+def test_pixel_measures_are_labelled_pixels_whatever_the_files_space(tmp_path):
+    """metrics.json of a DINOv2 dataset: GS is in DINOv2 space, the copy share and the memorization
+    ratio are measured in pixels, and the tidy table (and so every findings row) says so."""
+    from ouroboros.io import save_json
+    from ouroboros.metrics import PIXEL_METRICS
+    from ouroboros.tables import rows
+
+    path = tmp_path / "metrics.json"
+    save_json(path, {"feature_extractor": "dinov2", "dataset": "cifar", "run": "replace", "iteration": 2,
+                     "values": {"generalization_score": 0.5, "copy_share": 0.1, "memorization_ratio": 0.2,
+                                "copy_scale": 3.0}})
+    spaces = {r["metric"]: r["feature_extractor"] for r in rows(path)}
+    assert spaces == {"generalization_score": "dinov2"} | {m: "pixels" for m in PIXEL_METRICS}

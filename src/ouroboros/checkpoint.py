@@ -28,8 +28,9 @@ def fingerprint(preset: str, options: dict, seed: int, images: np.ndarray, label
     return h.hexdigest()
 
 
-def save(path: str | os.PathLike, unet, opt, next_step: int, fp: str, stats_text: str, ema=None) -> None:
-    """``ema``: the list of EMA tensors, one per parameter in ``unet.parameters()`` order."""
+def save(path: str | os.PathLike, unet, opt, next_step: int, fp: str, stats_text: str, ema=None, scaler=None) -> None:
+    """``ema``: the list of EMA tensors, one per parameter in ``unet.parameters()`` order;
+    ``scaler``: fp16's GradScaler, whose loss scale and growth counter a resume continues from."""
     from safetensors.torch import save_file
 
     state = opt.state_dict()
@@ -40,13 +41,19 @@ def save(path: str | os.PathLike, unet, opt, next_step: int, fp: str, stats_text
         if ema is not None:
             save_file({str(i): e.detach().cpu().contiguous() for i, e in enumerate(ema)}, str(tmp / "ema.safetensors"))
         (tmp / "stats.jsonl").write_text(stats_text)
+        scale = scaler.state_dict() if scaler is not None and scaler.is_enabled() else None
         (tmp / "state.json").write_text(json.dumps({"next_step": next_step, "fingerprint": fp,
-                                                    "param_groups": state["param_groups"]}))
+                                                    "param_groups": state["param_groups"], "scaler": scale}))
 
 
-def load(path: str | os.PathLike, unet, opt, fp: str, log=print, ema=None) -> tuple[int, str] | None:
-    """Restore model, optimizer (and the EMA tensors in place); returns (next step, loss log so
-    far), or None to start over."""
+def load(path: str | os.PathLike, unet, opt, fp: str, log=print, ema=None, scaler=None) -> tuple[int, str] | None:
+    """Restore model, optimizer (and the EMA tensors and the GradScaler in place); returns (next
+    step, loss log so far), or None to start over.
+
+    The optimizer's moments are restored in their parameter's memory layout, not only its dtype
+    and device: ``load_state_dict`` keeps the contiguous tensors the file holds, and the fused
+    AdamW walks a channels-last parameter and its contiguous moments element by element in
+    memory order, so every moment would update the wrong weight."""
     from safetensors.torch import load_file
 
     path = Path(path)
@@ -78,7 +85,23 @@ def load(path: str | os.PathLike, unet, opt, fp: str, log=print, ema=None) -> tu
         index, name = key.split(".", 1)
         per_param.setdefault(int(index), {})[name] = value if name == "step" else value.to(device)
     opt.load_state_dict({"state": per_param, "param_groups": state["param_groups"]})
+    relayout(opt)
+    if scaler is not None and state.get("scaler"):
+        scaler.load_state_dict(state["scaler"])
     for i, e in enumerate(ema or []):
         e.copy_(saved_ema[str(i)])
     log(f"resuming from {path} at step {state['next_step']}")
     return int(state["next_step"]), stats
+
+
+def relayout(opt) -> None:
+    """Every per-parameter state tensor of ``opt`` shaped like its parameter (AdamW's moments)
+    re-laid in that parameter's memory format and device, values unchanged."""
+    import torch
+
+    for group in opt.param_groups:
+        for p in group["params"]:
+            for name, value in opt.state.get(p, {}).items():
+                if getattr(value, "shape", None) == p.shape and value.dim() > 0:
+                    same = torch.empty_like(p, dtype=value.dtype, memory_format=torch.preserve_format)
+                    opt.state[p][name] = same.copy_(value)

@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 from ouroboros import selectors
 from ouroboros.errors import OuroborosError
+from ouroboros.models import PRESETS
 
 # training images of the sources whose size is known before loading (npz and folder are checked
 # when the data step reads them)
@@ -38,7 +39,10 @@ class TrainConfig:
     checkpoint_minutes: float = 10.0  # in-job checkpoint interval (wall clock)
     ema: bool = False  # save the EMA of the weights (diffusers' train_unconditional --use_ema)
     label_dropout: float = 0.1  # conditional models: share of labels dropped to the null label
-    compile: bool = False  # torch.compile the UNet on CUDA (ignored on CPU)
+    compile: bool = False  # torch.compile the UNet under the GPU device policy (ouroboros.policy)
+    # autocast of the GPU policy: no | fp16 (with a GradScaler) | bf16; sampling then runs in fp16
+    # (fp32 with "no"). The CPU policy runs fp32 whatever this says (ouroboros.policy)
+    mixed_precision: str = "bf16"
 
     def total_steps(self, train_size: int) -> int:
         """Optimizer steps for a training set of this size (epochs scale with |D_n|)."""
@@ -78,6 +82,10 @@ class Dataset:
     family: str = ""  # the root of the `base:` chain: datasets of one family share one permutation
     classes: int | None = None  # a class-conditional model (CFG) over labels 0 … classes-1
 
+
+# TrainConfig keys added after results existed: a rule sees them only where set otherwise, so that
+# Snakemake does not rerun (and the checkpoint fingerprint does not change for) every training
+TRAIN_KEY_DEFAULTS = {"mixed_precision": TrainConfig.mixed_precision}
 
 # Dataset fields a config entry may leave out (the rest are required or derived)
 _OPTIONAL = ("root", "tau0", "dinov2", "inception_weights", "fd_dinov2", "torchvision_inception_weights",
@@ -162,7 +170,8 @@ class Config:
     def train_options(self, dataset: str, run: str, n: int) -> dict[str, Any]:
         """TrainConfig keys of iteration n of a run: the dataset's, then the run's ``train`` keys
         from n = 2 on (iteration 1 is shared). Setting ``steps`` drops ``epochs`` and vice versa."""
-        options = dict(vars(self.dataset(dataset).train))
+        options = {k: v for k, v in vars(self.dataset(dataset).train).items()
+                   if k not in TRAIN_KEY_DEFAULTS or v != TRAIN_KEY_DEFAULTS[k]}
         override = dict(self.run(run).train) if n >= 2 and run != "real" else {}
         for one, other in (("steps", "epochs"), ("epochs", "steps")):
             if one in override:
@@ -223,6 +232,9 @@ def parse(raw: Mapping[str, Any]) -> Config:
             family=family,
             **optional,
         )
+        if d["model"] not in PRESETS:  # the first training job would fail; planning names the key
+            raise OuroborosError(f"config.yaml: datasets.{name}.model = {d['model']!r} is not a model preset; "
+                                 f"presets: {', '.join(sorted(PRESETS))} (ouroboros.models)")
         known = SOURCE_SIZES.get(datasets[name].source)
         if known is not None and datasets[name].size > known:
             raise OuroborosError(

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -44,30 +45,39 @@ def _from_pretrained(load: Callable[[str], Any], model: str, key: str) -> Any:
         ) from exc
 
 
-def dinov2(images: np.ndarray, model: str, batch_size: int = 256, *, dataset: str = "<dataset>") -> np.ndarray:
-    """CLS features of a DINOv2 model given by hub id or local directory (``dataset`` names the config key)."""
+def _policy(policy):
+    """The job's device policy (resolved here when the caller passes none)."""
+    if policy is None:
+        from ouroboros import policy as device_policy
+
+        policy = device_policy.resolve()
+    return policy
+
+
+def dinov2(images: np.ndarray, model: str, batch_size: int = 256, *, dataset: str = "<dataset>",
+           policy=None) -> np.ndarray:
+    """CLS features of a DINOv2 model given by hub id or local directory (``dataset`` names the
+    config key), the network and its inputs where the device policy puts them."""
     import torch
     from transformers import AutoImageProcessor, AutoModel
 
+    policy = _policy(policy)
     processor = _from_pretrained(AutoImageProcessor.from_pretrained, model, f"datasets.{dataset}.dinov2")
-    net = _from_pretrained(AutoModel.from_pretrained, model, f"datasets.{dataset}.dinov2")
-    from ouroboros.runtime import device as pick_device
-
-    device = pick_device()
-    net = net.to(device).eval()
+    net = policy.place(_from_pretrained(AutoModel.from_pretrained, model, f"datasets.{dataset}.dinov2"))
     rgb = images if images.shape[-1] == 3 else np.repeat(images, 3, axis=-1)
     out = []
     with torch.inference_mode():
         for lo in range(0, len(rgb), batch_size):
             batch = processor(images=list(rgb[lo : lo + batch_size]), return_tensors="pt")
-            hidden = net(pixel_values=batch["pixel_values"].to(device)).last_hidden_state
+            hidden = net(pixel_values=policy.inputs(batch["pixel_values"])).last_hidden_state
             out.append(hidden[:, 0].float().cpu().numpy())
     return np.concatenate(out).astype(np.float32)
 
 
 def inception(images: np.ndarray, weights: str | None = None, batch_size: int = 256, *,
-              dataset: str = "<dataset>") -> np.ndarray:
-    """torch-fidelity's InceptionV3 (``inception-v3-compat``) 2048-d pool features.
+              dataset: str = "<dataset>", policy=None) -> np.ndarray:
+    """torch-fidelity's InceptionV3 (``inception-v3-compat``) 2048-d pool features, the network and
+    its uint8 inputs where the device policy puts them (fp32: torch-fidelity's own arithmetic).
 
     ``weights`` is a local copy of the weights (None: torch-fidelity downloads them); ``dataset``
     only names the config key to set when they cannot be loaded.
@@ -75,6 +85,7 @@ def inception(images: np.ndarray, weights: str | None = None, batch_size: int = 
     import torch
     from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
 
+    policy = _policy(policy)
     try:
         net = FeatureExtractorInceptionV3("inception-v3-compat", ["2048"], feature_extractor_weights_path=weights)
     except Exception as exc:  # urllib / torch.hub errors when offline, OSError for a bad local path
@@ -84,12 +95,13 @@ def inception(images: np.ndarray, weights: str | None = None, batch_size: int = 
             "pt_inception-2015-12-05-6726825d.pth from torch-fidelity's release page to a local path "
             f"and set datasets.{dataset}.inception_weights in config.yaml to it"
         ) from exc
+    net = policy.place(net)
     rgb = images if images.shape[-1] == 3 else np.repeat(images, 3, axis=-1)
     out = []
     with torch.inference_mode():
         for lo in range(0, len(rgb), batch_size):
-            x = torch.from_numpy(np.ascontiguousarray(rgb[lo : lo + batch_size])).permute(0, 3, 1, 2)
-            out.append(net(x)[0].numpy())
+            x = policy.inputs(torch.from_numpy(np.ascontiguousarray(rgb[lo : lo + batch_size]))).permute(0, 3, 1, 2)
+            out.append(net(x)[0].float().cpu().numpy())
     return np.concatenate(out).astype(np.float32)
 
 
@@ -131,7 +143,8 @@ def dgm_eval_pixels(batch: torch.Tensor) -> torch.Tensor:
     return _normalised(x / 255.0)
 
 
-def dinov2_fd(images: np.ndarray, model: str | None, batch_size: int = 256, *, dataset: str = "<dataset>") -> np.ndarray:
+def dinov2_fd(images: np.ndarray, model: str | None, batch_size: int = 256, *, dataset: str = "<dataset>",
+              policy=None) -> np.ndarray:
     """FD_DINOv2's features (Stein et al. 2023): the CLS token of a DINOv2 given by hub id or local
     directory, loaded as :func:`dinov2` loads it, on dgm-eval's input (:func:`dgm_eval_pixels`).
 
@@ -149,14 +162,12 @@ def dinov2_fd(images: np.ndarray, model: str | None, batch_size: int = 256, *, d
     net = _from_pretrained(AutoModel.from_pretrained, model, key)
     if not net.config.model_type.startswith("dinov2"):
         raise OuroborosError(f"{key}: {model!r} is a {net.config.model_type} model, not DINOv2")
-    from ouroboros.runtime import device as pick_device
-
-    device = pick_device()
-    net = net.float().to(device).eval()
+    policy = _policy(policy)
+    net = policy.place(net.float())
     out = []
     with torch.inference_mode():
         for lo in range(0, len(images), batch_size):
-            batch = torch.from_numpy(np.ascontiguousarray(images[lo : lo + batch_size])).to(device)
+            batch = policy.inputs(torch.from_numpy(np.ascontiguousarray(images[lo : lo + batch_size])))
             hidden = net(pixel_values=dgm_eval_pixels(batch)).last_hidden_state
             out.append(hidden[:, 0].cpu().numpy())
     return np.concatenate(out).astype(np.float32)
@@ -210,54 +221,121 @@ def torchvision_inception_net(weights: str | None, *, dataset: str = "<dataset>"
 
 
 def inception_torchvision(images: np.ndarray, weights: str | None, batch_size: int = 256, *,
-                          dataset: str = "<dataset>") -> np.ndarray:
+                          dataset: str = "<dataset>", policy=None) -> np.ndarray:
     """2048-d pool features of torchvision's InceptionV3 (``weights``: a local state_dict file) on
     :func:`torchvision_inception_pixels`, fp32: the FID the paper's authors report."""
     import torch
 
-    from ouroboros.runtime import device as pick_device
-
-    device = pick_device()
-    net = torchvision_inception_net(weights, dataset=dataset).to(device)
+    policy = _policy(policy)
+    net = policy.place(torchvision_inception_net(weights, dataset=dataset))
     out = []
     with torch.inference_mode():
         for lo in range(0, len(images), batch_size):
-            batch = torch.from_numpy(np.ascontiguousarray(images[lo : lo + batch_size])).to(device)
+            batch = policy.inputs(torch.from_numpy(np.ascontiguousarray(images[lo : lo + batch_size])))
             out.append(net(torchvision_inception_pixels(batch)).cpu().numpy())
     return np.concatenate(out).astype(np.float32)
 
 
-PREPROCESSING = {"dinov2-fd": DGM_EVAL_PREPROCESSING, "inception-torchvision": TORCHVISION_INCEPTION_PREPROCESSING}
+@dataclass(frozen=True)
+class Extractor:
+    """One feature space, as ``features-{name}.npy`` and config.yaml's extractor names give it.
+
+    ``fn(images, source, *, dataset, classifier_dir, policy)`` → float32 (count, d); ``source`` is
+    the model or weights that the dataset key ``key`` names (None for extractors without one).
+    ``roles``: where config.yaml may name it: ``features`` (distances, selection: a dataset's
+    features and select_features) and ``fid`` (fid_features); an extractor without roles is
+    reached through its own key (fd_dinov2, fid_torchvision).
+    """
+
+    name: str
+    fn: Callable[..., np.ndarray]
+    gpu: bool  # the rule asks for a GPU slot (resources gpu=1)
+    key: str | None  # the datasets.X key of its model or weights
+    preprocessing: str
+    roles: tuple[str, ...] = ()
 
 
-EXTRACTORS = ("pixels", "classifier", "dinov2", "inception", "dinov2-fd", "inception-torchvision")
+EXTRACTORS: dict[str, Extractor] = {}
+
+
+def register(name: str, *, gpu: bool, key: str | None, preprocessing: str, roles: tuple[str, ...] = ()):
+    """Register ``fn`` as the extractor ``name``: the wildcard constraint, the rule's GPU resource,
+    the schema's enums (checked by a test) and :func:`extract` all read this one definition."""
+
+    def wrap(fn: Callable[..., np.ndarray]) -> Callable[..., np.ndarray]:
+        if name in EXTRACTORS:
+            raise OuroborosError(f"feature extractor {name!r} is registered twice")
+        EXTRACTORS[name] = Extractor(name, fn, gpu, key, preprocessing, roles)
+        return fn
+
+    return wrap
+
+
+def names(role: str | None = None) -> list[str]:
+    """Registered extractor names, in registration order; with ``role``, those config.yaml may name there."""
+    return [e.name for e in EXTRACTORS.values() if role is None or role in e.roles]
+
+
+@register("pixels", gpu=False, key=None, roles=("features", "fid"),
+          preprocessing="the uint8 image flattened and scaled to [0, 1]")
+def _pixels(images, source, **_):
+    return pixels(images)
+
+
+@register("classifier", gpu=False, key=None, roles=("features", "fid"),
+          preprocessing="the penultimate layer of a small CNN trained on the real labels (ouroboros.classifier)")
+def _classifier(images, source, *, classifier_dir=None, **_):
+    from ouroboros import classifier
+
+    if classifier_dir is None:
+        raise OuroborosError("the classifier extractor needs the trained classifier's directory")
+    return classifier.embed(images, classifier_dir)
+
+
+@register("dinov2", gpu=True, key="dinov2", roles=("features", "fid"),
+          preprocessing="the model's own AutoImageProcessor (resize, centre crop, ImageNet normalisation); the CLS token")
+def _dinov2(images, source, *, dataset, policy=None, **_):
+    return dinov2(images, source, dataset=dataset, policy=policy)
+
+
+@register("inception", gpu=True, key="inception_weights", roles=("fid",),
+          preprocessing="torch-fidelity's inception-v3-compat on uint8 input (its own resize to 299×299): 2048-d pool features")
+def _inception(images, source, *, dataset, policy=None, **_):
+    return inception(images, source, dataset=dataset, policy=policy)
+
+
+@register("dinov2-fd", gpu=True, key="fd_dinov2", preprocessing=DGM_EVAL_PREPROCESSING)
+def _dinov2_fd(images, source, *, dataset, policy=None, **_):
+    return dinov2_fd(images, source, dataset=dataset, policy=policy)
+
+
+@register("inception-torchvision", gpu=True, key="torchvision_inception_weights",
+          preprocessing=TORCHVISION_INCEPTION_PREPROCESSING)
+def _inception_torchvision(images, source, *, dataset, policy=None, **_):
+    return inception_torchvision(images, source, dataset=dataset, policy=policy)
+
+
+PREPROCESSING = {e.name: e.preprocessing for e in EXTRACTORS.values()}
+
+
+def get(name: str) -> Extractor:
+    if name not in EXTRACTORS:
+        raise OuroborosError(f"config.yaml: unknown feature extractor {name!r}; known: {', '.join(EXTRACTORS)}")
+    return EXTRACTORS[name]
 
 
 def extract(name: str, images: np.ndarray, *, classifier_dir: str | os.PathLike | None = None,
             dinov2_model: str = "facebook/dinov2-small", inception_weights: str | None = None,
-            dataset: str = "<dataset>") -> np.ndarray:
+            dataset: str = "<dataset>", policy=None) -> np.ndarray:
     """Features of images in one space; ``dataset`` names the config keys that errors point at.
 
     ``dinov2_model`` and ``inception_weights`` are the model and weights of the extractor asked
     for: the workflow passes datasets.X.fd_dinov2 for ``dinov2-fd`` and
     datasets.X.torchvision_inception_weights for ``inception-torchvision`` (common.smk).
     """
-    if name == "pixels":
-        return pixels(images)
-    if name == "classifier":
-        from ouroboros import classifier
-
-        assert classifier_dir is not None
-        return classifier.embed(images, classifier_dir)
-    if name == "dinov2":
-        return dinov2(images, dinov2_model, dataset=dataset)
-    if name == "inception":
-        return inception(images, inception_weights, dataset=dataset)
-    if name == "dinov2-fd":
-        return dinov2_fd(images, dinov2_model, dataset=dataset)
-    if name == "inception-torchvision":
-        return inception_torchvision(images, inception_weights, dataset=dataset)
-    raise OuroborosError(f"config.yaml: unknown feature extractor {name!r}; known: {', '.join(EXTRACTORS)}")
+    extractor = get(name)
+    source = dinov2_model if "dinov2" in (extractor.key or "") else inception_weights
+    return extractor.fn(images, source, dataset=dataset, classifier_dir=classifier_dir, policy=policy)
 
 
 def stage(images_path: str, extractor: str, out: str, **options) -> None:
@@ -268,6 +346,13 @@ def stage(images_path: str, extractor: str, out: str, **options) -> None:
     # the dataset comes from the path, not from the rule: a new rule parameter or an edited script
     # would make Snakemake recompute every features file, and so the whole loop, of existing results
     options.setdefault("dataset", dataset_of(images_path) or "<dataset>")
+    if get(extractor).gpu:
+        from ouroboros import policy as device_policy
+
+        policy = device_policy.resolve()
+        policy.apply_backends()
+        print(policy.describe())
+        options["policy"] = policy
     feats = extract(extractor, images, **options)
     if not np.isfinite(feats).all():
         raise OuroborosError(f"{images_path}: {extractor} features contain NaN or inf; nothing was written")

@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from ouroboros import grids, stats
+from ouroboros.metrics import PIXEL_METRICS
 from ouroboros.tables import paper_loop, scan, tidy
 
 Drawn = tuple[object, pd.DataFrame]  # (matplotlib figure, the wide table of what it plots)
@@ -136,7 +137,8 @@ NO_REPLACE = "no vanilla replace run (paradigm replace, selection all, samples 1
 
 def _families(t: pd.DataFrame) -> list[tuple[str, str, pd.DataFrame]]:
     """(family, feature space, its metrics rows) of the vanilla replace runs: what may be pooled."""
-    data = _vanilla_replace(t[t.file == "metrics.json"])
+    # the pixel-space copy measures would form a group of their own in a dataset of another space
+    data = _vanilla_replace(t[(t.file == "metrics.json") & ~t.metric.isin(PIXEL_METRICS)])
     return [(f, s, part) for (f, s), part in data.groupby(["family", "feature_extractor"], sort=True)]
 
 

@@ -12,6 +12,9 @@ from scipy.special import digamma, gammaln
 
 from ouroboros.neighbors import knn
 
+# metrics.json values measured in pixels whatever the file's feature space (evaluate.compute):
+# their yardstick is the real subset's typical pixel spacing; the tables and findings label them "pixels"
+PIXEL_METRICS = ("memorization_ratio", "copy_scale", "copy_share")
 
 def generalization_score(generated: np.ndarray, train: np.ndarray) -> float:
     """GS(n), Eq. 1: mean distance from each generated point to its nearest training point."""

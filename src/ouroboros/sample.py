@@ -1,7 +1,11 @@
 """DDPM sampling with per-image seeds: image i is the same whatever batch it is drawn in.
 
-Image i's initial noise and every step's noise come from its own generator, seeded from
-(seed, i): a set of 2N samples starts with the N samples, and batch size does not matter.
+Image i's initial noise and every step's noise depend only on (seed, i) and the step: a set of
+2N samples starts with the N samples, and batch size does not matter. Where they are drawn is the
+device policy's choice: the CPU policy draws them from one host generator per image (the stream
+the demo's numbers were made with); the GPU policy computes them on the device from a
+counter-based generator (ouroboros.noise), so the host's work per step does not grow with the
+batch.
 
 A class-conditional model draws image i for class i mod K (balanced, and the same prefix rule
 holds), with classifier-free guidance ε = ε_∅ + w (ε_y − ε_∅) (diffusers' convention: w = 1 is
@@ -14,6 +18,7 @@ import numpy as np
 
 from ouroboros import models, seeds
 from ouroboros.data import from_model
+from ouroboros.errors import OuroborosError
 
 
 def labels_for(start: int, count: int, classes: int | None) -> np.ndarray:
@@ -51,20 +56,28 @@ def sample(
     batch_size: int = 256,
     guidance_scale: float = 1.0,
     progress: bool = True,
+    policy=None,
+    source: str = "the model",
 ) -> tuple[np.ndarray, np.ndarray]:
     """Images start … start+count-1 of the model's per-image-seeded stream (uint8 NHWC) and the
     class each was drawn for (-1 from an unconditional model).
 
     The DDPM step is diffusers' DDPMScheduler.step (clipped x̂_0, fixed-small variance) written
-    out, so that each step's per-image noise can be drawn on the host into pinned memory and
-    copied without making the host wait for the GPU; on CUDA the UNet runs in fp16.
+    out, so that the loop is plain arithmetic on the device. ``policy`` (default: resolved for
+    this machine) says where the UNet runs, in which autocast precision and where the noise is
+    drawn. A batch that comes out non-finite (an fp16 overflow) fails naming ``source`` instead
+    of being clamped into images.
     """
     import torch
     from tqdm import tqdm
 
-    device = next(unet.parameters()).device
-    cuda = device.type == "cuda"
-    unet.eval()
+    from ouroboros import noise as device_noise
+    from ouroboros import policy as device_policy
+
+    if policy is None:
+        policy = device_policy.resolve()
+    unet = policy.place(unet).to(memory_format=policy.memory_format())
+    device = policy.torch_device()
     null = models.null_label(unet)
     labels = labels_for(start, count, null)  # the null label K is also the class count
     guided = null is not None and guidance_scale != 1.0
@@ -73,16 +86,21 @@ def sample(
     steps = ddpm_coefficients(noise_schedule)
     timesteps = noise_schedule.timesteps.to(device)
     shape = (unet.config.in_channels, unet.config.sample_size, unet.config.sample_size)
-    amp = dict(device_type="cuda", dtype=torch.float16, enabled=cuda)
     out = []
     batches = range(start, start + count, batch_size)
     for first in tqdm(batches, desc="sample", disable=not progress, mininterval=5):
         ids = range(first, min(first + batch_size, start + count))
-        gens = [torch.Generator().manual_seed(s) for s in seeds.per_item(seed, ids)]
+        if policy.noise == "device":
+            key = device_noise.keys(seeds.per_item(seed, ids), device)
+            draws = iter(range(len(steps) + 1))
 
-        def noise(gens=gens):  # this batch's generators, bound now
-            z = torch.cat([torch.randn((1,) + shape, generator=g) for g in gens])
-            return z.pin_memory().to(device, non_blocking=True) if cuda else z
+            def noise(key=key, draws=draws):  # this batch's keys, bound now; draw 0 is x_T
+                return device_noise.normal(key, next(draws), shape)
+        else:
+            gens = [torch.Generator().manual_seed(s) for s in seeds.per_item(seed, ids)]
+
+            def noise(gens=gens):  # this batch's generators, bound now
+                return policy.inputs(torch.cat([torch.randn((1,) + shape, generator=g) for g in gens]))
 
         x = noise()
         y = None if null is None else torch.from_numpy(labels[first - start : first - start + len(ids)]).to(device)
@@ -90,7 +108,7 @@ def sample(
             y = torch.cat([y, torch.full_like(y, null)])
         with torch.inference_mode():
             for i, (_t, sqrt_a, sqrt_b, c_x0, c_xt, sigma) in enumerate(steps):
-                with torch.autocast(**amp):
+                with policy.autocast(policy.sample_precision):
                     eps = unet(torch.cat([x, x]) if guided else x, timesteps[i], class_labels=y).sample.float()
                 if guided:
                     cond, uncond = eps.chunk(2)
@@ -101,6 +119,11 @@ def sample(
                 x = c_x0 * x0 + c_xt * x
                 if sigma > 0:
                     x = x + sigma * noise()
+        if not bool(torch.isfinite(x).all()):
+            raise OuroborosError(
+                f"{source}: non-finite samples in images {ids.start}…{ids.stop - 1} (precision "
+                f"{policy.sample_precision}); nothing was written. Retrain the model, or sample in fp32 by "
+                "setting train.mixed_precision: no for this dataset")
         out.append(from_model(x))
     if not out:
         return np.zeros((0, shape[1], shape[2], shape[0]), dtype=np.uint8), labels
@@ -111,15 +134,32 @@ def stage(model_dir: str, start: int, count: int, *, seed: int, inference_steps:
           labels_out: str, guidance_scale: float = 1.0) -> None:
     from diffusers import DDPMScheduler
 
+    from ouroboros import policy as device_policy
     from ouroboros.io import save_array
-    from ouroboros.runtime import device
 
-    unet = models.load(model_dir).to(device())
+    policy = device_policy.resolve(sample_precision=sample_precision(model_dir))
+    policy.apply_backends()
+    print(policy.describe())
+    unet = models.load(model_dir)
     noise_schedule = DDPMScheduler.from_pretrained(model_dir)
     guided = f", guidance scale {guidance_scale}" if models.null_label(unet) is not None else ""
     print(f"sampling images {start}…{start + count - 1} from {model_dir} with {inference_steps} DDPM steps{guided}")
     images, labels = sample(unet, noise_schedule, start, count, seed=seed, inference_steps=inference_steps,
-                            batch_size=batch_size, guidance_scale=guidance_scale)
+                            batch_size=batch_size, guidance_scale=guidance_scale, policy=policy, source=model_dir)
     # labels first: samples.npy is the file whose presence says the step is done
     save_array(labels_out, labels)
     save_array(out, images)
+
+
+def sample_precision(model_dir: str) -> str:
+    """The sampler's autocast under the GPU policy: fp16, or fp32 ("no") for a model trained with
+    train.mixed_precision: no (a user who turned mixed precision off gets none anywhere). Read from
+    the model's training.json, so the sample rule needs no parameter of its own."""
+    import json
+    from pathlib import Path
+
+    try:
+        options = json.loads((Path(model_dir) / "training.json").read_text()).get("options", {})
+    except (OSError, ValueError):
+        options = {}
+    return "no" if options.get("mixed_precision") == "no" else "fp16"

@@ -14,6 +14,7 @@ import pandas as pd
 from ouroboros.config import RUN_OPTION_DEFAULTS
 from ouroboros.errors import OuroborosError
 from ouroboros.io import load_json
+from ouroboros.metrics import PIXEL_METRICS
 
 ID_COLUMNS = ["dataset", "family", "dataset_size", "run", "paradigm", "selection", "samples_per_iteration", "tau0",
               "decay", "share", "fresh", "init", "select_features", "replicate", "iteration"]
@@ -55,6 +56,8 @@ def rows(path: str | Path) -> list[dict]:
     values = dict(record["values"]) | {f"share_{k}": v for k, v in record.get("source_shares", {}).items()}
     # fid.json's extra distances (fd_dinov2, fid_torchvision) name their own space under `metrics`
     spaces = {metric: m["extractor"] for metric, m in record.get("metrics", {}).items() if "extractor" in m}
+    # and metrics.json's copy and memorization measures are taken in pixels, not the file's space
+    spaces |= {metric: "pixels" for metric in PIXEL_METRICS if metric in values}
     return [base | {"metric": metric, "value": value, "feature_extractor": spaces.get(metric, space)}
             for metric, value in values.items()]
 

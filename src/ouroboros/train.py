@@ -110,6 +110,8 @@ def train(
     checkpoint_dir: str | os.PathLike | None = None,
     checkpoint_seconds: float | None = None,
     init_from: str | os.PathLike | None = None,
+    policy=None,
+    label: str = "training",
 ) -> dict:
     """Train on uint8 NHWC images and save the model to ``out_dir`` (atomically, as a directory).
 
@@ -124,19 +126,28 @@ def train(
     With ``init_from`` (a saved model directory: iteration n − 1's, ``init: previous``), training
     starts from its weights instead of the seeded initialisation; the optimizer starts afresh.
 
-    On CUDA: bf16 autocast, channels-last, fused AdamW, noise drawn on the device, optional
-    torch.compile, and the loss log read back every ``LOG_EVERY`` steps instead of every step,
-    so the host never waits on the GPU inside the loop.
+    Everything that differs by device (autocast precision with a GradScaler for fp16, memory
+    format, fused AdamW, TF32/cuDNN, torch.compile, how often the loss is read back) comes from
+    the job's device policy (``policy``, default :func:`ouroboros.policy.resolve` of the config's
+    ``mixed_precision`` and ``compile``); it is logged and written into training.json.
+
+    Each read-back checks the losses: a non-finite one (or a non-finite gradient norm, except in
+    fp16, where the GradScaler skips such steps) stops training with an error naming the step and
+    ``label`` (dataset and run), before any checkpoint would store the broken state: the last
+    good checkpoint stays for a resume with another precision or learning rate.
     """
     import torch
     from tqdm import tqdm
 
     from ouroboros import checkpoint
-    from ouroboros.runtime import device as pick_device
+    from ouroboros import policy as device_policy
     from ouroboros.runtime import fault_point, pause_point
 
-    device = pick_device()
-    cuda = device.type == "cuda"
+    if policy is None:
+        policy = device_policy.resolve(train_precision=cfg.mixed_precision, compile=cfg.compile)
+    policy.apply_backends()
+    print(policy.describe())
+    device = policy.torch_device()
     total = cfg.total_steps(len(images))
     if classes:
         labels = _checked_labels(labels, len(images), classes)
@@ -144,20 +155,19 @@ def train(
     unet = models.build(preset, classes)
     if init_from is not None:
         _load_weights(unet, init_from)
-    unet = unet.to(device)
+    fmt = policy.memory_format()
+    unet = unet.to(device).to(memory_format=fmt)
     null = models.null_label(unet)
-    fmt = torch.channels_last if cuda else torch.contiguous_format
-    unet = unet.to(memory_format=fmt)
-    forward = torch.compile(unet) if cfg.compile and cuda else unet
+    forward = torch.compile(unet) if policy.compile else unet
     noise_schedule = scheduler()
     opt = torch.optim.AdamW(unet.parameters(), lr=cfg.lr, betas=(0.95, 0.999), weight_decay=cfg.weight_decay, eps=1e-8,
-                            **({"fused": True} if cuda else {}))
+                            **({"fused": True} if policy.fused_adamw else {}))
+    scaler = policy.grad_scaler()
     params = list(unet.parameters())
     ema = [p.detach().clone().float() for p in params] if cfg.ema else None
     data = to_model(images).to(device).contiguous(memory_format=fmt)
     batches = DeviceBatches(len(data), cfg.batch_size, seed, device)
     y_all = torch.from_numpy(labels).to(device) if classes else None
-    amp = dict(device_type="cuda", dtype=torch.bfloat16, enabled=cuda)
 
     if checkpoint_seconds is None:
         checkpoint_seconds = 60.0 * cfg.checkpoint_minutes
@@ -165,8 +175,12 @@ def train(
     options = {k: v for k, v in cfg.__dict__.items() if k != "checkpoint_minutes"}
     if init_from is not None:
         options["init_from"] = str(init_from)
-    fp = checkpoint.fingerprint(preset, {**options, "classes": classes}, seed, images, labels) if checkpoint_dir else ""
-    resumed = checkpoint.load(checkpoint_dir, unet, opt, fp, ema=ema) if checkpoint_dir else None
+    # the policy changes the arithmetic (precision, fused kernels): a checkpoint of another policy
+    # would resume into different weights; how often the loss is read back does not
+    arithmetic = {k: v for k, v in policy.record().items() if k not in ("log_every", "pin_memory", "forced")}
+    fp = checkpoint.fingerprint(preset, {**options, "classes": classes, "policy": arithmetic}, seed, images,
+                                labels) if checkpoint_dir else ""
+    resumed = checkpoint.load(checkpoint_dir, unet, opt, fp, ema=ema, scaler=scaler) if checkpoint_dir else None
     first_step, stats_text = resumed if resumed else (0, "")
     stats_lines = stats_text.splitlines(keepends=True)
     losses = [json.loads(line)["loss"] for line in stats_lines]
@@ -183,6 +197,7 @@ def train(
             if not pending:
                 return
             values = torch.stack([torch.stack([p[1].float(), p[3].float()]) for p in pending]).tolist()
+            _check_finite(pending, values, label, fp16=scaler.is_enabled())
             for (step, _, lr, _, seconds), (loss, grad_norm) in zip(pending, values, strict=True):
                 losses.append(loss)
                 line = json.dumps({"step": step, "loss": loss, "lr": lr, "grad_norm": grad_norm, "seconds": seconds}) + "\n"
@@ -205,22 +220,26 @@ def train(
             if classes:
                 drop = torch.rand(len(x0), generator=gen, device=device) < cfg.label_dropout
                 y = torch.where(drop, torch.full_like(y_all[batch], null), y_all[batch])
-            with torch.autocast(**amp):
+            with policy.autocast(policy.train_precision):
                 pred = forward(noise_schedule.add_noise(x0, noise, t), t, class_labels=y).sample
             loss = torch.nn.functional.mse_loss(pred.float(), noise)
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            # with the scaler disabled (bf16, fp32) scale, unscale_, step and update are the plain
+            # backward and step; in fp16 a step whose gradients overflowed is skipped
+            scaler.scale(loss).backward()
+            scaler.unscale_(opt)
             grad_norm = torch.nn.utils.clip_grad_norm_(unet.parameters(), cfg.grad_clip)
-            opt.step()
+            scaler.step(opt)
+            scaler.update()
             if ema is not None:
                 with torch.no_grad():
                     torch._foreach_lerp_(ema, [p.detach().float() for p in params], 1.0 - ema_decay(step + 1))
             pending.append((step, loss.detach(), lr, grad_norm.detach(), round(time.time() - started, 3)))
-            if len(pending) >= LOG_EVERY or not cuda:
+            if len(pending) >= policy.log_every:
                 flush()
             if checkpoint_dir and time.time() - last_checkpoint >= checkpoint_seconds and step + 1 < total:
                 flush()
-                checkpoint.save(checkpoint_dir, unet, opt, step + 1, fp, "".join(stats_lines), ema=ema)
+                checkpoint.save(checkpoint_dir, unet, opt, step + 1, fp, "".join(stats_lines), ema=ema, scaler=scaler)
                 last_checkpoint = time.time()
             if step == total // 2:
                 flush()
@@ -240,6 +259,7 @@ def train(
         "final_loss_mean_last_50": float(np.mean(losses[-50:])) if losses else None,
         "seconds": round(time.time() - started, 1),
         "device": str(device),
+        "policy": policy.record(),
         "options": cfg.__dict__,
         "seed": seed,
         "init_from": str(init_from) if init_from is not None else None,
@@ -270,7 +290,18 @@ def _load_weights(unet, model_dir: str | os.PathLike) -> None:
                              f"this dataset's model preset ({detail[:300]})") from exc
 
 
-LOG_EVERY = 50  # steps between reads of the loss on CUDA (each read waits for the GPU)
+def _check_finite(pending: list[tuple], values: list[list[float]], label: str, *, fp16: bool) -> None:
+    """Fail on the first step whose loss (or, outside fp16, gradient norm) is not finite. In fp16
+    an infinite gradient norm is the GradScaler's overflow signal: that step was skipped."""
+    from ouroboros.errors import OuroborosError
+
+    for (step, *_), (loss, grad_norm) in zip(pending, values, strict=True):
+        if not math.isfinite(loss) or (not fp16 and not math.isfinite(grad_norm)):
+            what = f"loss {loss}" if not math.isfinite(loss) else f"gradient norm {grad_norm}"
+            raise OuroborosError(
+                f"{label}: {what} at step {step}; training stopped and no later checkpoint was written "
+                "(the last good one, if any, is kept for a resume). Lower train.lr, or set "
+                "train.mixed_precision: no (fp32) or bf16, then run the target again")
 
 
 def _checked_labels(labels: np.ndarray | None, count: int, classes: int) -> np.ndarray:
@@ -312,6 +343,17 @@ def stage(manifest_path: str, preset: str, options: dict, *, seed: int, model_ou
           + (f", conditional on {classes} classes" if classes else "")
           + (f", fine-tuning {init_from}" if init_from else ""))
     summary = train(images, preset, TrainConfig(**options), seed=seed, out_dir=model_out, stats_path=stats_out,
-                    labels=labels, classes=classes, checkpoint_dir=checkpoint_dir, init_from=init_from)
+                    labels=labels, classes=classes, checkpoint_dir=checkpoint_dir, init_from=init_from,
+                    label=_label(model_out))
     print(json.dumps(summary, indent=2))
     return summary
+
+
+def _label(model_out: str) -> str:
+    """"dataset cifar, run greedy, iteration 8 (results/cifar/greedy/iter08/model)" from the model's
+    path; the path alone where it is not one of the workflow's."""
+    parts = os.path.normpath(model_out).split(os.sep)
+    if len(parts) >= 4 and parts[-1] == "model" and parts[-2].startswith("iter") and parts[-2][4:].isdigit():
+        dataset, run, it = parts[-4], parts[-3], int(parts[-2][4:])
+        return f"dataset {dataset}, run {run}, iteration {it} ({model_out})"
+    return model_out

@@ -8,7 +8,9 @@ from snakemake.exceptions import WorkflowError
 
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 
-from ouroboros import paths, seeds, selectors  # noqa: E402
+import re  # noqa: E402
+
+from ouroboros import features, paths, seeds, selectors  # noqa: E402
 from ouroboros.config import AUTO, RUN_OPTION_DEFAULTS  # noqa: E402
 from ouroboros.config import check as check_config  # noqa: E402
 from ouroboros.errors import OuroborosError  # noqa: E402
@@ -43,7 +45,8 @@ wildcard_constraints:
     iter=r"\d\d",
     producer=r"[A-Za-z0-9][A-Za-z0-9_.-]*(/rep[1-9]\d*)?/iter\d\d(/x\d+)?",
     folder=r"[A-Za-z0-9][A-Za-z0-9_.-]*((/rep[1-9]\d*)?/iter\d\d(/x\d+)?)?",
-    extractor=r"pixels|classifier|dinov2|inception|dinov2-fd|inception-torchvision",
+    # the registered extractors (ouroboros.features.register), longest first so none shadows another
+    extractor="|".join(re.escape(e) for e in sorted(features.EXTRACTORS, key=len, reverse=True)),
 
 
 def default_targets():
@@ -153,7 +156,7 @@ def features_input(wildcards):
 
 
 def features_gpu(wildcards):
-    return 1 if wildcards.extractor in ("dinov2", "inception", "dinov2-fd", "inception-torchvision") else 0
+    return 1 if features.get(wildcards.extractor).gpu else 0
 
 
 # The features rule's model and weights: FD_DINOv2's and the torchvision FID's extractors read their

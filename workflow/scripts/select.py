@@ -11,8 +11,15 @@ p = snakemake.params
 with logged(snakemake.log[0], snakemake.threads, gpu=snakemake.resources.get("gpu", 0), gpus=snakemake.config.get("gpus")):
     from ouroboros import select
 
+    device = p.device
+    if device == "cuda":  # select_device: cuda, run where the job's device policy puts the networks
+        from ouroboros import policy
+
+        placed = policy.resolve()
+        print(placed.describe())
+        device = placed.device
     s = dict(p.selection)
     method, real, share, fresh = s.pop("method"), s.pop("real_images"), s.pop("share", "uniform"), s.pop("fresh", None)
     select.stage(p.sources, p.extractor, p.n, method, seed=p.seed, params=s, manifest_out=snakemake.output.manifest,
-                 info_out=snakemake.output.info, device=p.device, real_images=real, share=share,
+                 info_out=snakemake.output.info, device=device, real_images=real, share=share,
                  fresh=select.Fresh(*fresh) if fresh else None, plugins=snakemake.config.get("selectors") or [])
