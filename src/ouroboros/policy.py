@@ -18,8 +18,9 @@ policy. The choices are printed to the job's log and written into training.json.
   read-back), so that CI executes every line a GPU job executes.
 
 Precision defaults (``datasets.X.train.mixed_precision``; sampling follows it, read from the
-model's training.json by the sample job): training in bf16, sampling in fp16 (fp32 with ``no``). bf16 keeps fp32's exponent range, so a loss never overflows
-and no loss scale is needed, and on Ampere and Hopper it runs on the same tensor cores as fp16.
+model's training.json by the sample job): training in bf16, sampling in fp16 (fp32 with ``no``).
+bf16 keeps fp32's exponent range, so a loss never overflows and no loss scale is needed, and on
+Ampere and Hopper it runs on the same tensor cores as fp16.
 fp16 (the paper's diffusers example, with its GradScaler) stays one key away. Sampling runs no
 backward pass and the ε-prediction lies in a few units, where fp16's three extra mantissa bits
 are worth more than bf16's range; its samples are checked for finiteness before they are kept.
@@ -38,6 +39,9 @@ Precision = Literal["no", "fp16", "bf16"]
 PRECISIONS: tuple[str, ...] = ("no", "fp16", "bf16")
 KINDS = ("auto", "cpu", "gpu")
 ENV = "OUROBOROS_POLICY"
+# inductor generates kernels (minutes of C++ compilation on a CPU); OUROBOROS_POLICY_COMPILE_BACKEND=
+# aot_eager traces forward and backward the same way without generating code, for tests
+COMPILE_BACKEND = "inductor"
 LOG_EVERY = 50  # steps between reads of the loss under the GPU policy (each read waits for the device)
 
 
@@ -53,6 +57,7 @@ class Policy:
     tf32: bool  # TF32 tensor-core matmuls and convolutions (CUDA)
     cudnn_benchmark: bool  # cuDNN autotunes convolution algorithms per shape (CUDA)
     compile: bool  # torch.compile the UNet for training
+    compile_backend: str  # torch.compile's backend: inductor (the default); aot_eager in CPU tests
     noise: str  # "host": per-image CPU generators; "device": the counter-based stream on the device
     log_every: int  # read the loss back every this many steps (1: every step)
     pin_memory: bool  # page-locked host buffers for host-to-device copies (CUDA)
@@ -115,7 +120,8 @@ class Policy:
         forced = " (forced on the CPU)" if self.forced else ""
         return (f"device policy {self.kind}{forced}: device {self.device}, train {self.train_precision}, "
                 f"sample {self.sample_precision}, channels_last {self.channels_last}, fused AdamW {self.fused_adamw}, "
-                f"TF32 {self.tf32}, cudnn.benchmark {self.cudnn_benchmark}, compile {self.compile}, "
+                f"TF32 {self.tf32}, cudnn.benchmark {self.cudnn_benchmark}, compile {self.compile}"
+                f"{f' ({self.compile_backend})' if self.compile else ''}, "
                 f"noise {self.noise}, loss read back every {self.log_every} steps")
 
 
@@ -154,8 +160,10 @@ def resolve(*, train_precision: str = "bf16", sample_precision: str = "fp16", co
     if kind == "cpu":
         return Policy(kind="cpu", device="cpu", forced=False, train_precision="no", sample_precision="no",
                       channels_last=False, fused_adamw=False, tf32=False, cudnn_benchmark=False, compile=False,
-                      noise="host", log_every=1, pin_memory=False)
+                      compile_backend=COMPILE_BACKEND, noise="host", log_every=1, pin_memory=False)
     return Policy(kind="gpu", device="cuda" if cuda else "cpu", forced=not cuda, train_precision=train_precision,
                   sample_precision=sample_precision, channels_last=True, fused_adamw=True, tf32=True,
-                  cudnn_benchmark=True, compile=bool(compile), noise="device", log_every=LOG_EVERY,
+                  cudnn_benchmark=True, compile=bool(compile),
+                  compile_backend=os.environ.get(ENV + "_COMPILE_BACKEND", COMPILE_BACKEND), noise="device",
+                  log_every=LOG_EVERY,
                   pin_memory=bool(cuda))

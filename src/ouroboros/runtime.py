@@ -1,4 +1,4 @@
-"""Process set-up for a job: thread counts and the device.
+"""Process set-up for a job: thread counts, its log, a GPU slot (the device choices: ouroboros.policy).
 
 Snakemake runs several jobs side by side; each must use only the threads it was given, or two
 jobs on a two-core box fight and run many times slower.
@@ -28,12 +28,6 @@ def configure(threads: int = 1) -> None:
 
 
 HEAVY = ("torch", "diffusers", "transformers")  # seconds to import each
-
-
-def device():
-    import torch
-
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 class logged:

@@ -158,7 +158,7 @@ def train(
     fmt = policy.memory_format()
     unet = unet.to(device).to(memory_format=fmt)
     null = models.null_label(unet)
-    forward = torch.compile(unet) if policy.compile else unet
+    forward = torch.compile(unet, backend=policy.compile_backend) if policy.compile else unet
     noise_schedule = scheduler()
     opt = torch.optim.AdamW(unet.parameters(), lr=cfg.lr, betas=(0.95, 0.999), weight_decay=cfg.weight_decay, eps=1e-8,
                             **({"fused": True} if policy.fused_adamw else {}))
