@@ -44,6 +44,7 @@ def test_gpu_check_writes_after_each_phase_and_records_a_failing_one(tmp_path):
     assert 0 < phases["resume"]["killed_at_step"] < report["sizes"]["steps"]
     assert set(phases["features"]["extractors"]) == {"dinov2", "inception", "dinov2-fd", "inception-torchvision"}
     throughput = phases["throughput"]
+    # torch.compile of the UNet under the forced GPU policy (aot_eager tracing) is run here, forward and backward
     assert throughput["precision"] == {"train": "bf16", "sample": "fp16"} and "train_ratio_compiled" in throughput
     assert phases["projection"]["fig3_device_hours"] > 0 and "dinov2-fd" in phases["projection"]["extractors_used"]
     assert report["policy"]["kind"] == "gpu" and report["policy"]["forced"]

@@ -221,19 +221,3 @@ def test_device_noise_of_an_image_depends_on_its_seed_and_draw_alone():
     odd = noise.normal(noise.keys(ids, "cpu"), 0, (1, 3, 3))  # an odd element count
     assert odd.shape == (6, 1, 3, 3) and torch.isfinite(odd).all()
 
-
-@pytest.mark.filterwarnings("ignore:Dynamo detected a call to a `functools.lru_cache`")  # diffusers' version check
-def test_train_compile_runs_under_the_forced_gpu_policy(digits, tmp_path):
-    """torch.compile's graph capture of the UNet's forward and backward (aot_eager: the same tracing
-    as inductor, without minutes of C++ code generation on a CPU) gives the eager run's weights."""
-    import dataclasses
-
-    images, _ = digits
-    cfg = TrainConfig(steps=2, batch_size=8, lr=1e-3, warmup_steps=1, weight_decay=0.0, compile=True)
-    compiled = dataclasses.replace(forced(compile=True), compile_backend="aot_eager")
-    assert "compile True (aot_eager)" in compiled.describe()
-    train.train(images[:16], "micro8", cfg, seed=5, out_dir=tmp_path / "compiled", progress=False, policy=compiled)
-    train.train(images[:16], "micro8", cfg, seed=5, out_dir=tmp_path / "eager", progress=False, policy=forced())
-    a, b = models.load(tmp_path / "compiled").state_dict(), models.load(tmp_path / "eager").state_dict()
-    assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-3
-    assert json.loads((tmp_path / "compiled" / "training.json").read_text())["policy"]["compile"]
