@@ -9,7 +9,8 @@ os.environ["TRANSFORMERS_OFFLINE"] = "1"
 
 # The longest files first: with several workers (make test), a long file collected last would
 # run alone at the end while the other workers sit idle.
-_FIRST = ("test_paper_shape.py", "test_workflow.py", "test_slurm.py", "test_faults.py", "test_experiments.py", "test_gpu_check.py")
+_FIRST = ("test_paper_shape.py", "test_workflow.py", "test_slurm.py", "test_faults.py", "test_experiments.py",
+          "test_gpu_check.py")
 
 
 def pytest_collection_modifyitems(items):
