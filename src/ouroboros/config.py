@@ -13,13 +13,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from ouroboros import selectors
+from ouroboros import generators, selectors
 from ouroboros.errors import OuroborosError
-from ouroboros.models import PRESETS
 
 # training images of the sources whose size is known before loading (npz and folder are checked
-# when the data step reads them)
+# when the data step reads them; a gaussian source holds its ``count``)
 SOURCE_SIZES = {"digits": 1797, "cifar10": 50000, "mnist": 60000}
+# sources of float vectors rather than images (an npz may hold either: checked when it is read)
+VECTOR_SOURCES = ("gaussian",)
 
 # tau0: auto — the Threshold Decay Filter's τ0 is measured on D_1 by the select job
 # (ouroboros.select.auto_tau0), in whatever feature space the dataset selects in
@@ -81,6 +82,36 @@ class Dataset:
     select_features: str | None = None  # the space selection runs in (None: ``features``)
     family: str = ""  # the root of the `base:` chain: datasets of one family share one permutation
     classes: int | None = None  # a class-conditional model (CFG) over labels 0 … classes-1
+    model_params: Mapping[str, Any] = field(default_factory=dict)  # the generator's parameters, checked
+    gaussian: Mapping[str, Any] | None = None  # source: gaussian: dim, decay, count, seed
+
+    @property
+    def generator(self) -> str:
+        """The registered generator ``model`` names (a DDPM preset names ``ddpm``)."""
+        return generators.resolve(self.model)[0].name
+
+    @property
+    def source_spec(self) -> str | dict:
+        """What the data steps load: the source's name, or a gaussian source's whole description
+        (a plain name for every other source, so that their rules keep their parameters)."""
+        if self.source != "gaussian":
+            return self.source
+        from ouroboros.data import GAUSSIAN_DEFAULTS
+
+        return {"name": "gaussian", **GAUSSIAN_DEFAULTS, **(self.gaussian or {})}
+
+    @property
+    def source_size(self) -> int | None:
+        """Items in the source when known before loading it."""
+        if self.source == "gaussian":
+            return int(self.source_spec["count"])
+        return SOURCE_SIZES.get(self.source)
+
+    @property
+    def traces_ancestry(self) -> bool:
+        """Labels are D_1 ancestors: each real point labelled by its own row (a gaussian source)
+        and a generator whose samples carry their parent's label (kde)."""
+        return self.source == "gaussian" and generators.resolve(self.model)[0].inherits_labels
 
 
 # TrainConfig keys added after results existed: a rule sees them only where set otherwise, so that
@@ -89,7 +120,7 @@ TRAIN_KEY_DEFAULTS = {"mixed_precision": TrainConfig.mixed_precision}
 
 # Dataset fields a config entry may leave out (the rest are required or derived)
 _OPTIONAL = ("root", "tau0", "dinov2", "inception_weights", "fd_dinov2", "torchvision_inception_weights",
-             "fid_reference", "classifier_steps", "select_device", "select_features", "classes")
+             "fid_reference", "classifier_steps", "select_device", "select_features", "classes", "gaussian")
 
 
 @dataclass(frozen=True)
@@ -130,6 +161,7 @@ class Config:
     targets: dict[str, Any] = field(default_factory=dict)
     experiments: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     selectors: tuple[str, ...] = ()  # modules registering selection methods of the user's own
+    generators: tuple[str, ...] = ()  # modules registering generators of the user's own
 
     def dataset(self, name: str) -> Dataset:
         if name not in self.datasets:
@@ -169,7 +201,11 @@ class Config:
 
     def train_options(self, dataset: str, run: str, n: int) -> dict[str, Any]:
         """TrainConfig keys of iteration n of a run: the dataset's, then the run's ``train`` keys
-        from n = 2 on (iteration 1 is shared). Setting ``steps`` drops ``epochs`` and vice versa."""
+        from n = 2 on (iteration 1 is shared). Setting ``steps`` drops ``epochs`` and vice versa.
+        A generator other than the DDPM is fitted with its ``model_params`` instead."""
+        d = self.dataset(dataset)
+        if d.generator != "ddpm":
+            return dict(d.model_params)
         options = {k: v for k, v in vars(self.dataset(dataset).train).items()
                    if k not in TRAIN_KEY_DEFAULTS or v != TRAIN_KEY_DEFAULTS[k]}
         override = dict(self.run(run).train) if n >= 2 and run != "real" else {}
@@ -208,15 +244,45 @@ def resolve_bases(entries: Mapping[str, Any]) -> dict[str, tuple[dict, str]]:
     return out
 
 
+def _check_kind(d: Dataset, generator: generators.Generator) -> None:
+    """A generator fits the data the source holds, vectors are measured in their own space, and
+    only a generator that can be conditional gets classes."""
+    where = f"config.yaml: datasets.{d.name}"
+    kind = "vectors" if d.source in VECTOR_SOURCES else "images"
+    if kind not in generator.kinds:
+        raise OuroborosError(f"{where}.model = {d.model!r}: generator {generator.name} fits {' and '.join(generator.kinds)}, "
+                             f"not the {kind} of source {d.source!r}; choose gaussian or kde for vectors")
+    for key in ("features", "fid_features", "select_features"):
+        value = getattr(d, key)
+        if kind == "vectors" and value is not None and value != "identity":
+            raise OuroborosError(f"{where}.{key} = {value!r}: the {d.source} source holds vectors, which are their "
+                                 "own feature space; set it to identity")
+        if kind == "images" and value == "identity":
+            raise OuroborosError(f"{where}.{key} = identity is the space of vectors; images use pixels")
+    if d.classes and not generator.conditional:
+        raise OuroborosError(f"{where}.classes: generator {generator.name} is not class-conditional; remove the key")
+    if d.gaussian is not None and d.source != "gaussian":
+        raise OuroborosError(f"{where}.gaussian describes a gaussian source, but the source is {d.source!r}; remove it")
+
+
 def parse(raw: Mapping[str, Any]) -> Config:
     """Build a Config from the (schema-validated) dict and check what spans several keys."""
+    generators.load_plugins(list(raw.get("generators") or []), where="generators")
     datasets = {}
     for name, (d, family) in resolve_bases(raw.get("datasets") or {}).items():
-        missing = [k for k in ("source", "size", "model", "train", "sample", "features", "fid_features") if k not in d]
+        needed = ("source", "size", "model", "features", "fid_features")
+        if d.get("model") in generators.get("ddpm").presets:
+            needed += ("train", "sample")
+        missing = [k for k in needed if k not in d]
         if missing:
             raise OuroborosError(f"config.yaml: datasets.{name} lacks {', '.join(missing)} (set them or a base)")
+        try:
+            generator, _ = generators.resolve(d["model"])
+        except OuroborosError as exc:  # the first training job would fail; planning names the key
+            raise OuroborosError(f"config.yaml: datasets.{name}.model = {d['model']!r} is not a model preset or a "
+                                 f"generator; {str(exc).split('; ', 1)[1]} (ouroboros.models, ouroboros.generators)") from None
         train = dict(d.get("train") or {})
-        if ("steps" in train) == ("epochs" in train):
+        if generator.name == "ddpm" and ("steps" in train) == ("epochs" in train):
             raise OuroborosError(f"config.yaml: datasets.{name}.train needs exactly one of 'steps' or 'epochs'")
         # optional keys pass through only when set, so each default lives once, in the dataclass
         optional = {k: d[k] for k in _OPTIONAL if k in d}
@@ -230,12 +296,11 @@ def parse(raw: Mapping[str, Any]) -> Config:
             features=d["features"],
             fid_features=d["fid_features"],
             family=family,
+            model_params=generators.validate(generator, dict(d.get("model_params") or {}), f"datasets.{name}"),
             **optional,
         )
-        if d["model"] not in PRESETS:  # the first training job would fail; planning names the key
-            raise OuroborosError(f"config.yaml: datasets.{name}.model = {d['model']!r} is not a model preset; "
-                                 f"presets: {', '.join(sorted(PRESETS))} (ouroboros.models)")
-        known = SOURCE_SIZES.get(datasets[name].source)
+        _check_kind(datasets[name], generator)
+        known = datasets[name].source_size
         if known is not None and datasets[name].size > known:
             raise OuroborosError(
                 f"config.yaml: datasets.{name}.size = {datasets[name].size} but source "
@@ -249,7 +314,7 @@ def parse(raw: Mapping[str, Any]) -> Config:
     selectors.load_plugins(list(raw.get("selectors") or []))
     runs = {name: _run(name, dict(r)) for name, r in (raw.get("runs") or {}).items()}
     cfg = Config(seed=int(raw.get("seed", 0)), datasets=datasets, runs=runs, targets=dict(raw.get("targets") or {}),
-                 selectors=tuple(raw.get("selectors") or ()),
+                 selectors=tuple(raw.get("selectors") or ()), generators=tuple(raw.get("generators") or ()),
                  experiments={k: [dict(g) for g in v] for k, v in (raw.get("experiments") or {}).items()})
     groups = [("targets", cfg.targets)] + [
         (f"experiments.{name}[{i}]", g) for name, gs in cfg.experiments.items() for i, g in enumerate(gs)

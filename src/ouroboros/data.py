@@ -1,8 +1,10 @@
 """Real data: the embedded digits, CIFAR-10 / MNIST through torchvision, any .npz or image folder
-(FFHQ at 32×32, say), and the nested seeded subsets of the Finding I protocol.
+(FFHQ at 32×32, say), a seeded Gaussian of vectors, and the nested seeded subsets of the Finding I
+protocol.
 
-Images are uint8 NHWC everywhere. A dataset of size N is the first N images of one seeded
-permutation of the source, so the subsets of a size sweep are nested (1,024 ⊂ 2,048 ⊂ ...).
+Images are uint8 NHWC everywhere; vectors (``source: gaussian``, or an .npz with a float ``x``)
+are float32 N×d. A dataset of size N is the first N items of one seeded permutation of the
+source, so the subsets of a size sweep are nested (1,024 ⊂ 2,048 ⊂ ...).
 """
 
 from __future__ import annotations
@@ -22,8 +24,47 @@ def digits() -> tuple[np.ndarray, np.ndarray]:
     return images, bunch.target.astype(np.int64)
 
 
-def load_source(source: str, root: str | None, dataset: str = "<name>") -> tuple[np.ndarray, np.ndarray]:
-    """All images and labels of a source, before subsetting."""
+GAUSSIAN_DEFAULTS = {"dim": 2, "decay": 0.0, "count": 10000, "seed": 0}
+
+
+def gaussian_source(dim: int, decay: float, count: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """``count`` float32 vectors of N(0, Σ) in R^dim and their labels 0 … count−1 (each point its
+    own label, so that a kde's samples, which carry their parent's label, trace back to it).
+
+    Σ = Q diag(λ) Qᵀ with λ_k = k^(−decay), k = 1 … dim (decay 0: the identity; 1: a spectrum
+    falling like 1/k, as natural images' do roughly) and Q a seeded uniformly random rotation, so
+    that no coordinate is special. The points are exact draws, seeded by ``seed`` alone: the
+    source is the same whatever the dataset's name or size.
+    """
+    rng, q, spectrum = _gaussian_basis(dim, decay, seed)
+    points = (rng.standard_normal((count, dim)) * np.sqrt(spectrum)) @ q.T
+    return points.astype(np.float32), np.arange(count, dtype=np.int64)
+
+
+def _gaussian_basis(dim: int, decay: float, seed: int) -> tuple[np.random.Generator, np.ndarray, np.ndarray]:
+    """The source's stream (after its rotation was drawn), its rotation Q and its spectrum λ."""
+    rng = np.random.default_rng([int(seed), 0x6A055])
+    q, r = np.linalg.qr(rng.standard_normal((dim, dim)))
+    q = q * np.sign(np.diag(r))  # Haar-uniform: fix the signs QR leaves arbitrary
+    return rng, q, np.arange(1, dim + 1, dtype=np.float64) ** -float(decay)
+
+
+def gaussian_covariance(dim: int, decay: float, count: int = 0, seed: int = 0) -> np.ndarray:
+    """Σ = Q diag(λ) Qᵀ of :func:`gaussian_source`."""
+    _, q, spectrum = _gaussian_basis(dim, decay, seed)
+    return (q * spectrum) @ q.T
+
+
+def load_source(source: str | dict, root: str | None, dataset: str = "<name>") -> tuple[np.ndarray, np.ndarray]:
+    """All items and labels of a source, before subsetting. ``source`` is a source's name, or for
+    ``gaussian`` its whole description ({"name": "gaussian", "dim", "decay", "count", "seed"})."""
+    if isinstance(source, dict):
+        spec = dict(source)
+        if spec.pop("name", None) != "gaussian":
+            raise OuroborosError(f"config.yaml: datasets.{dataset}.source: only gaussian is described by options, not {source}")
+        return gaussian_source(**{**GAUSSIAN_DEFAULTS, **spec})
+    if source == "gaussian":
+        return gaussian_source(**GAUSSIAN_DEFAULTS)
     if source == "digits":
         return digits()
     if source in ("cifar10", "mnist"):
@@ -32,7 +73,8 @@ def load_source(source: str, root: str | None, dataset: str = "<name>") -> tuple
         return _npz(root, dataset)
     if source == "folder":
         return _folder(root, dataset)
-    raise OuroborosError(f"config.yaml: unknown dataset source {source!r}; known: digits, cifar10, mnist, npz, folder")
+    raise OuroborosError(f"config.yaml: unknown dataset source {source!r}; known: digits, cifar10, mnist, npz, folder, "
+                         "gaussian")
 
 
 def _torchvision(source: str, root: str | None) -> tuple[np.ndarray, np.ndarray]:
@@ -87,24 +129,28 @@ def pad_to_32(images: np.ndarray) -> np.ndarray:
 
 
 def _npz(root: str | None, dataset_hint: str) -> tuple[np.ndarray, np.ndarray]:
-    """uint8 NHWC images from an .npz (key ``images``, optional ``labels``), never unpickled."""
+    """uint8 NHWC images (key ``images``) or float vectors N×d (key ``x``) from an .npz, with
+    optional ``labels``; never unpickled."""
     from pathlib import Path
 
     path = Path(root or "")
     if not path.is_file():
         raise OuroborosError(
             f"{path.resolve()}: no .npz file; write one with numpy.savez(path, images=uint8 N×H×W×C"
-            f"[, labels=int N]) and set datasets.{dataset_hint}.root to it"
+            f"[, labels=int N]) or numpy.savez(path, x=float N×d) and set datasets.{dataset_hint}.root to it"
         )
     try:
         with np.load(path, allow_pickle=False) as archive:
-            if "images" not in archive.files:
-                raise OuroborosError(f"{path}: no 'images' array (found {archive.files})")
-            images = archive["images"]
-            labels = archive["labels"] if "labels" in archive.files else np.zeros(len(images), np.int64)
+            key = "images" if "images" in archive.files else "x" if "x" in archive.files else None
+            if key is None:
+                raise OuroborosError(f"{path}: no 'images' (uint8 N×H×W×C) or 'x' (float N×d) array (found {archive.files})")
+            items = archive[key]
+            labels = archive["labels"] if "labels" in archive.files else np.zeros(len(items), np.int64)
     except (ValueError, OSError, EOFError) as exc:
         raise OuroborosError(f"{path}: not a readable .npz ({exc})") from exc
-    return _checked(images, labels, path)
+    if key == "x":
+        return _checked_vectors(items, labels, path)
+    return _checked(items, labels, path)
 
 
 def _folder(root: str | None, dataset_hint: str) -> tuple[np.ndarray, np.ndarray]:
@@ -140,6 +186,16 @@ def _checked(images: np.ndarray, labels: np.ndarray, path) -> tuple[np.ndarray, 
     return images, labels.astype(np.int64)
 
 
+def _checked_vectors(x: np.ndarray, labels: np.ndarray, path) -> tuple[np.ndarray, np.ndarray]:
+    if x.ndim != 2 or x.dtype.kind != "f" or x.shape[1] < 1:
+        raise OuroborosError(f"{path}: expected float vectors N×d in 'x', found {x.dtype} {x.shape}")
+    if not np.isfinite(x).all():
+        raise OuroborosError(f"{path}: 'x' holds NaN or infinite values")
+    if len(labels) != len(x):
+        raise OuroborosError(f"{path}: {len(labels)} labels for {len(x)} vectors")
+    return x.astype(np.float32), labels.astype(np.int64)
+
+
 def subset(count: int, size: int, *, seed: int, dataset: str) -> np.ndarray:
     """Indices of the first ``size`` images of the dataset's seeded permutation."""
     if size > count:
@@ -150,7 +206,7 @@ def subset(count: int, size: int, *, seed: int, dataset: str) -> np.ndarray:
     return rng.permutation(count)[:size]
 
 
-def prepare(source: str, root: str | None, size: int, *, seed: int, dataset: str,
+def prepare(source: str | dict, root: str | None, size: int, *, seed: int, dataset: str,
             family: str | None = None) -> tuple[np.ndarray, np.ndarray]:
     """The first ``size`` images of the permutation of ``family`` (the root of a ``base:`` chain),
     so the datasets of a size sweep are nested subsets of one another."""
@@ -159,7 +215,7 @@ def prepare(source: str, root: str | None, size: int, *, seed: int, dataset: str
     return images[keep], labels[keep]
 
 
-def fresh_stage(source: str, root: str | None, size: int, *, seed: int, dataset: str, images_out: str,
+def fresh_stage(source: str | dict, root: str | None, size: int, *, seed: int, dataset: str, images_out: str,
                 labels_out: str, family: str | None = None) -> None:
     """The source's images outside D_1, in the order of the permutation D_1 is the front of: the
     pool of ``fresh: λ`` (each iteration takes the next rows, so none is drawn twice)."""
@@ -169,10 +225,10 @@ def fresh_stage(source: str, root: str | None, size: int, *, seed: int, dataset:
     rest = subset(len(images), len(images), seed=seed, dataset=family or dataset)[size:]
     save_array(images_out, images[rest])
     save_array(labels_out, labels[rest])
-    print(f"{dataset}: {len(rest)} real images outside D_1 (of {len(images)} in {source})")
+    print(f"{dataset}: {len(rest)} real items outside D_1 (of {len(images)} in {source})")
 
 
-def reference_stage(source: str, root: str | None, *, dataset: str, images_out: str) -> None:
+def reference_stage(source: str | dict, root: str | None, *, dataset: str, images_out: str) -> None:
     """Every image of the source (e.g. CIFAR-10's 50,000 training images), for FID."""
     from ouroboros.io import save_array
 
@@ -197,7 +253,7 @@ def from_model(x) -> np.ndarray:
     return x.permute(0, 2, 3, 1).cpu().numpy()
 
 
-def stage(source: str, root: str | None, size: int, *, seed: int, dataset: str,
+def stage(source: str | dict, root: str | None, size: int, *, seed: int, dataset: str,
           images_out: str, labels_out: str, manifest_out: str, family: str | None = None) -> None:
     """The real subset D_1 (images, labels) and its manifest."""
     from ouroboros import manifest
@@ -208,4 +264,4 @@ def stage(source: str, root: str | None, size: int, *, seed: int, dataset: str,
     save_array(labels_out, labels)
     manifest.write(manifest_out, manifest.from_pool([manifest.PoolPart("real", images_out, len(images))],
                                                     np.arange(len(images))))
-    print(f"{dataset}: {len(images)} real images of shape {images.shape[1:]} from {source}")
+    print(f"{dataset}: {len(images)} real items of shape {images.shape[1:]} from {source}")

@@ -9,8 +9,8 @@ from __future__ import annotations
 import numpy as np
 
 from ouroboros import manifest, metrics
-from ouroboros.features import pixels
-from ouroboros.io import load_features_for, load_images, save_json
+from ouroboros.features import data_space
+from ouroboros.io import load_data, load_features_for, load_labels, save_json
 from ouroboros.paths import features_of
 
 
@@ -30,8 +30,9 @@ def set_metrics(x: np.ndarray, prefix: str) -> dict[str, float]:
 
 def compute(train: np.ndarray, generated: np.ndarray, real: np.ndarray, train_pixels: np.ndarray,
             generated_pixels: np.ndarray, real_pixels: np.ndarray) -> dict[str, float]:
-    """Every metric of one iteration from feature arrays (and pixels for the memorization ratio
-    and the copy share, whose yardstick is the real subset's typical pixel spacing)."""
+    """Every metric of one iteration from feature arrays (and the data space, pixels or vectors, for
+    the memorization ratio, the copy share, whose yardstick is the real subset's typical spacing
+    there, and the maximum-likelihood spread the closed forms speak of)."""
     values = {"generalization_score": metrics.generalization_score(generated, train)}
     values |= set_metrics(train, "train")
     values |= set_metrics(generated, "generated")
@@ -41,6 +42,11 @@ def compute(train: np.ndarray, generated: np.ndarray, real: np.ndarray, train_pi
     values["copy_share"] = metrics.copy_share(generated_pixels, train_pixels, scale=values["copy_scale"])
     values["authenticity"] = metrics.authenticity(train, generated)  # against D_n, what the model saw
     values |= metrics.prdc(real, generated, k=5)
+    # the maximum-likelihood fit's moments in the data space (divisor N): what the closed forms of
+    # the gaussian and kde generators predict (README: Known answers)
+    x = np.asarray(train_pixels, dtype=np.float64)
+    values["train_variance_mle"] = float(np.var(x, axis=0).sum())
+    values["train_grand_mean"] = float(x.mean())
     return values
 
 
@@ -48,8 +54,23 @@ def load_generated(files: list[str], count: int, load) -> np.ndarray:
     return np.concatenate([load(f) for f in files])[:count]
 
 
+def lineage(m: manifest.Manifest, real_images: str) -> dict[str, float]:
+    """Where labels trace ancestry (each real item labelled by its own row, a kde's samples
+    carrying their parent's): the share of pairs of D_n that descend from one D_1 item, and the
+    number of distinct D_1 ancestors D_n descends from. Items with no known ancestor (label −1)
+    are left out of the pairs."""
+    from ouroboros.paths import labels_of
+
+    ancestors = manifest.gather(m, load_labels, rename=labels_of)
+    known = ancestors[ancestors >= 0]
+    counts = np.unique(known, return_counts=True)[1]
+    pairs = len(known) * (len(known) - 1) / 2
+    return {"common_ancestor_share": float((counts * (counts - 1) / 2).sum() / pairs) if pairs else float("nan"),
+            "distinct_ancestors": float(len(counts))}
+
+
 def stage(manifest_path: str, generated_files: list[str], real_images: str, extractor: str, *,
-          count: int, meta: dict, out: str) -> dict:
+          count: int, meta: dict, out: str, ancestry: bool = False) -> dict:
     m = manifest.read(manifest_path)
     real = load_features_for(real_images, features_of(real_images, extractor))
     feats = lambda f: load_features_for(f, features_of(f, extractor), real.shape[1])  # noqa: E731
@@ -57,10 +78,12 @@ def stage(manifest_path: str, generated_files: list[str], real_images: str, extr
     generated = load_generated(generated_files, count, feats)
     values = compute(
         train, generated, real,
-        pixels(manifest.gather(m, load_images)), pixels(load_generated(generated_files, count, load_images)),
-        pixels(load_images(real_images)),
+        data_space(manifest.gather(m, load_data)), data_space(load_generated(generated_files, count, load_data)),
+        data_space(load_data(real_images)),
     )
     values["real_share"] = m.share("real")
+    if ancestry:
+        values |= lineage(m, real_images)
     result = {
         **meta,
         "feature_extractor": extractor,

@@ -1,6 +1,8 @@
 """Feature extractors: the spaces distances and FID are computed in.
 
 - ``pixels``: the image itself, scaled to [0, 1] (d = H·W·C).
+- ``identity``: vectors as they are, the space of vector datasets (``source: gaussian``), where
+  FID becomes the Fréchet distance of the vectors; a vector file is its own features file.
 - ``classifier``: a small CNN trained on the real labels (see ouroboros.classifier); offline FID.
 - ``dinov2``: the CLS token of DINOv2 through transformers (the paper's distance space),
   with the model's own image processor (resize, crop, normalisation).
@@ -282,6 +284,19 @@ def _pixels(images, source, **_):
     return pixels(images)
 
 
+@register("identity", gpu=False, key=None, roles=("features", "fid"),
+          preprocessing="vectors as they are: a vector file is its own features file (images: use pixels)")
+def _identity(images, source, **_):
+    if images.ndim == 4:
+        raise OuroborosError("the identity feature space is for vectors; images use pixels")
+    return data_space(images)
+
+
+def data_space(items: np.ndarray) -> np.ndarray:
+    """Items as float32 rows of their data space: a vector as it is, an image as its pixels in [0, 1]."""
+    return pixels(items) if items.ndim == 4 else np.asarray(items, dtype=np.float32)
+
+
 @register("classifier", gpu=False, key=None, roles=("features", "fid"),
           preprocessing="the penultimate layer of a small CNN trained on the real labels (ouroboros.classifier)")
 def _classifier(images, source, *, classifier_dir=None, **_):
@@ -339,10 +354,13 @@ def extract(name: str, images: np.ndarray, *, classifier_dir: str | os.PathLike 
 
 
 def stage(images_path: str, extractor: str, out: str, **options) -> None:
-    from ouroboros.io import load_images, save_array
+    from ouroboros.io import load_data, save_array
     from ouroboros.paths import dataset_of
 
-    images = load_images(images_path)
+    images = load_data(images_path)
+    if images.ndim != 4 and extractor != "identity":
+        raise OuroborosError(f"{images_path}: holds vectors, which the {extractor} extractor cannot embed; set the "
+                             "dataset's features and fid_features to identity")
     # the dataset comes from the path, not from the rule: a new rule parameter or an edited script
     # would make Snakemake recompute every features file, and so the whole loop, of existing results
     options.setdefault("dataset", dataset_of(images_path) or "<dataset>")

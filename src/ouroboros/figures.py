@@ -388,7 +388,8 @@ def svd_projection(t: pd.DataFrame, results: Path) -> Drawn | str:
     for dataset, run, iterations in _replace_iterations(t):
         space = _space(t, dataset, run)
         real = grids.under(results, paths.features_of(paths.real_images(dataset), space))
-        gens = [(n, grids.generation_dir(results, dataset, run, n) / f"features-{space}.npy") for n in iterations]
+        gens = [(n, grids.under(results, paths.features_of(f"{paths.producer_dir(dataset, run, n)}/samples.npy", space)))
+                for n in iterations]
         if real.is_file() and all(f.is_file() for _, f in gens):
             cases.append((dataset, run, space, real, gens))
     if not cases:

@@ -441,13 +441,16 @@ CLAIMS = [trend_claims, size_claims, correlation_claims, selection_claims, real_
           option_claims]
 
 
-def findings(tidy: pd.DataFrame) -> pd.DataFrame:
-    """One row per claim × scope (dataset or family, runs, iteration, feature space)."""
+def findings(tidy: pd.DataFrame, results: str | Path | None = None) -> pd.DataFrame:
+    """One row per claim × scope (dataset or family, runs, iteration, feature space); with
+    ``results`` (the results/ folder), also the theory rows that read D_1 from it."""
+    from ouroboros import theory
+
     t = complete(tidy)
     if t.empty:
         return pd.DataFrame(columns=COLUMNS)
     all_runs = run_list(t)
-    rows = [row for claims in CLAIMS for row in claims(t, all_runs)]
+    rows = [row for claims in CLAIMS for row in claims(t, all_runs)] + theory.claims(t, results)
     out = pd.DataFrame(rows, columns=COLUMNS)
     out["iteration"] = out["iteration"].astype("Int64")
     return out
@@ -491,11 +494,12 @@ def load(results: str | Path) -> pd.DataFrame:
     return tidy(scan(results))
 
 
-def write(tidy: pd.DataFrame, findings_out: str | Path, summary_out: str | Path) -> pd.DataFrame:
+def write(tidy: pd.DataFrame, findings_out: str | Path, summary_out: str | Path,
+          results: str | Path | None = None) -> pd.DataFrame:
     """findings.tsv, the readable findings.md beside it, and summary.tsv from a tidy table."""
     from ouroboros.io import save_text
 
-    table = findings(tidy)
+    table = findings(tidy, results)
     text = report(table)
     save_text(findings_out, table.to_csv(sep="\t", index=False))
     save_text(Path(findings_out).with_suffix(".md"), text + "\n")
@@ -506,12 +510,12 @@ def write(tidy: pd.DataFrame, findings_out: str | Path, summary_out: str | Path)
 
 def stage(table: str, findings_out: str, summary_out: str) -> pd.DataFrame:
     """The workflow's findings step: from results/tables/metrics.tsv."""
-    return write(pd.read_csv(table, sep="\t"), findings_out, summary_out)
+    return write(pd.read_csv(table, sep="\t"), findings_out, summary_out, results=Path(table).parent.parent)
 
 
 def main(argv: list[str]) -> int:
     results = Path(argv[0] if argv else "results")
-    write(load(results), results / "tables" / "findings.tsv", results / "tables" / "summary.tsv")
+    write(load(results), results / "tables" / "findings.tsv", results / "tables" / "summary.tsv", results=results)
     return 0
 
 

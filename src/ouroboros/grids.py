@@ -91,10 +91,11 @@ def generation_dir(results: Path, dataset: str, run: str, n: int) -> Path:
 
 
 def has_pairs(results: Path, dataset: str, run: str, n: int, space: str) -> bool:
-    """Whether G_n, its features and D_n's manifest are on disk (replicate 0)."""
+    """Whether G_n (images: a grid shows no vectors), its features and D_n's manifest are on disk
+    (replicate 0)."""
     folder = generation_dir(results, dataset, run, n)
-    return all(f.is_file() for f in (folder / "samples.npy", folder / f"features-{space}.npy",
-                                      under(results, paths.manifest(dataset, run, n))))
+    return space != paths.IDENTITY and all(f.is_file() for f in (
+        folder / "samples.npy", folder / f"features-{space}.npy", under(results, paths.manifest(dataset, run, n))))
 
 
 def nearest_pairs(results: Path, dataset: str, run: str, n: int, space: str,

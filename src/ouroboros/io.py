@@ -117,6 +117,19 @@ def load_images(path: str | os.PathLike) -> np.ndarray:
     return images
 
 
+def load_data(path: str | os.PathLike) -> np.ndarray:
+    """The items of a data file: uint8 NHWC images, or finite float32 vectors N×d."""
+    array = load_array(path)
+    if array.ndim == 4:
+        return load_images(path)
+    if array.ndim != 2 or array.dtype != np.float32:
+        raise OuroborosError(f"{path}: expected uint8 images N×H×W×C or float32 vectors N×d, found {array.dtype} "
+                             f"{array.shape}; delete it and re-run the step that writes it")
+    if not np.isfinite(array).all():
+        raise OuroborosError(f"{path}: vectors contain NaN or infinite values; delete it and re-run the step that writes it")
+    return array
+
+
 def load_labels(path: str | os.PathLike) -> np.ndarray:
     """int64 class labels, one per image (-1: drawn by an unconditional model)."""
     return load_array(path, dtype=np.int64, ndim=1)

@@ -1,4 +1,6 @@
-"""diffusers UNet2DModel presets, by name.
+"""The DDPM generator (diffusers UNet2DModel + DDPMScheduler) and its UNet presets, by name:
+``model: micro8`` in config.yaml names the generator ``ddpm`` with the preset micro8
+(ouroboros.generators).
 
 ``tiny8``: the CPU preset for 8×8 digits: three plain blocks of 32, 32, 64 channels, one layer
 each, 8 groups, no attention (0.74M parameters: big enough to memorize a few hundred images,
@@ -22,6 +24,7 @@ from __future__ import annotations
 from typing import Any
 
 from ouroboros.errors import OuroborosError
+from ouroboros.generators import register
 
 _EXAMPLE_DOWN = ("DownBlock2D", "DownBlock2D", "DownBlock2D", "DownBlock2D", "AttnDownBlock2D", "DownBlock2D")
 _EXAMPLE_UP = ("UpBlock2D", "AttnUpBlock2D", "UpBlock2D", "UpBlock2D", "UpBlock2D", "UpBlock2D")
@@ -110,3 +113,45 @@ def load(path: str):
         return UNet2DModel.from_pretrained(folder, use_safetensors=True, low_cpu_mem_usage=False)
     except Exception as exc:  # diffusers raises several types for corrupt weights
         raise OuroborosError(f"{folder}: cannot load the model ({exc}); delete it and re-run the train step") from exc
+
+
+# --- the generator ------------------------------------------------------------------------------
+# fit = ouroboros.train (checkpoints, device policy, finite-or-fail), sample = ouroboros.sample
+# (per-image seeds); torch and diffusers are imported inside, when a DDPM job runs.
+
+
+def _load(model_dir):
+    from diffusers import DDPMScheduler
+
+    return load(model_dir), DDPMScheduler.from_pretrained(model_dir)
+
+
+def _save(model, out_dir) -> None:
+    from ouroboros.train import save_model
+
+    unet, noise_schedule = model
+    save_model(unet, noise_schedule, out_dir, {"preset": None})
+
+
+def _sample(model, start: int, count: int, *, seed: int, inference_steps: int = 1000, batch_size: int = 256,
+            guidance_scale: float = 1.0, policy=None, source: str = "the model"):
+    from ouroboros.sample import sample
+
+    unet, noise_schedule = model
+    return sample(unet, noise_schedule, start, count, seed=seed, inference_steps=inference_steps,
+                  batch_size=batch_size, guidance_scale=guidance_scale, progress=False, policy=policy, source=source)
+
+
+@register("ddpm", load=_load, save=_save, sample=_sample, gpu=True, kinds=("images",), presets=PRESETS,
+          conditional=True)
+def fit(data, labels, out_dir, *, params: dict, seed: int, preset: str | None = None, classes: int | None = None,
+        stats_out=None, checkpoint_dir=None, init_from=None, label: str = "training", **_) -> dict:
+    """A DDPM (diffusers UNet2DModel of a preset, the paper's noise schedule) trained on D_n;
+    ``params`` are the dataset's train keys."""
+    from ouroboros.config import TrainConfig
+    from ouroboros.train import train
+
+    if preset is None:
+        raise OuroborosError("the ddpm generator needs a preset: model: one of " + ", ".join(sorted(PRESETS)))
+    return train(data, preset, TrainConfig(**params), seed=seed, out_dir=out_dir, stats_path=stats_out, labels=labels,
+                 classes=classes, checkpoint_dir=checkpoint_dir, init_from=init_from, label=label)

@@ -26,8 +26,10 @@ import math
 import re
 from dataclasses import dataclass
 from pathlib import PurePosixPath
+from typing import TYPE_CHECKING
 
-from ouroboros.config import Config
+if TYPE_CHECKING:  # paths reads a Config but needs nothing of the module at run time (no import circle)
+    from ouroboros.config import Config
 
 RESULTS = "results"
 REAL = "real"
@@ -118,8 +120,14 @@ def model_dir(dataset: str, run: str, n: int) -> str:
     return f"{producer_dir(dataset, run, n)}/model"
 
 
+# the feature space of vectors is the vectors: their file is their features file (no job, no copy)
+IDENTITY = "identity"
+
+
 def features_of(images_file: str, extractor: str) -> str:
-    """features-{extractor}.npy beside images.npy or samples.npy."""
+    """features-{extractor}.npy beside images.npy or samples.npy; the file itself for ``identity``."""
+    if extractor == IDENTITY:
+        return images_file
     return f"{images_file.rsplit('/', 1)[0]}/features-{extractor}.npy"
 
 
@@ -214,13 +222,12 @@ def fresh_rows(cfg: Config, dataset: str, run: str, n: int) -> tuple[int, int]:
     """(first row, count) of D_n's fresh real images in ``fresh_images``: iterations take
     consecutive rows, so no image is drawn twice. When the source's size is known here, running
     out fails now, naming the key (else the select job checks)."""
-    from ouroboros.config import SOURCE_SIZES
     from ouroboros.errors import OuroborosError
 
     start = sum(_fresh_count(cfg, dataset, run, j) for j in range(2, n))
     count = _fresh_count(cfg, dataset, run, n)
     d = cfg.dataset(dataset)
-    available = SOURCE_SIZES.get(d.source, math.inf) - d.size
+    available = (math.inf if d.source_size is None else d.source_size) - d.size
     if count and start + count > available:
         name = replicate_of(run)[0]
         raise OuroborosError(

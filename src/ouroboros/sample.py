@@ -132,10 +132,23 @@ def sample(
 
 def stage(model_dir: str, start: int, count: int, *, seed: int, inference_steps: int, batch_size: int, out: str,
           labels_out: str, guidance_scale: float = 1.0) -> None:
+    """Items start … start + count − 1 of the model in ``model_dir``, whichever generator wrote it
+    (the DDPM's options apply to it alone)."""
+    from ouroboros import generators
+    from ouroboros.io import save_array
+
+    generator = generators.of_model_dir(model_dir)
+    if generator.name != "ddpm":
+        print(f"sampling items {start}…{start + count - 1} from {model_dir} ({generator.name})")
+        items, labels = generator.sample(generator.load(model_dir), start, count, seed=seed)
+        if items.dtype.kind == "f" and not np.isfinite(items).all():
+            raise OuroborosError(f"{model_dir}: non-finite samples from generator {generator.name}; nothing was written")
+        save_array(labels_out, labels)
+        save_array(out, items)
+        return
     from diffusers import DDPMScheduler
 
     from ouroboros import policy as device_policy
-    from ouroboros.io import save_array
 
     policy = device_policy.resolve(sample_precision=sample_precision(model_dir))
     policy.apply_backends()

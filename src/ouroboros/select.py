@@ -20,10 +20,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from ouroboros import selectors
-from ouroboros.config import AUTO
 from ouroboros.errors import OuroborosError
 from ouroboros.mindist import MinDistances, sq_dist
-from ouroboros.selectors import Param, register
+from ouroboros.selectors import AUTO, Param, register
 
 _COPY_ROWS = 65536  # rows copied at a time when shuffling: no second full-size temporary
 
@@ -357,7 +356,7 @@ def stage(sources: list[tuple[str, str]], extractor: str, n: int, method: str, *
     import time
 
     from ouroboros import manifest
-    from ouroboros.io import load_features_for, load_images, save_json
+    from ouroboros.io import load_data, load_features_for, save_json
     from ouroboros.paths import features_of
     from ouroboros.runtime import pause_point
 
@@ -382,7 +381,7 @@ def stage(sources: list[tuple[str, str]], extractor: str, n: int, method: str, *
             notes[f"{key}_from"] = f"auto: median nearest-neighbour distance of {real_features}"
     taken = fresh.count if fresh else 0
     if fresh:  # checked before a possibly long selection
-        available = len(load_images(fresh.file))
+        available = len(load_data(fresh.file))
         if fresh.start + fresh.count > available:
             raise OuroborosError(
                 f"{fresh.file}: fresh real images run out: this iteration needs rows {fresh.start}…"

@@ -113,9 +113,14 @@ def register(name: str, *, params: Mapping[str, Param] | None = None, keeps_all:
     return decorate
 
 
+# the modules that register the paper's methods, imported by name on the first lookup: this
+# registry imports no algorithm module, so reading config.yaml never loads one it does not name
+BUILTIN = ("ouroboros.select",)
+
+
 def builtin() -> None:
     """Register the paper's methods (all, random, greedy, threshold_decay)."""
-    import ouroboros.select  # noqa: F401  (registers on import)
+    load_plugins(list(BUILTIN), where="selectors (built in)")
 
 
 def load_plugins(entries: list[str] | tuple[str, ...], where: str = "selectors") -> None:

@@ -6,6 +6,7 @@ Usage outside Snakemake: ``python -m ouroboros.tables results/`` scans whatever 
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -17,7 +18,8 @@ from ouroboros.io import load_json
 from ouroboros.metrics import PIXEL_METRICS
 
 ID_COLUMNS = ["dataset", "family", "dataset_size", "run", "paradigm", "selection", "samples_per_iteration", "tau0",
-              "decay", "share", "fresh", "init", "select_features", "replicate", "iteration"]
+              "decay", "share", "fresh", "init", "select_features", "generator", "model_params", "data_dim", "replicate",
+              "iteration"]
 # the run options beyond the paper's loop: their files record them only when set (select_features:
 # empty unless a run selects in a space other than its dataset's)
 RUN_OPTIONS = [*RUN_OPTION_DEFAULTS, "select_features"]
@@ -53,6 +55,9 @@ def rows(path: str | Path) -> list[dict]:
     base["family"] = base["family"] or base["dataset"]  # files from before size sweeps recorded it
     base["replicate"] = base["replicate"] or 0  # and from before replicates: replicate 0's paths
     base |= {k: v for k, v in RUN_OPTION_DEFAULTS.items() if base[k] is None}
+    base["generator"] = base["generator"] or "ddpm"  # DDPM results record no generator
+    if base["model_params"] is not None:  # one cell: the generator's parameters as JSON
+        base["model_params"] = json.dumps(base["model_params"], sort_keys=True)
     values = dict(record["values"]) | {f"share_{k}": v for k, v in record.get("source_shares", {}).items()}
     # fid.json's extra distances (fd_dinov2, fid_torchvision) name their own space under `metrics`
     spaces = {metric: m["extractor"] for metric, m in record.get("metrics", {}).items() if "extractor" in m}

@@ -328,23 +328,30 @@ def save_model(unet, noise_schedule, out_dir: str | os.PathLike, summary: dict) 
         (tmp / "training.json").write_text(json.dumps(summary, indent=2) + "\n")
 
 
-def stage(manifest_path: str, preset: str, options: dict, *, seed: int, model_out: str, stats_out: str,
-          classes: int | None = None, checkpoint_dir: str | None = None, init_from: str | None = None) -> dict:
-    """Train on the images a manifest names (D_n), checkpointing every few minutes."""
-    from ouroboros import manifest
-    from ouroboros.io import load_images, load_labels
+def stage(manifest_path: str, model: str, options: dict, *, seed: int, model_out: str, stats_out: str,
+          classes: int | None = None, checkpoint_dir: str | None = None, init_from: str | None = None,
+          real: str | None = None, labelled: bool = False) -> dict:
+    """Fit the generator ``model`` names (a DDPM preset, or a registered generator) on the items
+    a manifest names (D_n); ``options`` are its train keys (DDPM) or its ``model_params``.
+    ``labelled``: load D_n's labels for a generator whose samples carry them (kde); ``real``: D_1,
+    for a parameter measured on it (bandwidth: auto)."""
+    from ouroboros import generators, manifest
+    from ouroboros.io import load_data, load_labels, save_text
     from ouroboros.paths import labels_of
 
+    generator, preset = generators.resolve(model)
     rows = manifest.read(manifest_path)
-    images = manifest.gather(rows, load_images)
+    data = manifest.gather(rows, load_data)
     # a conditional model's labels sit beside each image file (real/labels.npy, iterNN/labels.npy)
-    labels = manifest.gather(rows, load_labels, rename=labels_of) if classes else None
-    print(f"training {preset} on {len(images)} images from {manifest_path}"
+    labels = manifest.gather(rows, load_labels, rename=labels_of) if classes or labelled else None
+    print(f"training {model} on {len(data)} items from {manifest_path}"
           + (f", conditional on {classes} classes" if classes else "")
           + (f", fine-tuning {init_from}" if init_from else ""))
-    summary = train(images, preset, TrainConfig(**options), seed=seed, out_dir=model_out, stats_path=stats_out,
-                    labels=labels, classes=classes, checkpoint_dir=checkpoint_dir, init_from=init_from,
-                    label=_label(model_out))
+    summary = generator.fit(data, labels, model_out, params=options, seed=seed, preset=preset, classes=classes,
+                            stats_out=stats_out, checkpoint_dir=checkpoint_dir, init_from=init_from,
+                            label=_label(model_out), real=load_data(real) if real else None)
+    if generator.name != "ddpm":  # one line of statistics: a closed-form fit has no steps
+        save_text(stats_out, json.dumps(summary) + "\n")
     print(json.dumps(summary, indent=2))
     return summary
 

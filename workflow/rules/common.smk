@@ -10,7 +10,7 @@ sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 
 import re  # noqa: E402
 
-from ouroboros import features, paths, seeds, selectors  # noqa: E402
+from ouroboros import features, generators, paths, seeds, selectors  # noqa: E402
 from ouroboros.config import AUTO, RUN_OPTION_DEFAULTS  # noqa: E402
 from ouroboros.config import check as check_config  # noqa: E402
 from ouroboros.errors import OuroborosError  # noqa: E402
@@ -112,9 +112,17 @@ def train_input(wildcards):
     out = {"manifest": paths.manifest(wildcards.dataset, branch, n), "images": images}
     if _run_name(branch) != paths.REAL and CFG.run(_run_name(branch)).init == "previous":
         out["init"] = paths.model_dir(wildcards.dataset, branch, n - 1)  # fine-tune iteration n-1's weights
-    if CFG.dataset(wildcards.dataset).classes:
+    d = CFG.dataset(wildcards.dataset)
+    if d.classes or generators.resolve(d.model)[0].inherits_labels:  # a kde's samples carry their parent's label
         out["labels"] = [paths.labels_of(f) for f in images]
+    if generators.measures_auto(d.model_params):  # e.g. bandwidth: auto, measured on D_1
+        out["real"] = paths.real_images(wildcards.dataset)
     return out
+
+
+def model_gpu(wildcards):
+    """A GPU slot for the train and sample jobs of a generator that needs one (the DDPM)."""
+    return int(generators.resolve(CFG.dataset(wildcards.dataset).model)[0].gpu)
 
 
 # --- sample ----------------------------------------------------------------------------
@@ -263,11 +271,14 @@ def evaluate_input(wildcards):
     extractor = CFG.dataset(d).features
     train_images = paths.train_files(CFG, d, r, n)
     images = list(dict.fromkeys(train_images + generated_files(wildcards) + [paths.real_images(d)]))
-    return {
+    out = {
         "manifest": paths.manifest(d, r, n),
         "images": images,
         "features": [paths.features_of(f, extractor) for f in images],
     }
+    if CFG.dataset(d).traces_ancestry:  # labels are D_1 ancestors: metrics.json gains the lineage
+        out["labels"] = [paths.labels_of(f) for f in train_images]
+    return out
 
 
 def fid_input(wildcards):
@@ -304,7 +315,20 @@ def run_meta(wildcards):
         "tau0": run_tau0(wildcards),  # "auto" stays "auto" here: the value measured is in selection.json
         "decay": run.decay,
         "dataset_size": CFG.dataset(wildcards.dataset).size,
-    } | run_options(wildcards.dataset, name)
+    } | run_options(wildcards.dataset, name) | generator_meta(wildcards.dataset)
+
+
+def generator_meta(dataset):
+    """A generator other than the DDPM and its parameters (the DDPM's results keep their metadata)."""
+    d = CFG.dataset(dataset)
+    if d.generator == "ddpm":
+        return {}
+    return {"generator": d.generator, "model_params": dict(d.model_params), "data_dim": data_dim(d)}
+
+
+def data_dim(d):
+    """The dimension of a vector dataset's items (None for images: their size is in the files)."""
+    return int(d.source_spec["dim"]) if d.source == "gaussian" else None
 
 
 def run_options(dataset, name):

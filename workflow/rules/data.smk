@@ -10,7 +10,7 @@ rule data:
         "../../envs/torch.yaml"
     threads: 1
     params:
-        source=lambda w: dataset_params(w).source,
+        source=lambda w: dataset_params(w).source_spec,
         root=lambda w: dataset_params(w).root,
         size=lambda w: dataset_params(w).size,
         seed=CFG.seed,
@@ -29,7 +29,7 @@ rule reference:
         "../../envs/torch.yaml"
     threads: 1
     params:
-        source=lambda w: dataset_params(w).source,
+        source=lambda w: dataset_params(w).source_spec,
         root=lambda w: dataset_params(w).root,
     script:
         "../scripts/reference.py"
@@ -46,7 +46,7 @@ rule fresh:
         "../../envs/torch.yaml"
     threads: 1
     params:
-        source=lambda w: dataset_params(w).source,
+        source=lambda w: dataset_params(w).source_spec,
         root=lambda w: dataset_params(w).root,
         size=lambda w: dataset_params(w).size,
         seed=CFG.seed,

@@ -1,5 +1,6 @@
 rule sample:
-    """G_n (or the 2N extension of the shared G_1): per-image-seeded DDPM samples, uint8 NHWC."""
+    """G_n (or the 2N extension of the shared G_1): per-item-seeded samples of the model (uint8 NHWC images
+    or float32 vectors) and their labels."""
     input:
         unpack(sample_input),
     output:
@@ -13,7 +14,7 @@ rule sample:
         "../../envs/torch.yaml"
     threads: 1
     resources:
-        gpu=1,
+        gpu=model_gpu,
     params:
         sample_range=sample_range,
         seed=sample_seed,

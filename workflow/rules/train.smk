@@ -1,5 +1,6 @@
 rule train:
-    """Iteration n: a DDPM trained on D_n (branch 'real' = the shared iteration 1)."""
+    """Iteration n: the dataset's generator fitted on D_n (branch 'real' = the shared iteration 1): a DDPM
+    trained, or a closed-form generator (gaussian, kde) fitted in a numpy job with no GPU slot."""
     input:
         unpack(train_input),
     output:
@@ -13,7 +14,7 @@ rule train:
         "../../envs/torch.yaml"
     threads: 1
     resources:
-        gpu=1,
+        gpu=model_gpu,
     params:
         preset=lambda w: dataset_params(w).model,
         options=train_options,

@@ -10,4 +10,4 @@ with logged(snakemake.log[0], snakemake.threads):
 
     p = snakemake.params
     evaluate.stage(snakemake.input.manifest, p.generated, p.real, p.extractor, count=p.eval_count, meta=p.meta,
-                   out=snakemake.output[0])
+                   out=snakemake.output[0], ancestry=bool(snakemake.input.get("labels")))

@@ -12,4 +12,5 @@ with logged(snakemake.log[0], snakemake.threads, gpu=snakemake.resources.get("gp
     p = snakemake.params
     train.stage(snakemake.input.manifest, p.preset, p.options, seed=p.seed, classes=p.classes,
                 model_out=snakemake.output.model, stats_out=snakemake.output.stats, checkpoint_dir=p.checkpoint,
-                init_from=snakemake.input.get("init"))
+                init_from=snakemake.input.get("init"), real=snakemake.input.get("real"),
+                labelled=bool(snakemake.input.get("labels")))
