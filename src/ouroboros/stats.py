@@ -1,10 +1,11 @@
 """Intervals over replicates and bootstrap correlations: small pure functions on top of scipy.stats.
 
 Every interval carries its level, its method and the n it rests on, so a table or a figure can
-say what it shows. Means over replicates use Student's t (``scipy.stats.t.interval``); Pearson
-correlations over pooled points use a paired bootstrap (``scipy.stats.bootstrap``, BCa unless
-told otherwise). Statistics that pool the iterations of several replicate chains (a trend slope,
-Fig. 2b's r) resample whole chains (``chain_bootstrap``). ``holm`` adjusts a family of p-values and
+say what it shows. Means over replicates use Student's t (``scipy.stats.t.interval``).
+Statistics that pool the iterations of several replicate chains (a trend slope, Fig. 2b's r)
+resample whole chains (``chain_bootstrap``), which the findings and figures use;
+``pearson_bootstrap`` (a paired bootstrap of points, BCa unless told otherwise) is for points that
+are independent, which the points of a few chains are not. ``holm`` adjusts a family of p-values and
 ``replicates_for_power`` sizes the study that would decide. numpy, scipy and pandas only: the jobs
 that use this must start fast.
 """
