@@ -383,7 +383,8 @@ def correlation_claims(t: pd.DataFrame, all_runs: list[Run]) -> Iterator[dict]:
             def gap(w, h=entropy, v=log_trace, y=log_gs):
                 return np.abs(stats.pooled_r(w, h, y)) - np.abs(stats.pooled_r(w, v, y))
 
-            g = stats.chain_bootstrap(chains, gap, seed=SEED, what="|r(entropy, log GS)| − |r(log trace, log GS)|")
+            g = stats.chain_bootstrap(chains, gap, seed=SEED, what="|r(entropy, log GS)| − |r(log trace, log GS)|",
+                                      bounds=(-1.0, 1.0))
             beside = stats.chain_bootstrap(chains, lambda w, v=log_trace, y=log_gs: stats.pooled_r(w, v, y), seed=SEED,
                                            fisher=True)
             text = (f"r(log train_covariance_trace, log GS) = {beside.estimate:.3g} [{beside.low:.3g}, "
@@ -706,13 +707,13 @@ def report_rst(table: pd.DataFrame) -> str:
     if table.empty:
         return "\n".join([*lines, "No claim could be checked: results/ holds none of the runs the claims compare.", ""])
     lines += [_rst(line) for line in _headline(table)]
-    lines += ["", ".. list-table::", "   :header-rows: 1", "",
-              "   * - verdict", "     - claim", "     - scope", "     - claimed", "     - estimate", "     - 95 % interval",
-              "     - p (Holm)", "     - replicates", "     - replicates needed"]
+    lines += ["", ".. list-table::", "   :header-rows: 1", "   :widths: 10 20 36 20 7 7", "",
+              "   * - verdict", "     - claim", "     - scope", "     - estimate [95 % interval]", "     - p (Holm)",
+              "     - replicates (needed)"]
     for r in table[table.role == PRIMARY].itertuples(index=False):
-        cells = [f"**{r.verdict}**", _rst(r.claim), _rst(r.scope), _rst(f"{r.side} {r.null:g}"), _number(r.estimate),
-                 f"[{_number(r.ci_low)}, {_number(r.ci_high)}]", _p(r.p_holm), str(r.replicates),
-                 _needed(r.replicates_needed)]
+        needed = _needed(r.replicates_needed)
+        cells = [f"**{r.verdict}**", _rst(f"{r.claim} ({r.side} {r.null:g})"), _rst(r.scope), _rst(_interval(r)),
+                 _p(r.p_holm), f"{r.replicates}" + (f" ({_rst(needed)})" if needed != "—" else "")]
         lines += [f"   * - {cells[0]}"] + [f"     - {c}" for c in cells[1:]]
     n_secondary = int((table.role == SECONDARY).sum())
     lines += ["", _rst(f"{n_secondary} secondary rows (per iteration, per size) and each claim's statement and method "

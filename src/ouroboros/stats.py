@@ -275,7 +275,7 @@ class ChainInterval:
 
 def chain_bootstrap(chains: Sequence | np.ndarray, statistic: Callable[[np.ndarray], np.ndarray], *, seed: int,
                     n_resamples: int = CHAIN_RESAMPLES, level: float = LEVEL, fisher: bool = False,
-                    what: str = "") -> ChainInterval:
+                    what: str = "", bounds: tuple[float, float] = (-math.inf, math.inf)) -> ChainInterval:
     """A statistic of pooled points with an interval that resamples whole replicate chains.
 
     ``chains`` labels each point with its chain (a replicate); ``statistic(w)`` takes point weights
@@ -297,7 +297,8 @@ def chain_bootstrap(chains: Sequence | np.ndarray, statistic: Callable[[np.ndarr
     G − 1 reference for few clusters). f is Fisher's z (atanh) for a correlation (``fisher``), so
     the interval stays within (−1, 1). tests/test_calibration.py measures the coverage by
     simulation. With fewer than 2 chains, or a statistic undefined on the points, the interval is
-    NaN: no interval can be formed.
+    NaN: no interval can be formed. ``bounds``: the range the statistic can take (a difference of
+    two |r| lies in [−1, 1]); the interval is clipped to it, the p-value is not.
     """
     labels = np.unique(np.asarray(chains), return_inverse=True)[1].ravel()
     g, points = int(labels.max()) + 1 if len(labels) else 0, len(labels)
@@ -324,6 +325,7 @@ def chain_bootstrap(chains: Sequence | np.ndarray, statistic: Callable[[np.ndarr
     low, high = centre - half, centre + half
     if fisher:
         low, high = math.tanh(low), math.tanh(high)
+    low, high = max(low, bounds[0]), min(high, bounds[1])
     return ChainInterval(estimate, low, high, se, g, points, level, text, fisher)
 
 
