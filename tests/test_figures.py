@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from scipy.stats import pearsonr
 
-from ouroboros import figures, tables
+from ouroboros import figures, stats, tables
 from ouroboros.errors import OuroborosError
 
 RNG = np.random.default_rng(0)
@@ -67,9 +67,10 @@ def test_pearson_r_in_the_figure_table_equals_scipy_on_one_familys_points(built)
     rep = t[(t.run == "replace") & (t.dataset == "small")].pivot_table(index="iteration", columns="metric",
                                                                        values="value")
     small = wide[wide.family == "small"]
-    r, p = pearsonr(rep.train_entropy, np.log(rep.generalization_score))
+    r, _ = pearsonr(rep.train_entropy, np.log(rep.generalization_score))
     assert small.pearson_r_train_entropy.iloc[0] == pytest.approx(r)
-    assert small.pearson_p_train_entropy.iloc[0] == pytest.approx(p)
+    # one replicate is one chain: no chain-aware interval nor p-value can be formed
+    assert np.isnan(small.pearson_p_train_entropy.iloc[0]) and np.isnan(small.pearson_ci_low_train_entropy.iloc[0])
     r_var, _ = pearsonr(rep.train_covariance_trace, rep.generalization_score)
     assert small.pearson_r_train_covariance_trace.iloc[0] == pytest.approx(r_var)
     assert len(small) == 4 and set(wide.family) == {"small", "large"}
@@ -261,8 +262,6 @@ def family_points(family, datasets, seed, space="pixels"):
 
 
 def test_fig2b_r_pools_one_family_and_a_second_family_leaves_it_unchanged(tmp_path):
-    from scipy.stats import bootstrap
-
     cifar = family_points("cifar", [("cifar-1k", 1024), ("cifar", 32768)], seed=4, space="dinov2")
     digits = family_points("digits", [("digits", 256)], seed=5)
     _, alone = figures.entropy_and_generalization(cifar, tmp_path)
@@ -271,14 +270,15 @@ def test_fig2b_r_pools_one_family_and_a_second_family_leaves_it_unchanged(tmp_pa
     pd.testing.assert_frame_equal(first, alone)
     points = cifar.pivot_table(index=["dataset", "replicate", "iteration"], columns="metric", values="value")
     x, y = points.train_entropy.to_numpy(), np.log(points.generalization_score.to_numpy())
-    r, p = pearsonr(x, y)
+    r, _ = pearsonr(x, y)
     assert first.pearson_r_train_entropy.iloc[0] == pytest.approx(r) and first.pearson_n.iloc[0] == 16
-    assert first.pearson_p_train_entropy.iloc[0] == pytest.approx(p)
-    ci = bootstrap((x, y), lambda a, b, axis: pearsonr(a, b, axis=axis).statistic, paired=True, vectorized=True,
-                   rng=np.random.default_rng(0)).confidence_interval
+    # the findings' interval: whole replicates resampled, never points
+    chains = points.index.get_level_values("replicate").to_numpy()
+    ci = stats.chain_bootstrap(chains, lambda w: stats.pooled_r(w, x, y), seed=0, fisher=True)
     assert (first.pearson_ci_low_train_entropy.iloc[0], first.pearson_ci_high_train_entropy.iloc[0]) == \
         pytest.approx((ci.low, ci.high))
-    assert "paired" in first.pearson_ci_method.iloc[0] and first.pearson_ci_level.iloc[0] == 0.95
+    assert first.pearson_p_train_entropy.iloc[0] == pytest.approx(ci.p_value(0.0))
+    assert "whole replicate chains" in first.pearson_ci_method.iloc[0] and first.pearson_ci_level.iloc[0] == 0.95
     assert len(both[both.family == "digits"]) == 8
     titles = [ax.get_title() for ax in fig.axes]
     assert any("family cifar (dinov2)" in title for title in titles)

@@ -53,6 +53,10 @@ def claim(result, name):
     return result[result.claim == name]
 
 
+def primary(result, name):
+    return result[(result.claim == name) & (result.role == "primary")]
+
+
 @pytest.mark.parametrize("rate, want", [(-0.5, "holds"), (0.5, "fails")])
 def test_trend_verdicts_follow_the_data(rate, want):
     out = findings.findings(replace_run(rate))
@@ -62,22 +66,42 @@ def test_trend_verdicts_follow_the_data(rate, want):
     assert claim(out, "I.memorization_rises").verdict.tolist() == [want]
     assert claim(out, "I.copies_rise").verdict.tolist() == [want]
     row = claim(out, "I.gs_falls").iloc[0]
-    assert row.estimate == pytest.approx(rate, abs=0.02) and row.replicates == 3 and row.points == 15
-    assert row.level == 0.95 and "Student t" in row.method and "n = 3" in row.method
+    table = replace_run(rate)
+    gs = table[table.metric == "generalization_score"]
+    # the slope of GS itself (not its log) over every point of every replicate
+    assert row.estimate == pytest.approx(sps.linregress(gs.iteration, gs.value).slope)
+    assert row.replicates == 3 and row.points == 15 and row.role == "primary"
+    assert row.level == 0.95 and "chain bootstrap" in row.method and "G = 3 chains" in row.method
     assert row.side == "<" and other != row.verdict
+    assert row.statistic.startswith("slope of generalization_score on n")
 
 
-def test_one_replicate_is_insufficient_data():
+def test_trend_slopes_keep_points_where_gs_is_zero():
+    """Exact copies everywhere give GS = 0: those points stay in the slope (a log would drop them)."""
+    table = replace_run(-0.5)
+    gs = table.metric == "generalization_score"
+    table.loc[gs & (table.iteration == 5), "value"] = 0.0
+    row = claim(findings.findings(table), "I.gs_falls").iloc[0]
+    assert row.points == 15 and row.verdict == "holds"
+    kept = table[gs]
+    assert row.estimate == pytest.approx(sps.linregress(kept.iteration, kept.value).slope)
+
+
+def test_one_replicate_is_too_few_replicates():
     out = findings.findings(replace_run(-0.5, replicates=1))
     assert len(claim(out, "I.gs_falls")) == 1
-    assert (claim(out, "I.gs_falls").verdict == "insufficient data").all()
-    assert set(out[out.claim.str.startswith(("I.", "II."))].verdict) == {"insufficient data"}
+    assert (claim(out, "I.gs_falls").verdict == "too few replicates").all()
+    assert set(out[out.claim.str.startswith(("I.", "II.", "III.entropy"))].verdict) == {"too few replicates"}
+    assert out.p_holm.isna().all() and (out[out.role == "primary"].holm_family_size == 0).all()
 
 
 def test_missing_runs_give_no_rows():
     out = findings.findings(replace_run(-0.5))
     assert set(out.claim) == {"I.gs_falls", "I.memorization_rises", "I.copies_rise", "II.train_entropy_falls",
-                              "II.generated_entropy_falls", "III.entropy_gs_r", "III.entropy_beats_variance"}
+                              "II.generated_entropy_falls", "III.entropy_gs_r", "III.entropy_gs_r_is_0.91",
+                              "III.one_line_across_sizes", "III.entropy_beats_variance"}
+    # one dataset size: there is no line across sizes to test
+    assert claim(out, "III.one_line_across_sizes").verdict.tolist() == ["not applicable"]
     assert findings.findings(replace_run(-0.5).iloc[:0]).empty
 
 
@@ -91,12 +115,12 @@ def sweep(family, sizes, gs_of, replicates=3, iterations=4, space="pixels"):
                 gs = gs_of(size, n, rep)
                 out.append(rows(f"{family}-{size}", "replace", rep, n, {
                     "generalization_score": gs, "train_entropy": 5 * math.log(gs) + 0.3 * rng.normal(),
-                    "train_covariance_trace": 2 + rng.normal()}, family=family, size=size, space=space))
+                    "train_covariance_trace": 2 + 0.3 * rng.normal()}, family=family, size=size, space=space))
     return table(out)
 
 
 def test_per_family_r_ignores_another_family():
-    digits = sweep("digits", [64, 128], lambda N, n, r: math.log(N) * math.exp(-0.4 * n))
+    digits = sweep("digits", [64, 128], lambda N, n, r: math.log(N) * math.exp(-0.4 * n), replicates=6)
     noise = np.random.default_rng(9)
     cifar = sweep("cifar", [1024, 2048], lambda N, n, r: math.exp(noise.normal()))
     cifar["value"] = np.where(cifar.metric == "train_entropy", -cifar.value, cifar.value)  # opposite sign
@@ -105,10 +129,11 @@ def test_per_family_r_ignores_another_family():
     wide = digits.pivot_table(index=["dataset", "replicate", "iteration"], columns="metric", values="value")
     x, y = wide.train_entropy.to_numpy(), np.log(wide.generalization_score.to_numpy())
     assert row.estimate == pytest.approx(sps.pearsonr(x, y).statistic)
-    want = stats.pearson_bootstrap(x, y, seed=findings.SEED)
+    chains = wide.index.get_level_values("replicate").to_numpy()
+    want = stats.chain_bootstrap(chains, lambda w: stats.pooled_r(w, x, y), seed=findings.SEED, fisher=True)
     assert (row.ci_low, row.ci_high) == pytest.approx((want.low, want.high))
-    assert row.points == 2 * 3 * 4 and row.replicates == 3 and row.verdict == "holds"
-    assert "pooled over 3 replicates" in row.method and "BCa" in row.method
+    assert row.points == 2 * 6 * 4 and row.replicates == 6 and row.verdict == "holds"
+    assert "whole replicate chains resampled" in row.method and "Fisher z" in row.method
     assert set(out[out.claim == "III.entropy_gs_r"].family) == {"digits", "cifar"}
     assert claim(out, "III.entropy_beats_variance").set_index("family").verdict["digits"] == "holds"
 
@@ -149,7 +174,10 @@ def test_differences_are_paired_by_replicate():
     welch = sps.ttest_ind(treated, baseline, equal_var=False).confidence_interval(0.95)
     assert welch.low < 0 < welch.high
     out = findings.findings(selection_table(baseline, treated))
-    row = claim(out, "S5.entropy_higher").iloc[0]
+    both = claim(out, "S5.entropy_higher")
+    assert both.role.tolist() == ["primary", "secondary"]  # the mean over n = 2 and the row at n = 2
+    assert "mean over n = 2 " in both.scope.iloc[0]
+    row = both.iloc[1]
     assert row.iteration == 2 and row.estimate == pytest.approx(0.5) and row.verdict == "holds"
     assert (row.ci_low, row.ci_high) == pytest.approx(sps.t.interval(0.95, 2, loc=0.5, scale=0.1 / math.sqrt(3)))
     assert row.runs == "greedy vs accumulate" and "paired by replicate" in row.method
@@ -157,22 +185,22 @@ def test_differences_are_paired_by_replicate():
 
 def test_replicates_are_matched_by_id_not_by_order():
     shuffled = selection_table([10.0, 20.0, 30.0], [10.5, 20.4, 30.6]).sample(frac=1, random_state=0)
-    assert claim(findings.findings(shuffled), "S5.entropy_higher").verdict.tolist() == ["holds"]
+    assert primary(findings.findings(shuffled), "S5.entropy_higher").verdict.tolist() == ["holds"]
 
 
 def test_lower_is_the_claim_for_fid():
     fid = selection_table([50.0, 60.0, 70.0], [40.0, 51.0, 59.0], metric="fid")
     fid["file"] = "fid.json"
     out = findings.findings(fid)
-    assert claim(out, "S5.fid_lower").verdict.tolist() == ["holds"]
+    assert primary(out, "S5.fid_lower").verdict.tolist() == ["holds"]
     worse = findings.findings(selection_table([50.0, 60.0, 70.0], [60.0, 71.0, 79.0], metric="fid"))
-    assert claim(worse, "S5.fid_lower").verdict.tolist() == ["fails"]
+    assert primary(worse, "S5.fid_lower").verdict.tolist() == ["fails"]
 
 
 def test_runs_are_recognised_by_their_settings_not_their_names():
     renamed = selection_table([1.0, 2.0, 3.0], [2.0, 3.1, 3.9], run="my-filter",
                               role=("accumulate", "threshold_decay", 1))
-    out = claim(findings.findings(renamed), "S5.entropy_higher")
+    out = primary(findings.findings(renamed), "S5.entropy_higher")
     assert out.runs.tolist() == ["my-filter vs accumulate"] and out.verdict.tolist() == ["holds"]
 
 
@@ -210,7 +238,7 @@ def test_real_share_null_is_uniform_subsampling_of_a_pool_of_k_samples_per_image
     per_n = claim(findings.findings(table(out)), "F11.real_share_above_1/n")
     per_n = per_n[per_n.iteration.notna()]
     assert per_n.estimate.to_numpy() == pytest.approx([0.0, 0.0], abs=1e-12)
-    assert set(per_n.verdict) == {"insufficient data"}  # against 1/n it would read "fails"
+    assert set(per_n.verdict) == {"inconclusive"}  # against 1/n it would read "fails"
 
 
 def test_size_claim_takes_iteration_1_from_whichever_run_holds_each_replicate():
@@ -237,19 +265,28 @@ def test_fig13_pairs_greedy_with_the_2n_run_of_the_same_samples():
     parts.append(rows("digits", "replace-3n", 0, 2, {"fid": 1.0}, role=("replace", "all", 3), file="fid.json",
                       space="classifier"))
     out = findings.findings(table(parts))
+    out = out[out.role == "primary"]
     assert claim(out, "F13.kn_fid_lower").runs.tolist() == ["replace-2n vs replace", "replace-3n vs replace"]
     assert claim(out, "F13.greedy_fid_lower_than_kn").runs.tolist() == ["replace-greedy vs replace-2n"]
     assert claim(out, "F13.greedy_fid_lower_than_kn").verdict.tolist() == ["holds"]
-    assert claim(out, "F13.kn_fid_lower").verdict.tolist() == ["holds", "insufficient data"]
+    assert claim(out, "F13.kn_fid_lower").verdict.tolist() == ["holds", "too few replicates"]
     assert set(claim(out, "S5.fid_lower").runs) == {"replace-greedy vs replace"}
 
 
 @pytest.mark.parametrize("low, high, side, want", [
-    (0.1, 0.3, ">", "holds"), (-0.3, -0.1, ">", "fails"), (-0.1, 0.3, ">", "insufficient data"),
-    (-0.3, -0.1, "<", "holds"), (0.1, 0.3, "<", "fails"), (0.0, 0.3, ">", "insufficient data"),
-    (math.nan, math.nan, ">", "insufficient data")])
+    (0.1, 0.3, ">", "holds"), (-0.3, -0.1, ">", "fails"), (-0.1, 0.3, ">", "inconclusive"),
+    (-0.3, -0.1, "<", "holds"), (0.1, 0.3, "<", "fails"), (0.0, 0.3, ">", "inconclusive"),
+    (math.nan, math.nan, ">", "too few replicates"), (-0.1, 0.3, "=", "holds"), (0.0, 0.3, "=", "holds"),
+    (0.1, 0.3, "=", "fails"), (-0.3, -0.1, "=", "fails"), (math.nan, math.nan, "=", "too few replicates")])
 def test_verdict_is_read_off_the_interval(low, high, side, want):
     assert findings.verdict(low, high, side) == want
+
+
+def test_an_equals_claim_holds_when_the_interval_contains_the_value():
+    assert findings.verdict(0.8, 0.95, "=", 0.91) == "holds"
+    assert findings.verdict(0.92, 0.99, "=", 0.91) == "fails"
+    with pytest.raises(ValueError, match="side"):
+        findings.verdict(0.1, 0.2, "!=")
 
 
 def test_report_and_command_line(tmp_path, capsys):
@@ -263,13 +300,17 @@ def test_report_and_command_line(tmp_path, capsys):
     assert {"mean", "sd", "n", "ci_low", "ci_high", "level", "method"} <= set(summary.columns)
     text = capsys.readouterr().out
     assert "| I.gs_falls |" in text and "holds" in text and "estimate [low, high]" in text
+    md = (tables / "findings.md").read_text()
+    assert md.index("## Primary findings") < md.index("| I.gs_falls |") and "Holm" in md.splitlines()[0]
+    rst = (tables / "findings.rst").read_text()
+    assert rst.startswith("Primary findings") and "I.gs\\_falls" in rst and "**holds**" in rst
     assert findings.report(findings.findings(replace_run(-0.5).iloc[:0])).startswith("No claim")
 
 
 def test_a_table_without_replicate_or_family_columns_is_one_replicate():
     old = replace_run(-0.5, replicates=1).drop(columns=["replicate", "family"])
     out = findings.findings(old)
-    assert set(claim(out, "I.gs_falls").verdict) == {"insufficient data"}
+    assert set(claim(out, "I.gs_falls").verdict) == {"too few replicates"}
     assert claim(out, "I.gs_falls").family.tolist() == ["digits"]
 
 
@@ -285,7 +326,8 @@ def test_command_line_scans_results_when_the_table_is_absent(tmp_path, capsys):
     assert findings.main([str(root)]) == 0
     written = pd.read_csv(root / "tables" / "findings.tsv", sep="\t")
     # the scanned table of today has one replicate: every trend is there, none decided
-    assert "I.gs_falls" in set(written.claim) and set(written.verdict) == {"insufficient data"}
+    assert "I.gs_falls" in set(written.claim)
+    assert set(written.verdict) == {"too few replicates", "not applicable"}  # not applicable: one size, no line
     assert "I.gs_falls" in capsys.readouterr().out
 
 
@@ -305,19 +347,23 @@ DIVERSITY = ["II.train_vendi_falls", "II.generated_vendi_falls", "I.authenticity
 
 
 @pytest.mark.parametrize("rates, want", [([-0.3, -0.35, -0.4], "holds"), ([0.3, 0.35, 0.4], "fails"),
-                                         ([-0.1, 0.0, 0.1], "insufficient data")])
+                                         ([-0.1, 0.0, 0.1], "inconclusive")])
 def test_vendi_and_authenticity_trends_follow_the_data(rates, want):
     out = findings.findings(diversity_run(rates))
     for name in DIVERSITY:
         assert claim(out, name).verdict.tolist() == [want], name
     mean, sem = np.mean(rates), sps.sem(rates)
     vendi = claim(out, "II.train_vendi_falls").iloc[0]
-    assert vendi.estimate == pytest.approx(mean, abs=1e-12) and vendi.statistic == "mean slope of log train_vendi on n"
-    assert (vendi.ci_low, vendi.ci_high) == pytest.approx(sps.t.interval(0.95, 2, loc=mean, scale=sem))
+    # every replicate at the same n: the pooled slope is the mean of the per-replicate slopes, and
+    # the chain bootstrap's interval is their Student t interval up to the resampling noise
+    assert vendi.estimate == pytest.approx(mean, abs=1e-12)
+    assert vendi.statistic == "slope of log train_vendi on n (OLS over every replicate's points)"
+    t_low, t_high = sps.t.interval(0.95, 2, loc=mean, scale=sem)
+    assert vendi.ci_high - vendi.ci_low == pytest.approx(t_high - t_low, rel=0.05)
     assert vendi.replicates == 3 and vendi.points == 15 and vendi.side == "<"
     authentic = claim(out, "I.authenticity_falls").iloc[0]
     assert authentic.estimate == pytest.approx(0.05 * mean, abs=1e-12)
-    assert authentic.statistic == "mean slope of authenticity on n"
+    assert authentic.statistic == "slope of authenticity on n (OLS over every replicate's points)"
 
 
 def test_a_table_from_before_vendi_and_authenticity_gives_no_rows_for_them():
@@ -338,7 +384,8 @@ def test_each_vanilla_replace_run_gets_its_own_vendi_rows_whatever_its_name():
 def test_selection_vendi_of_the_training_set_against_vanilla(treated, want):
     out = claim(findings.findings(selection_table([10.0, 20.0, 30.0], treated, metric="train_vendi")),
                 "S5.vendi_higher")
-    assert out.verdict.tolist() == [want] and out.iteration.tolist() == [2]
+    assert out.verdict.tolist() == [want, want] and out.iteration.tolist()[1:] == [2]
+    out = out[out.role == "primary"]
     assert out.estimate.iloc[0] == pytest.approx(np.mean(treated) - 20.0)
     assert out.runs.tolist() == ["greedy vs accumulate"] and "paired by replicate" in out.method.iloc[0]
 
@@ -384,3 +431,94 @@ def test_pixel_measures_are_labelled_pixels_whatever_the_files_space(tmp_path):
                                 "copy_scale": 3.0}})
     spaces = {r["metric"]: r["feature_extractor"] for r in rows(path)}
     assert spaces == {"generalization_score": "dinov2"} | {m: "pixels" for m in PIXEL_METRICS}
+
+
+def hand_rows(specs):
+    """Findings rows with given p-values and sides; the intervals agree with the p-values' sign."""
+    out = []
+    for i, (p, side, primary, null) in enumerate(specs):
+        low, high = (0.1, 0.3) if p < 0.05 else (-0.1, 0.3)
+        out.append(findings._row(f"C.{i}", "s", "", "", side, 0.2, low, high, 0.95, "", 3, 3, p_value=p,
+                                 primary=primary, null=null, effect=0.2, spread=0.4))
+    return pd.DataFrame(out, columns=findings.COLUMNS + findings._HIDDEN)
+
+
+def test_holm_decides_the_primary_rows_and_leaves_the_secondary_ones():
+    # primaries with p 0.01, 0.04, 0.03 (m = 3): Holm's adjusted p are 0.03, 0.06, 0.06
+    table = hand_rows([(0.01, ">", True, 0.0), (0.04, ">", True, 0.0), (0.03, ">", True, 0.0),
+                       (0.04, ">", False, 0.0), (math.nan, ">", True, 0.0)])
+    table.loc[4, ["ci_low", "ci_high"]] = math.nan
+    table.loc[4, "verdict"] = "too few replicates"
+    out = findings.decide(table)
+    assert out.p_holm.iloc[:3].to_numpy() == pytest.approx([0.03, 0.06, 0.06])
+    assert out.verdict.tolist() == ["holds", "inconclusive", "inconclusive", "holds", "too few replicates"]
+    assert out.holm_family_size.tolist()[:3] == [3, 3, 3] and math.isnan(out.holm_family_size[3])
+    assert math.isnan(out.p_holm[3])  # a secondary row is no member of the family
+    # inconclusive primaries say how many replicates would decide: effect 0.2, sd 0.4 (d = 0.5) at 5 % / 3
+    want = stats.replicates_for_power(0.2, 0.4, alpha=0.05 / 3)
+    assert out.replicates_needed.iloc[1:3].tolist() == [want, want] and want > 34  # 34 at 5 % alone
+    assert out.replicates_needed.iloc[[0, 3, 4]].isna().all()
+
+
+def test_an_equals_row_fails_only_where_holm_rejects_the_value():
+    table = hand_rows([(0.001, "=", True, 0.0), (0.03, "=", True, 0.0), (0.5, "=", True, 0.0)])
+    table.loc[2, "verdict"] = "holds"  # its interval contains the value
+    out = findings.decide(table)
+    assert out.verdict.tolist() == ["fails", "inconclusive", "holds"]
+
+
+def test_a_claim_function_can_add_a_theory_row(monkeypatch):
+    """A row kind for closed forms: a measured statistic against a theory value, side '='."""
+    def theory_claims(t, runs):
+        for name, values in (("T.matches", [0.98, 1.01, 1.02, 0.99]), ("T.misses", [1.2, 1.21, 1.19, 1.2])):
+            iv = stats.t_interval(values)
+            yield findings._t_row(name, "gaussian", "The variance after one refit is (N−1)/N.", "variance ratio",
+                                  "=", iv, len(values), "one sample", null=1.0)
+
+    monkeypatch.setattr(findings, "CLAIMS", [*findings.CLAIMS, theory_claims])
+    out = findings.findings(replace_run(-0.5)).set_index("claim")
+    assert out.loc["T.matches", "verdict"] == "holds" and out.loc["T.misses", "verdict"] == "fails"
+    assert out.loc["T.misses", "side"] == "=" and out.loc["T.misses", "null"] == 1.0
+    assert out.loc["T.misses", "p_value"] == pytest.approx(sps.ttest_1samp([1.2, 1.21, 1.19, 1.2], 1.0).pvalue)
+    assert out.loc["T.matches", "role"] == "primary" and out.loc["T.matches", "holm_family_size"] > 2
+
+
+@pytest.mark.parametrize("steeper, want", [(1.0, "holds"), (3.0, "fails")])
+def test_one_line_across_sizes(steeper, want):
+    """log GS = (entropy − noise)/5 at N = 64; at N = 256 the slope is ×steeper: one line or two."""
+    rng = np.random.default_rng(4)
+    out = []
+    for size in (64, 256):
+        for rep in range(6):
+            for n in range(1, 6):
+                entropy = 10 - n + rng.normal(scale=0.3)
+                slope = 0.2 * (steeper if size == 256 else 1.0)
+                gs = math.exp(slope * entropy + 0.05 * rng.normal())
+                out.append(rows(f"digits-{size}", "replace", rep, n, {
+                    "generalization_score": gs, "train_entropy": entropy, "train_covariance_trace": 2.0 + rng.random()},
+                    family="digits", size=size))
+    result = findings.findings(table(out))
+    row = claim(result, "III.one_line_across_sizes").iloc[0]
+    assert row.side == "=" and row.null == 0 and row.verdict == want and row.role == "primary"
+    assert row.estimate == pytest.approx(0.2 * (steeper - 1), abs=0.05)
+    per_size = claim(result, "III.slope_at_size")
+    assert (per_size.role == "secondary").all() and len(per_size) == 2
+    assert per_size.estimate.to_numpy() == pytest.approx([0.2, 0.2 * steeper], rel=0.2)
+
+
+def test_the_papers_r_is_a_row_with_the_same_interval():
+    out = findings.findings(sweep("digits", [64, 128], lambda N, n, r: math.log(N) * math.exp(-0.4 * n)))
+    r, paper = claim(out, "III.entropy_gs_r").iloc[0], claim(out, "III.entropy_gs_r_is_0.91").iloc[0]
+    assert (paper.side, paper.null) == ("=", 0.91)
+    assert (paper.estimate, paper.ci_low, paper.ci_high) == (r.estimate, r.ci_low, r.ci_high)
+    assert paper.verdict == ("holds" if r.ci_low <= 0.91 <= r.ci_high else paper.verdict)
+
+
+def test_primary_rows_come_first_and_every_claim_scope_has_one():
+    out = findings.findings(pd.concat([replace_run(-0.5), selection_table([1.0, 2.0, 3.0], [2.0, 3.1, 3.9],
+                                                                          iterations=(1, 2, 3))]))
+    roles = out.role.tolist()
+    assert roles == sorted(roles, key=lambda r: r != "primary") and set(roles) == {"primary", "secondary"}
+    s5 = claim(out, "S5.entropy_higher")
+    assert s5.role.tolist() == ["primary", "secondary", "secondary"] and s5.iteration.isna().tolist()[0]
+    assert set(out.verdict) <= set(findings.VERDICTS)

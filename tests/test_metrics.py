@@ -122,15 +122,43 @@ def test_prdc_matches_brute_force_definitions(rng):
     rr, ff, rf = brute_dist(real, real), brute_dist(fake, fake), brute_dist(real, fake)
     r_radius = np.sort(rr, 1)[:, k]  # column 0 is the point itself
     f_radius = np.sort(ff, 1)[:, k]
-    expect = {
-        "precision": (rf <= r_radius[:, None]).any(0).mean(),
-        "recall": (rf <= f_radius[None, :]).any(1).mean(),
-        "density": (rf <= r_radius[:, None]).sum() / (k * len(fake)),
-        "coverage": (rf.min(1) <= r_radius).mean(),
+    expect = {  # strictly inside a ball, as Naeem et al. (2020) define it
+        "precision": (rf < r_radius[:, None]).any(0).mean(),
+        "recall": (rf < f_radius[None, :]).any(1).mean(),
+        "density": (rf < r_radius[:, None]).sum() / (k * len(fake)),
+        "coverage": (rf.min(1) < r_radius).mean(),
     }
     got = metrics.prdc(real, fake, k=k)
     for key, value in expect.items():
         assert got[key] == pytest.approx(value), key
+
+
+def collapsing_sets(seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Integer points (exact float arithmetic, so ties are ties) with exact duplicates, as a
+    collapsing loop makes them: the real set repeats a few points, the generated set is mostly
+    copies of real points, piled up several times each."""
+    rng = np.random.default_rng(seed)
+    real = rng.integers(0, 6, size=(40, 2)).astype(float)
+    real = np.concatenate([real, real[:8], real[:3]])  # some real points 2 or 3 times
+    copies = real[rng.integers(0, 12, size=30)]  # copies of a few real points, several times each
+    fresh = rng.integers(0, 6, size=(10, 2)).astype(float)
+    return real, np.concatenate([copies, fresh, copies[:5]])
+
+
+@pytest.mark.parametrize("k", [2, 5])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_prdc_agrees_with_clovaai_prdc_on_sets_with_exact_duplicates(k, seed, capsys):
+    compute_prdc = pytest.importorskip("prdc").compute_prdc
+    real, fake = collapsing_sets(seed)
+    want = compute_prdc(real, fake, nearest_k=k)
+    capsys.readouterr()  # the package prints the set sizes
+    got = metrics.prdc(real, fake, k=k)
+    for key in ("precision", "recall", "density", "coverage"):
+        assert got[key] == pytest.approx(want[key]), key
+    # the sets do have radii of 0 and distances equal to a radius: ≤ would give other numbers here
+    assert (np.sort(brute_dist(fake, fake), 1)[:, k] == 0).any()
+    ties = brute_dist(real, fake) == np.sort(brute_dist(real, real), 1)[:, k][:, None]
+    assert ties.any()
 
 
 def test_fid_with_equal_covariance_is_squared_mean_distance(rng):

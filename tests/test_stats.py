@@ -126,3 +126,87 @@ def test_pearson_gap_is_the_difference_of_absolute_r():
     want = abs(sps.pearsonr(x, y).statistic) - abs(sps.pearsonr(z, y).statistic)
     assert gap.estimate == pytest.approx(want)
     assert gap.low < gap.estimate < gap.high and gap.low > 0
+
+
+def chains_data(g=4, k=5, seed=2):
+    rng = np.random.default_rng(seed)
+    labels = np.repeat(np.arange(g), k)
+    x = rng.normal(size=g * k) + rng.normal(size=g)[labels]
+    return labels, x, 0.7 * x + rng.normal(size=g * k)
+
+
+def test_weighted_pooled_statistics_equal_the_statistic_over_repeated_points():
+    labels, x, y = chains_data()
+    w = np.array([2, 0, 1, 3])[labels].astype(float)
+    rx, ry = np.repeat(x, w.astype(int)), np.repeat(y, w.astype(int))
+    assert stats.pooled_r(w, x, y) == pytest.approx(sps.pearsonr(rx, ry).statistic)
+    assert stats.pooled_slope(w, x, y) == pytest.approx(sps.linregress(rx, ry).slope)
+    both = stats.pooled_r(np.stack([w, np.ones_like(w)]), x, y)
+    assert both == pytest.approx([sps.pearsonr(rx, ry).statistic, sps.pearsonr(x, y).statistic])
+
+
+def test_chain_bootstrap_against_a_brute_force_resampling_of_chains():
+    """Draw chains with the same generator, concatenate them, compute r with scipy: the same interval."""
+    labels, x, y = chains_data()
+    got = stats.chain_bootstrap(labels, lambda w: stats.pooled_r(w, x, y), seed=5, n_resamples=300, fisher=True)
+    rng = np.random.default_rng(5)
+    counts = rng.multinomial(4, np.full(4, 0.25), size=300)
+    z = []
+    for c in counts:
+        keep = np.concatenate([np.flatnonzero(labels == g).repeat(1) for g in range(4) for _ in range(c[g])])
+        z.append(np.arctanh(sps.pearsonr(x[keep], y[keep]).statistic))
+    se = np.std(z, ddof=1) * math.sqrt(4 / 3)
+    centre = np.arctanh(sps.pearsonr(x, y).statistic)
+    half = sps.t.ppf(0.975, 3) * se
+    assert (got.low, got.high) == pytest.approx((math.tanh(centre - half), math.tanh(centre + half)))
+    assert got.estimate == pytest.approx(sps.pearsonr(x, y).statistic)
+    assert (got.chains, got.points, got.level) == (4, 20, 0.95) and "G = 4 chains" in got.method
+
+
+def test_chain_bootstrap_of_a_balanced_slope_tends_to_the_t_interval_of_per_chain_slopes():
+    labels, x, y = chains_data(g=5, k=6)
+    n = np.tile(np.arange(1.0, 7.0), 5)
+    y = y + 0.5 * n
+    got = stats.chain_bootstrap(labels, lambda w: stats.pooled_slope(w, n, y), seed=0, n_resamples=20000)
+    per_chain = [sps.linregress(n[labels == g], y[labels == g]).slope for g in range(5)]
+    want = stats.t_interval(per_chain)
+    assert got.estimate == pytest.approx(want.mean)
+    assert (got.low, got.high) == pytest.approx((want.low, want.high), rel=0.02)
+
+
+def test_chain_interval_p_value_inverts_the_interval():
+    labels, x, y = chains_data(g=5)
+    iv = stats.chain_bootstrap(labels, lambda w: stats.pooled_r(w, x, y), seed=1, fisher=True)
+    assert iv.p_value(iv.low) == pytest.approx(0.05) and iv.p_value(iv.high) == pytest.approx(0.05)
+    assert iv.p_value(iv.estimate) == pytest.approx(1.0)
+    t = stats.t_interval(VALUES)
+    assert t.p_value(t.low) == pytest.approx(0.05) and t.p_value(2.0) == pytest.approx(sps.ttest_1samp(VALUES, 2.0).pvalue)
+
+
+def test_one_chain_gives_no_interval():
+    iv = stats.chain_bootstrap(np.zeros(6), lambda w: stats.pooled_slope(w, np.arange(6.0), np.arange(6.0) ** 2), seed=0)
+    assert iv.chains == 1 and math.isnan(iv.low) and math.isnan(iv.p_value()) and iv.estimate == pytest.approx(5.0)
+
+
+def test_holm_against_its_definition():
+    p = np.array([0.04, 0.01, math.nan, 0.03, 0.2])
+    got = stats.holm(p)
+    # brute force: sorted p_(1..m), adjusted_(i) = max_{j ≤ i} min(1, (m − j + 1) p_(j)), m = 4 tests
+    assert got[[1, 3, 0, 4]] == pytest.approx([0.04, 0.09, 0.09, 0.2])
+    assert math.isnan(got[2])
+    assert stats.holm([0.5, 0.9]).tolist() == [1.0, 1.0] and stats.holm([]).size == 0
+
+
+@pytest.mark.parametrize("d, n", [(1.0, 10), (0.5, 34), (0.8, 15)])
+def test_replicates_for_power_matches_the_tabulated_one_sample_t(d, n):
+    """Cohen's table for the two-sided one-sample t at 5 % and 80 % power (G*Power agrees)."""
+    assert stats.replicates_for_power(d, 1.0) == n
+    assert stats.t_power(n, d, 1.0) >= 0.8 > stats.t_power(n - 1, d, 1.0)
+
+
+def test_t_power_against_simulation():
+    rng = np.random.default_rng(0)
+    x = rng.normal(0.6, 1.0, size=(20000, 8))
+    simulated = (sps.ttest_1samp(x, 0.0, axis=1).pvalue < 0.05).mean()
+    assert stats.t_power(8, 0.6, 1.0) == pytest.approx(simulated, abs=0.015)
+    assert math.isinf(stats.replicates_for_power(0.0, 1.0)) and math.isinf(stats.replicates_for_power(0.01, 1.0))

@@ -73,13 +73,15 @@ def test_model_jobs_take_a_device_slot(done):
 
 
 def test_findings_of_one_replicate_decide_nothing(done):
-    """One replicate gives no interval over replicates: every claim present says insufficient data."""
+    """One replicate gives no interval over replicates: every claim present says too few replicates
+    (or not applicable: one dataset size has no line across sizes to test)."""
     import pandas as pd
 
     table = pd.read_csv(done / "results/tables/findings.tsv", sep="\t")
     assert {"I.gs_falls", "II.train_entropy_falls", "S5.entropy_higher"} <= set(table.claim)
-    assert set(table.verdict) == {"insufficient data"}
-    assert "insufficient data" in (done / "results/tables/findings.md").read_text()
+    assert "too few replicates" in set(table.verdict) and set(table.verdict) <= {"too few replicates", "not applicable"}
+    assert (table[table.verdict == "not applicable"].claim == "III.one_line_across_sizes").all()
+    assert "too few replicates" in (done / "results/tables/findings.md").read_text()
     summary = pd.read_csv(done / "results/tables/summary.tsv", sep="\t")
     assert (summary.n == 1).all() and summary.ci_low.isna().all()
 
@@ -105,7 +107,8 @@ def test_second_invocation_has_nothing_to_do(done):
 
 
 def test_figures_draw_what_exists_and_never_trigger_training(done, tmp_path):
-    """Only metrics.json and fid.json copied: `figures` plans tables and figures, nothing else."""
+    """Only metrics.json and fid.json copied: `figures` plans tables, findings (for the report's first
+    screen) and figures, nothing else."""
     make_workdir(tmp_path, loop_config())
     for f in list((done / "results").glob("digits/*/iter*/*.json")):
         if f.name in ("metrics.json", "fid.json"):
@@ -114,7 +117,7 @@ def test_figures_draw_what_exists_and_never_trigger_training(done, tmp_path):
             shutil.copy(f, dest)
     out = snakemake(tmp_path, "figures")
     jobs = dict(re.findall(r"^(\w+)\s+(\d+)$", out.stdout + out.stderr, flags=re.M))
-    assert jobs == {"tables": "1", "figures": "1", "total": "2"}
+    assert jobs == {"tables": "1", "findings": "1", "figures": "1", "total": "3"}
     assert (tmp_path / "results/figures/fig03_generalization_score.png").is_file()
 
 
@@ -156,13 +159,18 @@ def test_unknown_run_in_a_target_names_it(tmp_path):
 
 @pytest.mark.browser
 def test_report_shows_every_figure_in_a_browser(done):
-    """snakemake --report, opened in headless Chromium: every figure loads and the page is not blank."""
+    """snakemake --report (the README's command), opened in headless Chromium: the first screen shows
+    the primary findings (verdict, estimate, interval) before any click, the figures are one click
+    away, every figure loads and the page is not blank."""
     chromium = shutil.which("chromium")
     if chromium is None:
         if os.environ.get("CI"):
             pytest.fail("Debian's chromium is missing: .ci/run installs it (apt-get install chromium)")
         pytest.skip("needs Debian's chromium (apt-get install chromium)")
+    import pandas as pd
     from playwright.sync_api import sync_playwright
+
+    from ouroboros import findings
 
     snakemake(done, "--report", str(done / "report.html"), "figures")
     figures = sorted(p.name for p in (done / "results/figures").glob("*.png"))
@@ -173,6 +181,17 @@ def test_report_shows_every_figure_in_a_browser(done):
         browser = p.chromium.launch(executable_path=chromium, args=flags)
         page = browser.new_page(viewport={"width": 1400, "height": 900})
         page.goto((done / "report.html").as_uri())
+        # the first screen, before any click: the heading, the table's header and the first primary row
+        table = pd.read_csv(done / "results/tables/findings.tsv", sep="\t")
+        first = table[table.role == "primary"].iloc[0]
+        row = page.locator("tr", has_text=f"{first.claim} (").first
+        on_screen = [page.get_by_role("heading", name="Primary findings"), row,
+                     page.get_by_text("estimate [95 % interval]", exact=True)]
+        for element in on_screen:
+            box = element.bounding_box()
+            assert box is not None and box["y"] >= 0 and box["y"] + box["height"] <= 900, element
+        text = row.inner_text()
+        assert first.verdict in text and findings._number(first.estimate) in text and "[" in text, text
         page.get_by_text("Figures", exact=True).click()
         for name in figures:
             page.locator("tr", has_text=f"results/figures/{name}").locator("a").first.click()

@@ -8,7 +8,7 @@ PDF, with a wide TSV beside it holding exactly the numbers it plots.
 Evidence: a line is the mean over replicates with a shaded 95 % Student-t band when a point has
 ≥ 2 replicates, the plain line otherwise; each run keeps one colour in every figure. Statistics
 that pool points (Fig. 2b's Pearson r) pool one family only: a base dataset and its size sweep,
-in one feature space, with a paired bootstrap interval.
+in one feature space, with the findings' chain-bootstrap interval (whole replicates resampled).
 
 Usage outside Snakemake: ``python -m ouroboros.figures results/``.
 """
@@ -31,7 +31,8 @@ Drawn = tuple[object, pd.DataFrame]  # (matplotlib figure, the wide table of wha
 LEVEL = stats.LEVEL  # one confidence level for figures, summary and findings
 BAND_METHOD = "Student t over replicates (scipy.stats.t.interval); none with one replicate"
 BOOTSTRAP_SEED = 0
-BOOTSTRAP_METHOD = "bootstrap BCa, paired resampling of points, 9999 resamples, seed 0 (scipy.stats.bootstrap)"
+BOOTSTRAP_METHOD = ("chain bootstrap: whole replicate chains resampled, 1999 resamples, seed 0; Fisher z ± t_{G−1} · se "
+                    "(ouroboros.stats.chain_bootstrap, as the findings' III.entropy_gs_r)")
 STATS = ["mean", "ci_low", "ci_high", "n"]
 
 
@@ -95,10 +96,16 @@ def summarise(values: pd.DataFrame, by: list[str]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=by + STATS)
 
 
-def correlation(x, y) -> dict[str, float]:
-    """Pearson r, its p-value and a 95 % paired bootstrap interval over the points (x_i, y_i)."""
-    c = stats.pearson_bootstrap(x, y, seed=BOOTSTRAP_SEED, level=LEVEL)
-    return {"r": c.estimate, "p": c.p_value, "ci_low": c.low, "ci_high": c.high, "n": c.n}
+def correlation(x, y, chains) -> dict[str, float]:
+    """Pearson r over the points (x_i, y_i) with the findings' 95 % chain-bootstrap interval (whole
+    replicates resampled: the iterations of one replicate are not independent points) and the
+    p-value of r = 0 that the interval inverts; both NaN with one replicate."""
+    x, y, chains = np.asarray(x, float), np.asarray(y, float), np.asarray(chains)
+    keep = np.isfinite(x) & np.isfinite(y)
+    x, y = x[keep], y[keep]
+    c = stats.chain_bootstrap(chains[keep], lambda w: stats.pooled_r(w, x, y), seed=BOOTSTRAP_SEED, level=LEVEL,
+                              fisher=True)
+    return {"r": c.estimate, "p": c.p_value(0.0), "ci_low": c.low, "ci_high": c.high, "n": c.points}
 
 
 # --- line figures ---------------------------------------------------------------------------------
@@ -164,7 +171,7 @@ def generalization_by_size(t: pd.DataFrame, results: Path) -> Drawn | str:
 
 def entropy_and_generalization(t: pd.DataFrame, results: Path) -> Drawn | str:
     """Fig. 2 per family: (a) entropy of D_n over iterations; (b) entropy vs log GS and (c) variance
-    vs GS over the family's points, with Pearson r, p and a paired bootstrap 95 % interval."""
+    vs GS over the family's points, with Pearson r, p and a chain-bootstrap 95 % interval."""
     need = ["train_entropy", "train_covariance_trace", "generalization_score"]
     cases = []
     for family, space, part in _families(t):
@@ -188,14 +195,14 @@ def entropy_and_generalization(t: pd.DataFrame, results: Path) -> Drawn | str:
         for ax, x, name, panel in ((row[1], "train_entropy", "entropy of D_n (nats)", "b"),
                                    (row[2], "train_covariance_trace", "trace of covariance of D_n", "c")):
             gs = out.generalization_score.to_numpy(float)
-            c = correlation(out[x], np.log(gs) if x == "train_entropy" else gs)
+            c = correlation(out[x], np.log(gs) if x == "train_entropy" else gs, out.replicate)
             for label, colour in colours.items():
                 pts = labelled[labelled.label == label]
                 ax.scatter(pts[x], pts.generalization_score, label=label, s=18, color=colour)
             if x == "train_entropy":
                 _log_y(ax)
             ax.set(xlabel=name, ylabel="GS(n)" + (" (log)" if x == "train_entropy" else ""))
-            ax.set_title(f"({panel}) {_family_title(family, space)}\nPearson r = {c['r']:.2f} (95 % bootstrap CI "
+            ax.set_title(f"({panel}) {_family_title(family, space)}\nPearson r = {c['r']:.2f} (95 % chain-bootstrap CI "
                          f"[{c['ci_low']:.2f}, {c['ci_high']:.2f}]), p = {c['p']:.1e}, n = {c['n']}", fontsize=9)
             ax.legend(fontsize=7)
             for key in ("r", "p", "ci_low", "ci_high"):

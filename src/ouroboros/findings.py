@@ -1,15 +1,46 @@
 """The paper's claims, one row each, with a statistic, its 95 % interval and a verdict.
 
-A verdict is read off the interval alone, with no tuned threshold: ``holds`` when the interval
-lies wholly on the claimed side of the null value, ``fails`` when it lies wholly on the other
-side, ``insufficient data`` otherwise (including when there are too few replicates or points to
-form an interval). Runs are recognised by (paradigm, selection, samples_per_iteration), never by
-name, so user-named runs count; when several runs fill a role, each gets its rows. A claim whose
-runs are missing gives no row.
+Verdicts (no tuned threshold; the interval and its test decide):
+
+- ``holds``: the interval lies wholly on the claimed side of the null value;
+- ``fails``: it lies wholly on the other side;
+- ``inconclusive``: it contains the null value;
+- ``too few replicates``: no interval can be formed (one replicate, one chain);
+- ``not applicable``: the claim's premise is absent (one dataset size for a test across sizes).
+
+A two-sided claim that a statistic equals a value (side ``=``, null = the value, e.g. a closed-form
+theory or the paper's r = 0.91) holds when the interval contains the value and fails otherwise
+(after Holm's correction, a primary ``=`` row fails only where the adjusted test rejects the value;
+an interval that misses it without that is inconclusive).
+
+Primary and secondary rows: each claim has one primary row per scope (dataset or size family,
+runs, feature space); where the claim is about every iteration, the primary row is the mean over
+the iterations every replicate reached, and the per-iteration rows are secondary (column
+``role``). Holm's correction runs over the primary rows of one table that have a test
+(``holm_family_size`` says how many): a primary row is decided only where its Holm-adjusted
+p-value (``p_holm``) is below 5 %, so the family-wise error over the table's primary verdicts stays
+at most 5 %. Secondary rows keep their own unadjusted verdict and never change a primary one.
+An inconclusive primary row says how many replicates a study of the observed effect and spread
+would need to decide with 80 % power (``replicates_needed``, ``replicates_needed``'s docstring).
+
+Intervals: Student t over replicates for per-replicate values (paired differences, per-replicate
+slopes); a chain bootstrap (``stats.chain_bootstrap``) for statistics that pool the iterations of
+several replicates (the trend slopes, Fig. 2b's r): whole replicate chains are resampled, never
+points. Runs are recognised by (paradigm, selection, samples_per_iteration), never by name, so
+user-named runs count; when several runs fill a role, each gets its rows. A claim whose runs are
+missing gives no row.
+
+Adding a claim: a function ``(tidy, runs) -> Iterator[dict]`` appended to ``CLAIMS`` that yields
+rows made by ``_row`` (any interval), ``_t_row`` (a ``stats.Interval``) or ``_chain_row`` (a
+``stats.ChainInterval``). Each takes ``side`` (``>``, ``<`` or ``=``), ``null`` and ``primary``.
+A row that checks a measured statistic against a closed-form value is
+``_t_row(claim, scope, statement, statistic, "=", stats.t_interval(values), points, detail,
+null=theory)``: it holds when the theory lies in the interval and fails when it does not.
 
 Usage outside Snakemake: ``python -m ouroboros.findings results/`` reads
 results/tables/metrics.tsv (or scans results/ when it is absent), writes
-results/tables/findings.tsv and results/tables/summary.tsv, and prints the report.
+results/tables/findings.tsv (with findings.md and findings.rst beside it) and
+results/tables/summary.tsv, and prints the report.
 """
 
 from __future__ import annotations
@@ -27,22 +58,36 @@ from ouroboros import stats
 from ouroboros.tables import RUN_OPTIONS, is_default
 
 SEED = 0  # the bootstrap's stream: findings.tsv is the same on every rebuild of the same table
-HOLDS, FAILS, UNDECIDED = "holds", "fails", "insufficient data"
-COLUMNS = ["claim", "scope", "family", "dataset", "runs", "iteration", "feature_extractor", "statement",
-           "statistic", "side", "null", "estimate", "ci_low", "ci_high", "p_value", "level", "method",
-           "replicates", "points", "verdict"]
+ALPHA = 0.05  # the family-wise error of the primary verdicts (Holm), and 1 − the intervals' level
+POWER = 0.8  # the power at which replicates_needed decides
+HOLDS, FAILS, INCONCLUSIVE = "holds", "fails", "inconclusive"
+TOO_FEW, NOT_APPLICABLE = "too few replicates", "not applicable"
+VERDICTS = (HOLDS, FAILS, INCONCLUSIVE, TOO_FEW, NOT_APPLICABLE)
+PRIMARY, SECONDARY = "primary", "secondary"
+SIDES = (">", "<", "=")
+COLUMNS = ["claim", "role", "scope", "family", "dataset", "runs", "iteration", "feature_extractor", "statement",
+           "statistic", "side", "null", "estimate", "ci_low", "ci_high", "p_value", "p_holm", "holm_family_size",
+           "level", "method", "replicates", "points", "replicates_needed", "verdict"]
+_HIDDEN = ["_effect", "_spread"]  # what replicates_needed works from; not written
 
 
 def verdict(low: float, high: float, side: str, null: float = 0.0) -> str:
-    """holds / fails / insufficient data from where the interval lies relative to the null value."""
+    """The verdict from where the interval lies relative to the null value.
+
+    side ``>`` or ``<``: holds / fails when the interval lies wholly on the claimed / the other
+    side, inconclusive when it contains the null. Side ``=``: holds when low ≤ null ≤ high, fails
+    otherwise. An interval that cannot be formed (NaN) is too few replicates.
+    """
+    if side not in SIDES:
+        raise ValueError(f"side must be one of {SIDES}, not {side!r}")
     if not (np.isfinite(low) and np.isfinite(high)):
-        return UNDECIDED
+        return TOO_FEW
+    if side == "=":
+        return HOLDS if low <= null <= high else FAILS
     above, below = low > null, high < null
     if side == ">":
-        return HOLDS if above else FAILS if below else UNDECIDED
-    if side == "<":
-        return HOLDS if below else FAILS if above else UNDECIDED
-    raise ValueError(f"side must be '>' or '<', not {side!r}")
+        return HOLDS if above else FAILS if below else INCONCLUSIVE
+    return HOLDS if below else FAILS if above else INCONCLUSIVE
 
 
 # ---------------------------------------------------------------------------------------------
@@ -130,19 +175,37 @@ def _values(t: pd.DataFrame, run: Run, metric: str) -> pd.DataFrame:
 def _row(claim: str, scope: str, statement: str, statistic: str, side: str, estimate: float, low: float,
          high: float, level: float, method: str, replicates: int, points: int, *, family: str = "",
          dataset: str = "", runs: str = "", iteration: int | None = None, space: str = "",
-         p_value: float = math.nan, null: float = 0.0) -> dict:
-    return {"claim": claim, "scope": scope, "family": family, "dataset": dataset, "runs": runs,
-            "iteration": iteration, "feature_extractor": space, "statement": statement, "statistic": statistic,
-            "side": side, "null": null, "estimate": estimate, "ci_low": low, "ci_high": high, "p_value": p_value,
+         p_value: float = math.nan, null: float = 0.0, primary: bool = True, effect: float = math.nan,
+         spread: float = math.nan, applicable: bool = True) -> dict:
+    """One findings row. ``p_value`` is the two-sided test of statistic = null that the interval
+    inverts (it enters Holm's correction when the row is primary); ``effect`` and ``spread`` (the
+    difference from the null and one replicate's sd, on the test's scale) size the study that would
+    decide an inconclusive row; ``applicable=False`` marks a claim whose premise is absent."""
+    return {"claim": claim, "role": PRIMARY if primary else SECONDARY, "scope": scope, "family": family,
+            "dataset": dataset, "runs": runs, "iteration": iteration, "feature_extractor": space,
+            "statement": statement, "statistic": statistic, "side": side, "null": null, "estimate": estimate,
+            "ci_low": low, "ci_high": high, "p_value": p_value, "p_holm": math.nan, "holm_family_size": math.nan,
             "level": level, "method": method, "replicates": replicates, "points": points,
-            "verdict": verdict(low, high, side, null)}
+            "replicates_needed": math.nan,
+            "verdict": verdict(low, high, side, null) if applicable else NOT_APPLICABLE,
+            "_effect": effect, "_spread": spread}
 
 
 def _t_row(claim: str, scope: str, statement: str, statistic: str, side: str, iv: stats.Interval, points: int,
-           detail: str, **where) -> dict:
+           detail: str, *, null: float = 0.0, **where) -> dict:
+    """A row from a Student t interval over replicates (its p-value: the one-sample t-test)."""
     method = f"{iv.method} ({detail}, scipy.stats.t.interval), {iv.level:.0%}, n = {iv.n} replicates"
     return _row(claim, scope, statement, statistic, side, iv.mean, iv.low, iv.high, iv.level, method, iv.n,
-                points, **where)
+                points, null=null, p_value=iv.p_value(null), effect=iv.mean - null, spread=iv.sd, **where)
+
+
+def _chain_row(claim: str, scope: str, statement: str, statistic: str, side: str, iv: stats.ChainInterval,
+               detail: str = "", *, null: float = 0.0, **where) -> dict:
+    """A row from a chain-bootstrap interval (its p-value: the t test the interval inverts)."""
+    method = iv.method + (f"; {detail}" if detail else "")
+    return _row(claim, scope, statement, statistic, side, iv.estimate, iv.low, iv.high, iv.level, method,
+                iv.chains, iv.points, null=null, p_value=iv.p_value(null), effect=iv.effect(null),
+                spread=iv.spread, **where)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -159,7 +222,7 @@ class Trend:
 
 
 TRENDS = [
-    Trend("I.gs_falls", "generalization_score", True, "<",
+    Trend("I.gs_falls", "generalization_score", False, "<",
           "Under vanilla replace the generalization score falls over iterations: G_n moves towards copies of D_n."),
     Trend("I.memorization_rises", "memorization_ratio", False, ">",
           "Under vanilla replace the share of memorized samples in G_n rises over iterations."),
@@ -186,20 +249,32 @@ TRENDS = [
 
 
 def trend_claims(t: pd.DataFrame, all_runs: list[Run]) -> Iterator[dict]:
-    """Per replicate, the OLS slope of the metric (or its log) on n; a t interval over replicates."""
+    """The OLS slope of the metric (or its log) on n over every point of every replicate, with a
+    chain-bootstrap interval (``stats.chain_bootstrap``): the iterations of one replicate are one
+    chain, so whole replicates are resampled. With every replicate at the same iterations the
+    pooled slope is the mean of the per-replicate slopes, and the interval tends to their Student t
+    interval; replicates that stopped at different n still pool.
+
+    Every point counts: the slope of GS is taken on GS itself, not its log, so exact copies
+    everywhere (GS = 0, the most collapsed points) stay in; the claim is the direction (falls), which
+    a slope on GS answers as well as one on log GS. The Vendi score is at least 1 (one distinct
+    point), so its log is always defined and its slopes stay on the log scale.
+    """
     for run in filter(vanilla_replace, all_runs):
         for trend in TRENDS:
             for space, part in _values(t, run, trend.metric).groupby("feature_extractor"):
-                y = np.log(part.value.where(part.value > 0)) if trend.log else part.value  # log of 0: left out
-                part = part.assign(y=y)
-                slopes = [stats.slope(g.iteration, g.y) for _, g in part.groupby("replicate")]
-                iv = stats.t_interval(slopes)
+                y = np.log(part.value.where(part.value > 0)) if trend.log else part.value  # Vendi ≥ 1: nothing left out
+                part = part.assign(y=y).dropna(subset=["y"])
+                if part.empty:
+                    continue
+                x, yv = part.iteration.to_numpy(float), part.y.to_numpy(float)
                 what = f"log {trend.metric}" if trend.log else trend.metric
+                iv = stats.chain_bootstrap(part.replicate.to_numpy(), lambda w, x=x, y=yv: stats.pooled_slope(w, x, y),
+                                           seed=SEED, what=f"the OLS slope of {what} on n")
                 n_range = f"n = {part.iteration.min()}…{part.iteration.max()}"
-                yield _t_row(trend.claim, f"{run.dataset} · {run.name} · {n_range} · {space}", trend.statement,
-                             f"mean slope of {what} on n", trend.side, iv, int(part.y.notna().sum()),
-                             "per-replicate OLS slope, scipy.stats.linregress", family=run.family,
-                             dataset=run.dataset, runs=run.name, space=space)
+                yield _chain_row(trend.claim, f"{run.dataset} · {run.name} · {n_range} · {space}", trend.statement,
+                                 f"slope of {what} on n (OLS over every replicate's points)", trend.side, iv,
+                                 family=run.family, dataset=run.dataset, runs=run.name, space=space)
 
 
 def size_claims(t: pd.DataFrame, all_runs: list[Run]) -> Iterator[dict]:
@@ -219,7 +294,7 @@ def size_claims(t: pd.DataFrame, all_runs: list[Run]) -> Iterator[dict]:
         for space, sp in part.groupby("feature_extractor"):
             slopes = [stats.slope(np.log(g["size"]), g.value) for _, g in sp.groupby("replicate")]
             iv = stats.t_interval(slopes)
-            sizes = ", ".join(f"{s:g}" for s in sorted(sp["size"].unique()))
+            sizes = ", ".join(f"{s:g}" for s in sorted(sp["size"].unique()))  # one point per replicate and size
             yield _t_row("I.gs_grows_with_size", f"{family} · N = {sizes} · n = 1 · {space}",
                          "At the first iteration, models trained on more real images generalize more (higher GS).",
                          "mean slope of generalization_score on log N", ">", iv, len(sp),
@@ -248,14 +323,28 @@ def _points(t: pd.DataFrame, members: list[Run]) -> pd.DataFrame:
     return wide.reindex(columns=list(wide.columns) + [m for m in metrics if m not in wide.columns])
 
 
-def correlation_claims(t: pd.DataFrame, all_runs: list[Run]) -> Iterator[dict]:
-    """Pearson r(entropy of D_n, log GS) per family and feature space, and how much it exceeds
-    |r(variance of D_n, GS)| (Fig. 2b vs 2c, whose variance is the trace of D_n's covariance).
+PAPER_R = 0.91  # Fig. 2b: r(entropy of D_n, log GS) over sizes and iterations, CIFAR-10
 
-    Points of all replicates are pooled, as the paper pools sizes and iterations into one scatter;
-    the bootstrap resamples points, so it treats them as exchangeable, which points of one replicate
-    (successive iterations of one chain) are not quite: read the interval as a lower bound on the
-    uncertainty.
+
+def correlation_claims(t: pd.DataFrame, all_runs: list[Run]) -> Iterator[dict]:
+    """Finding III per family and feature space, over the vanilla replace runs of every size.
+
+    - ``III.entropy_gs_r``: Pearson r(entropy of D_n, log GS) > 0 over sizes × iterations;
+    - ``III.entropy_gs_r_is_0.91``: the same r equals the paper's 0.91 (side ``=``);
+    - ``III.one_line_across_sizes``: the slope of log GS on entropy is the same at every size. The
+      statistic is the slope at the largest size minus the slope at the smallest (each an OLS slope
+      over that size's points), side ``=`` with null 0; with two sizes that is the interaction
+      test of size × entropy, with more it is the contrast along which a drift with N shows most.
+      Each size's own slope is a secondary row (``III.slope_at_size``), > 0. One size: not
+      applicable.
+    - ``III.entropy_beats_variance``: |r(entropy, log GS)| − |r(log trace of D_n's covariance,
+      log GS)| > 0. Both sides on the same footing: the same outcome (log GS) and a log-scale
+      measure of spread on each side (the KL entropy is d × a mean log distance; log trace is the
+      variance's log), so the gap does not measure a transform (Fig. 2b vs 2c).
+
+    Every interval resamples whole replicates (``stats.chain_bootstrap``): a replicate holds one
+    chain per size, and its iterations are not independent points. r's interval is formed on
+    Fisher's z. Points with GS = 0 have no log and are left out of III (the method says how many).
     """
     families: dict[str, list[Run]] = {}
     for run in filter(vanilla_replace, all_runs):
@@ -263,35 +352,75 @@ def correlation_claims(t: pd.DataFrame, all_runs: list[Run]) -> Iterator[dict]:
     for family, members in families.items():
         for space, p in _points(t, members).groupby("feature_extractor"):
             p = p.dropna(subset=["train_entropy", "generalization_score"])
-            p = p[p.generalization_score > 0]
+            zero = int((p.generalization_score <= 0).sum())
+            p = p[p.generalization_score > 0].reset_index(drop=True)
             if p.empty:
                 continue
             log_gs = np.log(p.generalization_score.to_numpy(float))
             entropy = p.train_entropy.to_numpy(float)
-            reps = p.replicate.nunique()
-            sizes = ", ".join(f"{s:g}" for s in sorted({r.size for r in members if r.dataset in set(p.dataset)}))
-            scope = f"{family} · N = {sizes} · vanilla replace · {space}"
+            chains = p.replicate.to_numpy()
+            size_of = {r.dataset: r.size for r in members}
+            size = p.dataset.map(size_of).to_numpy(float)
+            sizes = sorted(set(size))
+            scope = f"{family} · N = {', '.join(f'{v:g}' for v in sizes)} · vanilla replace · {space}"
             where = {"family": family, "runs": ", ".join(sorted({r.name for r in members})), "space": space}
-            pooled = f"points (size × iteration) pooled over {reps} replicates"
-            r = stats.pearson_bootstrap(entropy, log_gs, seed=SEED)
-            yield _row("III.entropy_gs_r", scope,
-                       "Over sizes and iterations, training sets of higher entropy give higher log GS (Fig. 2b).",
-                       "Pearson r(train_entropy, log generalization_score)", ">", r.estimate, r.low, r.high,
-                       r.level, f"{r.method}; {pooled}; p from scipy.stats.pearsonr", reps, r.n,
-                       p_value=r.p_value, **where)
-            q = p.dropna(subset=["train_covariance_trace"])
-            if q.empty:
+            left = f"; {zero} points with GS = 0 left out (no log)" if zero else ""
+            r = stats.chain_bootstrap(chains, lambda w, h=entropy, y=log_gs: stats.pooled_r(w, h, y), seed=SEED, fisher=True,
+                                      what="Pearson r over sizes × iterations")
+            statistic = "Pearson r(train_entropy, log generalization_score)"
+            yield _chain_row("III.entropy_gs_r", scope,
+                             "Over sizes and iterations, training sets of higher entropy give higher log GS (Fig. 2b).",
+                             statistic, ">", r, left.lstrip("; "), **where)
+            yield _chain_row(f"III.entropy_gs_r_is_{PAPER_R}", scope,
+                             f"Over sizes and iterations, r(entropy of D_n, log GS) is the paper's {PAPER_R} (Fig. 2b).",
+                             statistic, "=", r, left.lstrip("; "), null=PAPER_R, **where)
+            yield from _one_line(p, chains, entropy, log_gs, size, sizes, scope, where)
+            q = p.train_covariance_trace.to_numpy(float)
+            if not (np.isfinite(q).all() and (q > 0).all()):
                 continue
-            variance = stats.pearson_bootstrap(q.train_covariance_trace, q.generalization_score, seed=SEED)
-            gap = stats.pearson_gap(q.train_entropy, np.log(q.generalization_score),
-                                    q.train_covariance_trace, q.generalization_score, seed=SEED)
-            beside = (f"r(train_covariance_trace, generalization_score) = {variance.estimate:.3g} "
-                      f"[{variance.low:.3g}, {variance.high:.3g}], p = {variance.p_value:.2g}")
-            yield _row("III.entropy_beats_variance", scope,
-                       "Entropy of D_n tracks log GS more closely than the variance of D_n tracks GS (Fig. 2b vs 2c).",
-                       "|r(train_entropy, log GS)| - |r(train_covariance_trace, GS)|", ">", gap.estimate, gap.low,
-                       gap.high, gap.level, f"{gap.method}; {pooled}; {beside}", q.replicate.nunique(), gap.n,
-                       **where)
+            log_trace = np.log(q)
+
+            def gap(w, h=entropy, v=log_trace, y=log_gs):
+                return np.abs(stats.pooled_r(w, h, y)) - np.abs(stats.pooled_r(w, v, y))
+
+            g = stats.chain_bootstrap(chains, gap, seed=SEED, what="|r(entropy, log GS)| − |r(log trace, log GS)|",
+                                      bounds=(-1.0, 1.0))
+            beside = stats.chain_bootstrap(chains, lambda w, v=log_trace, y=log_gs: stats.pooled_r(w, v, y), seed=SEED,
+                                           fisher=True)
+            text = (f"r(log train_covariance_trace, log GS) = {beside.estimate:.3g} [{beside.low:.3g}, "
+                    f"{beside.high:.3g}]{left}")
+            yield _chain_row("III.entropy_beats_variance", scope,
+                             "Entropy of D_n tracks log GS more closely than the variance of D_n does, both against "
+                             "log GS with spread on a log scale (Fig. 2b vs 2c).",
+                             "|r(train_entropy, log GS)| − |r(log train_covariance_trace, log GS)|", ">", g, text,
+                             **where)
+
+
+def _one_line(p: pd.DataFrame, chains: np.ndarray, entropy: np.ndarray, log_gs: np.ndarray, size: np.ndarray,
+              sizes: list[float], scope: str, where: dict) -> Iterator[dict]:
+    """III's "one line across sizes" (see ``correlation_claims``): per-size slopes of log GS on
+    entropy as secondary rows, the largest size's minus the smallest's as the primary row."""
+    statement = "Every dataset size lies on one line: the slope of log GS on the entropy of D_n is the same at every N."
+    statistic = "slope of log GS on train_entropy at the largest N − at the smallest N"
+    if len(sizes) < 2:
+        yield _row("III.one_line_across_sizes", scope, statement, statistic, "=", math.nan, math.nan, math.nan,
+                   stats.LEVEL, "one dataset size: no line across sizes to test", int(p.replicate.nunique()),
+                   len(p), applicable=False, **where)
+        return
+    masks = {v: (size == v).astype(float) for v in sizes}
+    for v in sizes:
+        iv = stats.chain_bootstrap(chains, lambda w, m=masks[v]: stats.pooled_slope(w * m, entropy, log_gs), seed=SEED,
+                                   what=f"the OLS slope at N = {v:g}")
+        yield _chain_row("III.slope_at_size", f"{scope} · N = {v:g}",
+                         f"At N = {v:g}, training sets of higher entropy give higher log GS (one size's line).",
+                         "slope of log GS on train_entropy", ">", iv, primary=False, **where)
+    small, large = masks[sizes[0]], masks[sizes[-1]]
+
+    def contrast(w):
+        return stats.pooled_slope(w * large, entropy, log_gs) - stats.pooled_slope(w * small, entropy, log_gs)
+
+    iv = stats.chain_bootstrap(chains, contrast, seed=SEED, what=f"slope at N = {sizes[-1]:g} − slope at N = {sizes[0]:g}")
+    yield _chain_row("III.one_line_across_sizes", scope, statement, statistic, "=", iv, **where)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -309,22 +438,22 @@ def _paired(t: pd.DataFrame, treated: Run, base: Run, metric: str) -> pd.DataFra
 
 def _per_iteration(claim: str, differences: pd.DataFrame, side: str, scope: str, sentence: Callable[[str], str],
                    statistic: str, detail: str, **where) -> Iterator[dict]:
-    """A row at each n, and one for the mean over every n that all replicates reached."""
+    """The primary row: per replicate, the mean over every n that all replicates reached, then a t
+    interval over replicates (the claim is about every iteration); a secondary row at each n."""
     for space, d in differences.groupby("feature_extractor"):
+        reached = d.groupby("replicate").iteration.apply(set)
+        common = sorted(set.intersection(*reached)) if len(reached) else []
+        if common:
+            mean = d[d.iteration.isin(common)].groupby("replicate").value.mean()
+            iv = stats.t_interval(mean)
+            span = f"n = {common[0]}…{common[-1]}" if len(common) > 1 else f"n = {common[0]}"
+            yield _t_row(claim, f"{scope} · mean over {span} · {space}", sentence(f"averaged over {span}"),
+                         statistic, side, iv, int(d.iteration.isin(common).sum()),
+                         f"{detail}, averaged per replicate over {span}", space=space, **where)
         for n, at in d.groupby("iteration"):
             iv = stats.t_interval(at.value)
             yield _t_row(claim, f"{scope} · n = {n} · {space}", sentence(f"at n = {n}"), statistic, side, iv,
-                         len(at), detail, iteration=int(n), space=space, **where)
-        reached = d.groupby("replicate").iteration.apply(set)
-        common = sorted(set.intersection(*reached)) if len(reached) else []
-        if len(common) < 2:
-            continue
-        mean = d[d.iteration.isin(common)].groupby("replicate").value.mean()
-        iv = stats.t_interval(mean)
-        span = f"n = {common[0]}…{common[-1]}"
-        yield _t_row(claim, f"{scope} · mean over {span} · {space}", sentence(f"averaged over {span}"),
-                     statistic, side, iv, int(d.iteration.isin(common).sum()),
-                     f"{detail}, averaged per replicate over {span}", space=space, **where)
+                         len(at), detail, iteration=int(n), space=space, primary=False, **where)
 
 
 @dataclass(frozen=True)
@@ -441,9 +570,49 @@ CLAIMS = [trend_claims, size_claims, correlation_claims, selection_claims, real_
           option_claims]
 
 
+def decide(table: pd.DataFrame, alpha: float = ALPHA) -> pd.DataFrame:
+    """Holm's correction over the primary rows that have a test, and the replicates they need.
+
+    A primary row whose Holm-adjusted p is not below alpha is not decided: ``holds``/``fails`` on
+    a one-sided claim becomes ``inconclusive``. On an ``=`` claim, ``holds`` (the value lies in the
+    interval) stays, and ``fails`` stands only where Holm rejects the equality; an interval that
+    misses the value without Holm's rejection is ``inconclusive``. Secondary rows are left as they
+    are.
+    """
+    out = table.copy()
+    primary = (out.role == PRIMARY) & np.isfinite(out.p_value.astype(float))
+    m = int(primary.sum())
+    out.loc[primary, "p_holm"] = stats.holm(out.loc[primary, "p_value"].astype(float))
+    out.loc[out.role == PRIMARY, "holm_family_size"] = m
+    kept = primary & (out.p_holm >= alpha)
+    out.loc[kept & out.side.isin([">", "<"]) & out.verdict.isin([HOLDS, FAILS]), "verdict"] = INCONCLUSIVE
+    out.loc[kept & (out.side == "=") & (out.verdict == FAILS), "verdict"] = INCONCLUSIVE
+    open_rows = (out.role == PRIMARY) & (out.verdict == INCONCLUSIVE)
+    out.loc[open_rows, "replicates_needed"] = [replicates_needed(e, s, max(m, 1), alpha)
+                                               for e, s in zip(out.loc[open_rows, "_effect"], out.loc[open_rows, "_spread"],
+                                                               strict=True)]
+    return out
+
+
+def replicates_needed(effect: float, spread: float, family_size: int, alpha: float = ALPHA) -> float:
+    """The replicates at which a study whose true effect and spread are the observed ones would
+    decide the row with 80 % power: the paired (one-sample) t-test, power from the noncentral t
+    (``stats.replicates_for_power``), at level alpha / family_size, the level at which Holm decides a
+    row whatever the other rows do.
+
+    For a t row, effect = mean − null and spread = the sd over replicates. For a chain-bootstrap
+    row (a pooled slope or r), the chain bootstrap's standard error stands in for the sd of a mean
+    over chains: spread = se·√G and effect = estimate − null, both on the scale the interval is
+    formed on (Fisher's z for r); the study is then read as a t test over chains, which is how the
+    interval itself is formed. inf: even 1000 replicates would not decide (an effect near 0).
+    """
+    return stats.replicates_for_power(effect, spread, alpha=alpha / family_size, power=POWER)
+
+
 def findings(tidy: pd.DataFrame, results: str | Path | None = None) -> pd.DataFrame:
-    """One row per claim × scope (dataset or family, runs, iteration, feature space); with
-    ``results`` (the results/ folder), also the theory rows that read D_1 from it."""
+    """One row per claim × scope (dataset or family, runs, iteration, feature space): the primary
+    rows first, Holm's correction over them (``decide``), then the secondary rows. With ``results``
+    (the results/ folder), also the theory rows (ouroboros.theory), which read D_1 from it."""
     from ouroboros import theory
 
     t = complete(tidy)
@@ -451,9 +620,11 @@ def findings(tidy: pd.DataFrame, results: str | Path | None = None) -> pd.DataFr
         return pd.DataFrame(columns=COLUMNS)
     all_runs = run_list(t)
     rows = [row for claims in CLAIMS for row in claims(t, all_runs)] + theory.claims(t, results)
-    out = pd.DataFrame(rows, columns=COLUMNS)
+    out = decide(pd.DataFrame(rows, columns=COLUMNS + _HIDDEN))
+    out = out.sort_values("role", kind="stable", key=lambda r: r != PRIMARY).reset_index(drop=True)
     out["iteration"] = out["iteration"].astype("Int64")
-    return out
+    out["holm_family_size"] = out["holm_family_size"].astype("Int64")
+    return out[COLUMNS]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -464,23 +635,92 @@ def _number(v: float) -> str:
     return "—" if not np.isfinite(v) else f"{v:.3g}"
 
 
+def _needed(v: float) -> str:
+    """replicates_needed as read: '—' where the row needs none (or none can be computed)."""
+    if not isinstance(v, int | float) or math.isnan(v):
+        return "—"
+    return "> 1000" if math.isinf(v) else f"{int(v)}"
+
+
+def _p(v: float) -> str:
+    return "—" if not np.isfinite(v) else f"{v:.2g}"
+
+
+def _interval(r) -> str:
+    return f"{_number(r.estimate)} [{_number(r.ci_low)}, {_number(r.ci_high)}]"
+
+
+def _tally(rows: pd.DataFrame) -> str:
+    counts = rows.verdict.value_counts()
+    return ", ".join(f"{counts.get(v, 0)} {v}" for v in VERDICTS if counts.get(v, 0)) or "none"
+
+
+def _headline(table: pd.DataFrame) -> list[str]:
+    """The lines above the tables: the primary tally, Holm's family and what a few replicates would add."""
+    primary = table[table.role == PRIMARY]
+    m = int(primary.holm_family_size.dropna().max()) if primary.holm_family_size.notna().any() else 0
+    level = table.level.dropna()
+    lines = [f"{len(primary)} primary findings: {_tally(primary)}. Intervals at {level.iloc[0]:.0%}; Holm's "
+             f"correction over the {m} primary rows with a test keeps the family-wise error of their verdicts at "
+             f"{ALPHA:.0%} (p_holm)."]
+    if (table.verdict == TOO_FEW).any():
+        lines.append(f"{int((table.verdict == TOO_FEW).sum())} rows say {TOO_FEW}: every interval here is over "
+                     "replicates, so one replicate decides nothing; a second replicate gives each paired difference "
+                     "and slope a Student t interval and each pooled statistic a chain-bootstrap interval (1 degree "
+                     "of freedom, wide), a third and more narrow them (`targets: replicates: 3`).")
+    return lines
+
+
 def report(table: pd.DataFrame) -> str:
-    """A markdown table for the terminal and the report: claim, scope, estimate [low, high], n,
-    verdict and the statement, under a one-line tally of the verdicts."""
+    """Markdown for the terminal and findings.md: the primary rows first (claim, scope, estimate
+    [low, high], Holm-adjusted p, replicates, replicates needed, verdict, statement), then the
+    secondary rows (per iteration, per size; unadjusted, never changing a primary verdict)."""
     if table.empty:
         return "No claim could be checked: results/ holds none of the runs the claims compare."
-    counts = table.verdict.value_counts()
-    tally = ", ".join(f"{counts.get(v, 0)} {v}" for v in (HOLDS, FAILS, UNDECIDED))
-    level = table.level.dropna()
-    lines = [f"{len(table)} findings: {tally} (intervals at {level.iloc[0]:.0%}; verdict from the interval alone)",
-             "",
-             "| claim | scope | claimed | estimate [low, high] | n | verdict | statement |",
-             "|---|---|---|---|---|---|---|"]
-    for r in table.itertuples(index=False):
-        estimate = f"{_number(r.estimate)} [{_number(r.ci_low)}, {_number(r.ci_high)}]"
+    lines = [*_headline(table), "", "## Primary findings", "",
+             "| claim | scope | claimed | estimate [low, high] | p (Holm) | n | replicates needed | verdict | statement |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in table[table.role == PRIMARY].itertuples(index=False):
         n = f"{r.replicates} rep" + (f", {r.points} pts" if r.points != r.replicates else "")
-        lines.append(f"| {r.claim} | {r.scope} | {r.side} {r.null:g} | {estimate} | {n} | {r.verdict} | "
-                     f"{r.statement} |")
+        lines.append(f"| {r.claim} | {r.scope} | {r.side} {r.null:g} | {_interval(r)} | {_p(r.p_holm)} | {n} | "
+                     f"{_needed(r.replicates_needed)} | {r.verdict} | {r.statement} |")
+    secondary = table[table.role == SECONDARY]
+    if not secondary.empty:
+        lines += ["", "## Secondary rows", "",
+                  f"Per iteration and per size: {_tally(secondary)}. Unadjusted 95 % intervals, each read alone; "
+                  "they detail the primary rows above and never change their verdicts.", "",
+                  "| claim | scope | claimed | estimate [low, high] | p | n | verdict |", "|---|---|---|---|---|---|---|"]
+        for r in secondary.itertuples(index=False):
+            n = f"{r.replicates} rep" + (f", {r.points} pts" if r.points != r.replicates else "")
+            lines.append(f"| {r.claim} | {r.scope} | {r.side} {r.null:g} | {_interval(r)} | {_p(r.p_value)} | {n} | "
+                         f"{r.verdict} |")
+    return "\n".join(lines)
+
+
+def _rst(text: str) -> str:
+    """Plain text for an rst table cell: inline markup characters escaped."""
+    return "".join("\\" + c if c in "\\*`_|" else c for c in str(text))
+
+
+def report_rst(table: pd.DataFrame) -> str:
+    """The primary findings as reStructuredText, for the first screen of ``snakemake --report``
+    (workflow/report/workflow.rst includes it): verdict, estimate, interval, Holm's p and the
+    replicates needed per claim and scope."""
+    lines = ["Primary findings", "----------------", ""]
+    if table.empty:
+        return "\n".join([*lines, "No claim could be checked: results/ holds none of the runs the claims compare.", ""])
+    lines += [_rst(line) for line in _headline(table)]
+    lines += ["", ".. list-table::", "   :header-rows: 1", "   :widths: 10 20 36 20 7 7", "",
+              "   * - verdict", "     - claim", "     - scope", "     - estimate [95 % interval]", "     - p (Holm)",
+              "     - replicates (needed)"]
+    for r in table[table.role == PRIMARY].itertuples(index=False):
+        needed = _needed(r.replicates_needed)
+        cells = [f"**{r.verdict}**", _rst(f"{r.claim} ({r.side} {r.null:g})"), _rst(r.scope), _rst(_interval(r)),
+                 _p(r.p_holm), f"{r.replicates}" + (f" ({_rst(needed)})" if needed != "—" else "")]
+        lines += [f"   * - {cells[0]}"] + [f"     - {c}" for c in cells[1:]]
+    n_secondary = int((table.role == SECONDARY).sum())
+    lines += ["", _rst(f"{n_secondary} secondary rows (per iteration, per size) and each claim's statement and method "
+                       "are in findings.tsv under Findings; the figures are under Figures."), ""]
     return "\n".join(lines)
 
 
@@ -496,13 +736,15 @@ def load(results: str | Path) -> pd.DataFrame:
 
 def write(tidy: pd.DataFrame, findings_out: str | Path, summary_out: str | Path,
           results: str | Path | None = None) -> pd.DataFrame:
-    """findings.tsv, the readable findings.md beside it, and summary.tsv from a tidy table."""
+    """findings.tsv, the readable findings.md and the report's findings.rst beside it, and
+    summary.tsv from a tidy table."""
     from ouroboros.io import save_text
 
     table = findings(tidy, results)
     text = report(table)
     save_text(findings_out, table.to_csv(sep="\t", index=False))
     save_text(Path(findings_out).with_suffix(".md"), text + "\n")
+    save_text(Path(findings_out).with_suffix(".rst"), report_rst(table))
     save_text(summary_out, stats.summary(complete(tidy)).to_csv(sep="\t", index=False))
     print(text)
     return table

@@ -146,7 +146,8 @@ def vendi(x: np.ndarray, *, q: float = 1.0) -> float:
 
 
 def _within(a: np.ndarray, b: np.ndarray, radii_b: np.ndarray, chunk: int = 2048):
-    """Yield, chunk by chunk over a, the boolean block 'a_i lies within radius_j of b_j'.
+    """Yield, chunk by chunk over a, the boolean block 'a_i lies strictly within radius_j of b_j'
+    (distance < radius: a ball of radius 0 holds nothing).
 
     Never holds more than chunk × len(b) distances (no n × n matrix).
     """
@@ -155,11 +156,19 @@ def _within(a: np.ndarray, b: np.ndarray, radii_b: np.ndarray, chunk: int = 2048
     for lo in range(0, len(a64), chunk):
         block = a64[lo : lo + chunk]
         d2 = (block**2).sum(1)[:, None] - 2 * block @ b64.T + b_sq
-        yield np.sqrt(np.maximum(d2, 0)) <= radii_b[None, :]
+        yield np.sqrt(np.maximum(d2, 0)) < radii_b[None, :]
 
 
 def prdc(real: np.ndarray, generated: np.ndarray, k: int = 5) -> dict[str, float]:
-    """Precision, recall, density, coverage (Naeem et al. 2020) with k-NN radii."""
+    """Precision, recall, density, coverage (Naeem et al. 2020) with k-NN radii.
+
+    A point lies in a k-NN ball when its distance is strictly less than the radius, as the paper
+    defines it and clovaai's ``prdc`` package computes it (tested equal on sets with exact
+    duplicates). That matters for collapsing sets: a point with k exact copies has radius 0, and
+    its ball holds nothing, so copies piled on one point earn no precision, recall or coverage from
+    that ball. There is no ``≤`` variant: it would let a pile of copies cover itself and hide the
+    collapse these metrics are meant to show, and it would no longer compare with published PRDC.
+    """
     real_radii = knn(real, real, k, exclude_self=True)[0][:, k - 1]
     fake_radii = knn(generated, generated, k, exclude_self=True)[0][:, k - 1]
     precise, density = 0, 0
@@ -172,7 +181,7 @@ def prdc(real: np.ndarray, generated: np.ndarray, k: int = 5) -> dict[str, float
         "precision": precise / len(generated),
         "recall": recalled / len(real),
         "density": density / (k * len(generated)),
-        "coverage": float((nearest_fake <= real_radii).mean()),
+        "coverage": float((nearest_fake < real_radii).mean()),
     }
 
 

@@ -26,6 +26,8 @@ a = (N − 1)/N:
 A row ``holds`` when its interval contains the theoretical value and ``fails`` when it excludes
 it. The equality rows of one table share a Bonferroni level, 1 − 0.05/m over their m rows, so that
 a correct loop fails none of them with probability at least 95 %: a failing row is a bug to find.
+They are primary rows of their own family (that correction, stated in each row's method), outside
+the Holm family of the paper's claims (their p_value is empty).
 
 ``T.kde_selection_coalescence`` (kde, replace with a selection method of 2N): the same share of
 common ancestry, compared with uniform selection's closed form (side ``<``: the method slows
@@ -173,11 +175,13 @@ def claims(t: pd.DataFrame, results: str | Path | None = None) -> list[dict]:
                 "holds" if iv.low <= theory <= iv.high else "fails"
             method = f"{iv.method}, Bonferroni over {equalities} theory rows ({iv.level:.4g} each)"
         bandwidth = f", h = {s['params']['bandwidth']}" if "bandwidth" in s["params"] else ""
-        rows.append({"claim": f"T.{kind}", "scope": f"{s['dataset']} · {s['run']}{bandwidth} · n = {n}",
+        rows.append({"claim": f"T.{kind}", "role": "primary", "scope": f"{s['dataset']} · {s['run']}{bandwidth} · n = {n}",
                      "family": s["family"], "dataset": s["dataset"], "runs": s["run"], "iteration": n,
                      "feature_extractor": "identity", "statement": STATEMENTS[kind], "statistic": statistic,
                      "side": side, "null": theory, "estimate": iv.mean, "ci_low": iv.low, "ci_high": iv.high,
-                     "p_value": math.nan, "level": iv.level, "method": method, "replicates": iv.n, "points": iv.n,
+                     "p_value": math.nan, "p_holm": math.nan, "holm_family_size": None,
+                     "level": iv.level, "method": method, "replicates": iv.n, "points": iv.n,
+                     "replicates_needed": math.nan, "_effect": math.nan, "_spread": math.nan,
                      "verdict": "too few replicates" if iv.n < 2 else verdict})
     return rows
 
