@@ -35,6 +35,15 @@ def tiny_config(runs: list[str] | None = None, iterations: int = ITERATIONS) -> 
     return cfg
 
 
+def numpy_config(runs: list[str] | None = None, iterations: int = ITERATIONS) -> dict:
+    """The tiny config on the kde generator (numpy, no torch: jobs start in a fraction of a second),
+    FID in pixel space: for tests of the loop's plumbing (paradigms, manifests, selection, replicates,
+    faults), where a DDPM adds nothing but minutes. tests/test_faults.py keeps the DDPM loop."""
+    cfg = tiny_config(runs, iterations)
+    cfg["datasets"]["digits"].update(model="kde", model_params={"bandwidth": 0.05}, fid_features="pixels")
+    return cfg
+
+
 def setting(path: str, value):
     """A config mutation: set the dotted key ``path`` (``datasets.digits.size``) to ``value``, or
     delete it when ``value`` is None."""

@@ -27,6 +27,7 @@ def chain_config() -> dict:
     """digits × greedy × 2 iterations; training long enough to be caught mid-way, checkpointing every step."""
     cfg = tiny_config(["greedy"], 2)
     cfg["datasets"]["digits"]["train"].update(steps=40, checkpoint_minutes=1e-4)
+    cfg["gpus"] = {"count": 2, "slots_per_gpu": 1}  # two simulated devices: the DDPM's jobs take slots
     return cfg
 
 
@@ -106,6 +107,34 @@ def assert_same_results(workdir: Path, reference: Path) -> None:
         for name in ("metrics.json", "fid.json"):
             got, want = (json.loads((w / folder / name).read_text()) for w in (workdir, reference))
             assert got["values"] == want["values"], (folder, name)
+
+
+# --- the DDPM loop: device slots and fine-tuning -------------------------------------------------
+def test_model_jobs_take_a_device_slot(reference):
+    """With gpus.count: 2 each job that declares gpu=1 (the DDPM's train and sample) logs the device
+    slot it held and loads torch; the others take none."""
+    logs = reference / "logs"
+    model_logs = [*logs.glob("digits/**/train.log"), *logs.glob("digits/**/sample.log")]
+    assert len(model_logs) >= 4
+    for log in model_logs:
+        text = log.read_text()
+        assert re.search(r"device: GPU [01] \(slot 0 of 1, .*\); CUDA_VISIBLE_DEVICES=[01]", text), log
+        assert "libraries loaded: torch" in text, log
+    for log in logs.glob("digits/**/evaluate.log"):
+        assert "device:" not in log.read_text(), log
+
+
+def test_fine_tuning_starts_from_the_previous_iterations_model(reference, tmp_path):
+    work = copy_of(reference, tmp_path)
+    cfg = chain_config()
+    cfg["runs"]["replace-finetune"]["train"] = {"steps": 5}
+    make_workdir(work, cfg)
+    snakemake(work, "results/digits/replace-finetune/iter02/metrics.json")
+    summary = json.loads((work / "results/digits/replace-finetune/iter02/model/training.json").read_text())
+    assert summary["init_from"] == "results/digits/real/iter01/model" and summary["steps"] == 5
+    scratch = json.loads((work / "results/digits/real/iter01/model/training.json").read_text())
+    assert scratch["init_from"] is None and scratch["steps"] == 40
+    assert "fine-tuning results/digits/real/iter01/model" in (work / "logs/digits/replace-finetune/iter02/train.log").read_text()
 
 
 # --- Snakemake SIGKILLed mid-way ---------------------------------------------------------------

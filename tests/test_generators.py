@@ -8,6 +8,7 @@ import os
 import re
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +23,8 @@ from ouroboros.io import load_data, save_array
 REPO = Path(__file__).resolve().parents[1]
 generators.builtin()
 generators.load_plugins(yaml.safe_load((REPO / "config.yaml").read_text()).get("generators") or [])
-generators.load_plugins([e for e in os.environ.get("OUROBOROS_GENERATORS", "").split(",") if e])
+generators.load_plugins([e for e in os.environ.get("OUROBOROS_GENERATORS", "").split(",") if e],
+                        where="OUROBOROS_GENERATORS")
 NAMES = sorted(generators.REGISTRY)
 # the DDPM at the smallest cost that still runs every step of its fit and sampler
 DDPM = {"params": {"steps": 3, "batch_size": 8, "warmup_steps": 1}, "preset": "micro8",
@@ -107,7 +109,7 @@ def readme_generator() -> str:
     """The module of README's "Adding a generator" walk-through, as written there."""
     text = (REPO / "README.md").read_text()
     section = text[text.index("### Adding a generator"):]
-    return re.search(r"```python\n(.*?)```", section, re.S)[1]
+    return textwrap.dedent(re.search(r"```python\n(.*?)```", section, re.S)[1])
 
 
 def test_the_readme_walk_through_passes_the_contract(tmp_path):

@@ -93,6 +93,9 @@ def _rngs(seed: int, start: int, count: int) -> list[np.random.Generator]:
 
 
 def _fitted(name: str, data: np.ndarray, params: dict, arrays: dict, summary: dict, out_dir) -> dict:
+    from ouroboros.runtime import fault_point
+
+    fault_point("train")  # the fault tests stop a training here: nothing of the model is written yet
     kind = data_kind(data)
     model = Model(name, dict(params), arrays, kind, tuple(np.asarray(data).shape[1:]), summary)
     save(model, out_dir)

@@ -55,6 +55,7 @@ class Generator:
     presets: Mapping[str, Any] = field(default_factory=dict)  # names that mean this generator with a preset
     conditional: bool = False  # may be class-conditional (datasets.X.classes)
     inherits_labels: bool = False  # a sample carries its parent's label (kde): ancestry is traceable
+    fine_tunes: bool = False  # can start from the previous iteration's model (init: previous)
     help: str = ""
 
 
@@ -63,7 +64,8 @@ REGISTRY: dict[str, Generator] = {}
 
 def register(name: str, *, load: Callable, save: Callable, sample: Callable, params: Mapping[str, Param] | None = None,
              gpu: bool = False, kinds: tuple[str, ...] = KINDS, presets: Mapping[str, Any] | None = None,
-             conditional: bool = False, inherits_labels: bool = False, help: str = "") -> Callable:
+             conditional: bool = False, inherits_labels: bool = False, fine_tunes: bool = False,
+             help: str = "") -> Callable:
     """Decorator on the fit function: make it the generator ``name``. A name registered twice by
     two different functions, or a preset named like another generator, is refused."""
     def decorate(fit: Callable) -> Callable:
@@ -83,7 +85,7 @@ def register(name: str, *, load: Callable, save: Callable, sample: Callable, par
         if clash:
             raise OuroborosError(f"generator {name!r}: the name {clash[0]!r} is already a generator or a preset")
         REGISTRY[name] = Generator(name, fit, load, save, sample, dict(params or {}), gpu, tuple(kinds),
-                                   dict(presets or {}), conditional, inherits_labels,
+                                   dict(presets or {}), conditional, inherits_labels, fine_tunes,
                                    help or (fit.__doc__ or "").split("\n")[0])
         return fit
     return decorate

@@ -143,7 +143,7 @@ def _sample(model, start: int, count: int, *, seed: int, inference_steps: int = 
 
 
 @register("ddpm", load=_load, save=_save, sample=_sample, gpu=True, kinds=("images",), presets=PRESETS,
-          conditional=True)
+          conditional=True, fine_tunes=True)
 def fit(data, labels, out_dir, *, params: dict, seed: int, preset: str | None = None, classes: int | None = None,
         stats_out=None, checkpoint_dir=None, init_from=None, label: str = "training", **_) -> dict:
     """A DDPM (diffusers UNet2DModel of a preset, the paper's noise schedule) trained on D_n;

@@ -111,6 +111,12 @@ def train_input(wildcards):
         images = paths.train_files(CFG, wildcards.dataset, branch, n)
     out = {"manifest": paths.manifest(wildcards.dataset, branch, n), "images": images}
     if _run_name(branch) != paths.REAL and CFG.run(_run_name(branch)).init == "previous":
+        generator = generators.resolve(CFG.dataset(wildcards.dataset).model)[0]
+        if not generator.fine_tunes:
+            raise OuroborosError(
+                f"config.yaml: runs.{_run_name(branch)}.init = previous fine-tunes a model, which "
+                f"generator {generator.name} of datasets.{wildcards.dataset} cannot; use init: scratch"
+            )
         out["init"] = paths.model_dir(wildcards.dataset, branch, n - 1)  # fine-tune iteration n-1's weights
     d = CFG.dataset(wildcards.dataset)
     if d.classes or generators.resolve(d.model)[0].inherits_labels:  # a kde's samples carry their parent's label
@@ -303,19 +309,23 @@ def fid_spaces(wildcards):
 def run_meta(wildcards):
     name, replicate = paths.replicate_of(wildcards.run)
     run = CFG.run(name)
-    return {
-        "dataset": wildcards.dataset,
-        "family": CFG.dataset(wildcards.dataset).family,
-        "run": name,
-        "replicate": replicate,
-        "paradigm": run.paradigm,
-        "selection": run.selection,
-        "samples_per_iteration": run.samples,
-        "iteration": _n(wildcards),
-        "tau0": run_tau0(wildcards),  # "auto" stays "auto" here: the value measured is in selection.json
-        "decay": run.decay,
-        "dataset_size": CFG.dataset(wildcards.dataset).size,
-    } | run_options(wildcards.dataset, name) | generator_meta(wildcards.dataset)
+    return (
+        {
+            "dataset": wildcards.dataset,
+            "family": CFG.dataset(wildcards.dataset).family,
+            "run": name,
+            "replicate": replicate,
+            "paradigm": run.paradigm,
+            "selection": run.selection,
+            "samples_per_iteration": run.samples,
+            "iteration": _n(wildcards),
+            "tau0": run_tau0(wildcards),  # "auto" stays "auto" here: the value measured is in selection.json
+            "decay": run.decay,
+            "dataset_size": CFG.dataset(wildcards.dataset).size,
+        }
+        | run_options(wildcards.dataset, name)
+        | generator_meta(wildcards.dataset)
+    )
 
 
 def generator_meta(dataset):
