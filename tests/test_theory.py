@@ -78,7 +78,7 @@ def test_the_theory_experiment_runs_and_its_rows_hold(tmp_path):
     table = pd.read_csv(work / "results/tables/findings.tsv", sep="\t")
     rows = table[table.claim.str.startswith("T.")]
     assert set(rows.claim) == {f"T.{k}" for k in theory.STATEMENTS}
-    assert len(rows) == 2 * len(theory.STATEMENTS) + 2  # iterations 2 and 3; two kde datasets
+    assert len(rows) == 2 * (len(theory.STATEMENTS) + 2)  # iterations 2 and 3; kde rows for two datasets
     assert "fails" not in set(rows.verdict), rows[["claim", "scope", "null", "ci_low", "ci_high", "verdict"]]
     # the numpy jobs load no torch, and no features job runs for vectors
     logs = work / "logs"
