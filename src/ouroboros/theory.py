@@ -150,6 +150,8 @@ STATEMENTS = {
 
 def claims(t: pd.DataFrame, results: str | Path | None = None) -> list[dict]:
     """Every T row the table's closed-form runs allow (see the module's docstring)."""
+    from ouroboros.findings import verdict  # the findings' own reading of an interval (findings imports this module)
+
     planned = []
     for kind, part, s in _cases(t):
         measured = _expected(kind, s, part, Path(results) if results is not None else None)
@@ -166,13 +168,10 @@ def claims(t: pd.DataFrame, results: str | Path | None = None) -> list[dict]:
     for kind, s, n, values, theory, statistic in planned:
         comparison = kind == "kde_selection_coalescence"
         iv = stats.t_interval(values, stats.LEVEL if comparison else level)
+        side = "<" if comparison else "="
         if comparison:
-            side, verdict = "<", _one_sided(iv, theory)
             method = f"{iv.method} at {iv.level:.0%}"
         else:
-            side = "="
-            verdict = "inconclusive" if not (np.isfinite(iv.low) and np.isfinite(iv.high)) else \
-                "holds" if iv.low <= theory <= iv.high else "fails"
             method = f"{iv.method}, Bonferroni over {equalities} theory rows ({iv.level:.4g} each)"
         bandwidth = f", h = {s['params']['bandwidth']}" if "bandwidth" in s["params"] else ""
         rows.append({"claim": f"T.{kind}", "role": "primary", "scope": f"{s['dataset']} · {s['run']}{bandwidth} · n = {n}",
@@ -182,11 +181,6 @@ def claims(t: pd.DataFrame, results: str | Path | None = None) -> list[dict]:
                      "p_value": math.nan, "p_holm": math.nan, "holm_family_size": None,
                      "level": iv.level, "method": method, "replicates": iv.n, "points": iv.n,
                      "replicates_needed": math.nan, "_effect": math.nan, "_spread": math.nan,
-                     "verdict": "too few replicates" if iv.n < 2 else verdict})
+                     "verdict": verdict(iv.low, iv.high, side, theory)})
     return rows
 
-
-def _one_sided(iv: stats.Interval, theory: float) -> str:
-    if not (np.isfinite(iv.low) and np.isfinite(iv.high)):
-        return "too few replicates"
-    return "holds" if iv.high < theory else "fails" if iv.low > theory else "inconclusive"
