@@ -381,3 +381,9 @@ def test_build_writes_the_vendi_figure_from_metrics_files_that_hold_it(tmp_path)
     wide = pd.read_csv(root / "figures" / "extra_vendi.tsv", sep="\t", index_col=0)
     assert wide["small: train_vendi: replace: mean"].tolist() == pytest.approx([40.0, 20.0, 40.0 / 3])
     assert "skipped extra_fd_dinov2: no fd_dinov2 in any run" in log
+
+
+def test_the_figures_drawn_from_files_are_figures():
+    from ouroboros.figures import FIGURES, FROM_FILES
+
+    assert FROM_FILES and FROM_FILES <= set(FIGURES)

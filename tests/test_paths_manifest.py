@@ -153,6 +153,71 @@ def test_replicates_add_targets_and_leave_replicate_0_targets_as_they_were():
     assert "results/d/acc/rep2/iter02/fid.json" in three
 
 
+# --- real_subset: per_replicate: replicate r ≥ 1 is drawR and draws its own D_1 ------------------
+def test_a_drawn_replicate_reads_its_own_d1_everywhere_the_shared_one_reads_the_datasets():
+    cfg = parse({**RAW, "runs": {**RAW["runs"], "fr": {"paradigm": "replace", "selection": "all", "fresh": 0.5}}})
+    assert paths.with_replicate("acc", 2, paths.PER_REPLICATE) == "acc/draw2"
+    assert paths.with_replicate("acc", 0, paths.PER_REPLICATE) == "acc"  # replicate 0 is the same in both designs
+    assert paths.replicate_of("acc/draw2") == ("acc", 2) and paths.real_subset_of("acc/draw2") == paths.PER_REPLICATE
+    assert paths.real_subset_of("acc/rep2") == paths.real_subset_of("acc") == paths.SHARED
+    assert paths.real_images("d", "acc/draw2") == "results/d/real/draw2/images.npy"
+    assert paths.real_images("d", "acc/rep2") == paths.real_images("d") == "results/d/real/images.npy"
+    assert paths.manifest("d", "acc/draw2", 1) == "results/d/real/draw2/train.tsv"
+    assert paths.model_dir("d", "acc/draw2", 1) == "results/d/real/draw2/iter01/model"
+    assert paths.parse_producer("real/draw2/iter01/x2") == ("real/draw2", 1, 2)
+    assert [s.files for s in paths.pool(cfg, "d", "acc/draw2", 3)] == [
+        ("results/d/real/draw2/images.npy",), ("results/d/real/draw2/iter01/samples.npy",),
+        ("results/d/acc/draw2/iter02/samples.npy",)]
+    assert paths.fresh_images("d", "fr/draw3") == "results/d/fresh/draw3/images.npy"
+    assert paths.train_files(cfg, "d", "fr/draw3", 2) == ["results/d/real/draw3/iter01/samples.npy",
+                                                          "results/d/fresh/draw3/images.npy"]
+    assert paths.fid_reference(cfg, "d", "acc/draw2") == "results/d/real/draw2/images.npy"
+    for bad in ("acc/draw0", "acc/drawn1", "acc/draw1/rep1"):
+        with pytest.raises(ValueError):
+            paths.replicate_of(bad)
+    with pytest.raises(ValueError, match="real_subset is one of shared, per_replicate"):
+        paths.with_replicate("acc", 1, "per-replicate")
+
+
+def test_per_replicate_targets_share_replicate_0_and_draw_the_rest():
+    group = {"datasets": ["d"], "runs": ["acc"], "iterations": 1, "replicates": 3}
+    shared = paths.target_files(group)
+    drawn = paths.target_files({**group, "real_subset": paths.PER_REPLICATE})
+    assert drawn[:2] == shared[:2] == ["results/d/acc/iter01/metrics.json", "results/d/acc/iter01/fid.json"]
+    assert drawn[2:] == [f.replace("/rep", "/draw") for f in shared[2:]] and "results/d/acc/draw2/iter01/fid.json" in drawn
+
+
+def test_each_drawn_replicate_has_its_own_permutation_and_sizes_stay_nested_within_it():
+    from ouroboros import data
+
+    zero = data.subset(1797, 40, seed=0, dataset="digits")
+    assert list(data.subset(1797, 40, seed=0, dataset="digits", replicate=0)) == list(zero)  # the dataset's own
+    drawn = [data.subset(1797, 40, seed=0, dataset="digits", replicate=r) for r in (1, 2)]
+    assert all(len(set(d)) == 40 for d in drawn) and len({tuple(d) for d in [zero, *drawn]}) == 3
+    # a size sweep within replicate 2: the 20-subset is the front of the 40-subset
+    assert list(data.subset(1797, 20, seed=0, dataset="digits", replicate=2)) == list(drawn[1][:20])
+
+
+def test_by_design_keeps_each_real_subset_design_apart_and_gives_both_replicate_0():
+    import pandas as pd
+
+    from ouroboros.tables import PER_REPLICATE_SUFFIX, by_design
+
+    def rows(run, design, reps):
+        return [{"dataset": "d", "family": "d", "run": run, "replicate": r, "real_subset": design, "value": r}
+                for r in reps]
+    frame = pd.DataFrame(rows("a", "shared", [0, 1]) + rows("a", "per_replicate", [1, 2])
+                         + rows("b", "shared", [0]) + rows("b", "per_replicate", [1]) + rows("c", "shared", [0]))
+    out = by_design(frame)
+    got = out.groupby(["dataset", "run"]).replicate.apply(sorted).to_dict()
+    drawn = "d" + PER_REPLICATE_SUFFIX
+    assert got == {("d", "a"): [0, 1], (drawn, "a"): [0, 1, 2],  # a: both designs, each with replicate 0
+                   (drawn, "b"): [0, 1],  # b: no shared replicate ≥ 1, so replicate 0 goes to the drawn design only
+                   ("d", "c"): [0]}
+    assert set(out[out.dataset == drawn].family) == {drawn}
+    assert by_design(frame[frame.real_subset == "shared"]).equals(frame[frame.real_subset == "shared"])
+
+
 def test_replicate_0_seeds_are_the_seeds_from_before_replicates():
     """The key of replicate 0 is (root, crc32(dataset), iteration, stage), exactly as before; r ≥ 1 appends r."""
     import zlib

@@ -238,3 +238,38 @@ def test_replicates_are_new_targets_that_leave_replicate_0_untouched(done, tmp_p
     header = table[0].split("\t")
     reps = {row.split("\t")[header.index("replicate")] for row in table[1:]}
     assert reps == {"0", "1"}
+
+
+def test_real_subset_per_replicate_draws_a_d1_for_each_replicate_and_keeps_replicate_0(done, tmp_path):
+    """`real_subset: per_replicate` gives replicate r ≥ 1 its own D_1 (the first N of its own
+    permutation of the same source) under .../drawR/, leaves replicate 0 as it was, and the findings
+    keep that design apart from the shared one."""
+    work = Path(shutil.copytree(done, tmp_path / "work", symlinks=True))
+    snakemake(work)  # complete again what earlier tests of this module removed
+    real = work / "results/digits/real/images.npy"
+    stamp = (real.read_bytes(), real.stat().st_mtime_ns)
+    cfg = loop_config(runs=["greedy"], iterations=2)
+    cfg["targets"] |= {"replicates": 3, "real_subset": "per_replicate"}
+    make_workdir(work, cfg)
+    planned = snakemake(work, "-n")
+    outputs = [f for line in re.findall(r"^\s+output: (.*)$", planned.stdout + planned.stderr, flags=re.M)
+               for f in line.split(", ")]
+    assert outputs and all(re.search(r"/draw[12]/", f) for f in outputs), outputs  # nothing of replicate 0
+    snakemake(work)
+    snakemake(work, "findings")  # apart: the tables redraw when results/ differs from when they were planned
+    assert (real.read_bytes(), real.stat().st_mtime_ns) == stamp
+    from ouroboros.data import digits
+
+    source = {row.tobytes() for row in digits()[0]}
+    d1 = [np.load(work / f"results/digits/real{b}/images.npy") for b in ("", "/draw1", "/draw2")]
+    assert all(d.shape == d1[0].shape for d in d1)
+    assert all(row.tobytes() in source for d in d1 for row in d)  # every image is one of the source's
+    overlap = [len({r.tobytes() for r in d1[0]} & {r.tobytes() for r in d}) for d in d1[1:]]
+    assert all(o < len(d1[0]) for o in overlap), overlap  # other subsets (N = 32 of 1,797: a few images in common)
+    rows = (work / "results/digits/greedy/draw2/iter02/train.tsv").read_text()
+    assert "results/digits/real/draw2/images.npy" in rows and "results/digits/real/images.npy" not in rows
+    metrics = json.loads((work / "results/digits/greedy/draw2/iter02/metrics.json").read_text())
+    assert (metrics["replicate"], metrics["real_subset"]) == (2, "per_replicate")
+    findings = (work / "results/tables/findings.md").read_text()
+    drawn = [line for line in findings.splitlines() if "digits · D_1 per replicate · greedy" in line]
+    assert drawn and all("| 3 rep" in line for line in drawn), drawn[:3]  # replicate 0, draw1, draw2

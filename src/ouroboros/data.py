@@ -196,33 +196,35 @@ def _checked_vectors(x: np.ndarray, labels: np.ndarray, path) -> tuple[np.ndarra
     return x.astype(np.float32), labels.astype(np.int64)
 
 
-def subset(count: int, size: int, *, seed: int, dataset: str) -> np.ndarray:
-    """Indices of the first ``size`` images of the dataset's seeded permutation."""
+def subset(count: int, size: int, *, seed: int, dataset: str, replicate: int = 0) -> np.ndarray:
+    """Indices of the first ``size`` images of the dataset's seeded permutation: replicate r ≥ 1
+    of a ``real_subset: per_replicate`` design has a permutation of its own (replicate 0's is the
+    dataset's, as it was before the option existed)."""
     if size > count:
         raise OuroborosError(
             f"config.yaml: datasets.{dataset}.size = {size} but the source holds only {count} images; lower it"
         )
-    rng = np.random.default_rng(seeds.seed_sequence(seed, dataset, 0, "data"))
+    rng = np.random.default_rng(seeds.seed_sequence(seed, dataset, 0, "data", replicate))
     return rng.permutation(count)[:size]
 
 
 def prepare(source: str | dict, root: str | None, size: int, *, seed: int, dataset: str,
-            family: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+            family: str | None = None, replicate: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """The first ``size`` images of the permutation of ``family`` (the root of a ``base:`` chain),
-    so the datasets of a size sweep are nested subsets of one another."""
+    so the datasets of a size sweep are nested subsets of one another (within each replicate)."""
     images, labels = load_source(source, root, dataset)
-    keep = subset(len(images), size, seed=seed, dataset=family or dataset)
+    keep = subset(len(images), size, seed=seed, dataset=family or dataset, replicate=replicate)
     return images[keep], labels[keep]
 
 
 def fresh_stage(source: str | dict, root: str | None, size: int, *, seed: int, dataset: str, images_out: str,
-                labels_out: str, family: str | None = None) -> None:
+                labels_out: str, family: str | None = None, replicate: int = 0) -> None:
     """The source's images outside D_1, in the order of the permutation D_1 is the front of: the
     pool of ``fresh: λ`` (each iteration takes the next rows, so none is drawn twice)."""
     from ouroboros.io import save_array
 
     images, labels = load_source(source, root, dataset)
-    rest = subset(len(images), len(images), seed=seed, dataset=family or dataset)[size:]
+    rest = subset(len(images), len(images), seed=seed, dataset=family or dataset, replicate=replicate)[size:]
     save_array(images_out, images[rest])
     save_array(labels_out, labels[rest])
     print(f"{dataset}: {len(rest)} real items outside D_1 (of {len(images)} in {source})")
@@ -254,12 +256,12 @@ def from_model(x) -> np.ndarray:
 
 
 def stage(source: str | dict, root: str | None, size: int, *, seed: int, dataset: str,
-          images_out: str, labels_out: str, manifest_out: str, family: str | None = None) -> None:
-    """The real subset D_1 (images, labels) and its manifest."""
+          images_out: str, labels_out: str, manifest_out: str, family: str | None = None, replicate: int = 0) -> None:
+    """The real subset D_1 (images, labels) and its manifest (replicate: see ``subset``)."""
     from ouroboros import manifest
     from ouroboros.io import save_array
 
-    images, labels = prepare(source, root, size, seed=seed, dataset=dataset, family=family)
+    images, labels = prepare(source, root, size, seed=seed, dataset=dataset, family=family, replicate=replicate)
     save_array(images_out, images)
     save_array(labels_out, labels)
     manifest.write(manifest_out, manifest.from_pool([manifest.PoolPart("real", images_out, len(images))],

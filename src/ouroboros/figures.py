@@ -24,7 +24,7 @@ import pandas as pd
 
 from ouroboros import grids, stats
 from ouroboros.metrics import PIXEL_METRICS
-from ouroboros.tables import paper_loop, scan, tidy
+from ouroboros.tables import by_design, paper_loop, scan, tidy
 
 Drawn = tuple[object, pd.DataFrame]  # (matplotlib figure, the wide table of what it plots)
 
@@ -448,16 +448,24 @@ FIGURES: dict[str, Callable[[pd.DataFrame, Path], Drawn | str]] = {
 }
 
 
+# the figures drawn from replicate 0's files (images, features): they read the table as it is, the
+# others with each real-subset design a dataset of its own (tables.by_design), so that no band mixes
+# replicates on the shared D_1 with replicates that drew their own
+FROM_FILES = {"fig01_nearest_neighbours", "fig06_svd_projection", "fig12_nearest_accumulate_greedy"}
+
+
 def build(results: str | Path, out_dir: str | Path | None = None, log=print) -> list[Path]:
     """Every figure that results/ has the runs for; returns the files written."""
     results = Path(results)
-    table = with_defaults(tidy(scan(results)))
+    files = with_defaults(tidy(scan(results)))
+    table = by_design(files)
     figures_dir = Path(out_dir) if out_dir else results / "figures"
     figures_dir.mkdir(parents=True, exist_ok=True)
     plt = _plt()
     written = []
     for name, draw in FIGURES.items():
-        drawn = draw(table, results) if not table.empty else "results/ holds no metrics.json or fid.json"
+        drawn = (draw(files if name in FROM_FILES else table, results) if not table.empty
+                 else "results/ holds no metrics.json or fid.json")
         if isinstance(drawn, str):
             log(f"skipped {name}: {drawn}")
             continue

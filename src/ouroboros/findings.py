@@ -55,7 +55,7 @@ import numpy as np
 import pandas as pd
 
 from ouroboros import stats
-from ouroboros.tables import RUN_OPTIONS, is_default
+from ouroboros.tables import RUN_OPTIONS, by_design, is_default
 
 SEED = 0  # the bootstrap's stream: findings.tsv is the same on every rebuild of the same table
 ALPHA = 0.05  # the family-wise error of the primary verdicts (Holm), and 1 − the intervals' level
@@ -139,13 +139,14 @@ SELECTIONS = ("greedy", "threshold_decay")
 
 def complete(tidy: pd.DataFrame) -> pd.DataFrame:
     """The tidy table with the columns this module reads: a table from before replicates and size
-    sweeps existed is one replicate (0) of datasets that are their own family."""
+    sweeps existed is one replicate (0) of datasets that are their own family; each real-subset
+    design is a dataset of its own (``tables.by_design``)."""
     t = tidy.copy()
     if "replicate" not in t:
         t["replicate"] = 0
     t["family"] = t["family"].fillna(t["dataset"]) if "family" in t else t["dataset"]
     t["value"] = pd.to_numeric(t["value"], errors="coerce")
-    return t
+    return by_design(t)  # replicates with a D_1 of their own are a dataset apart: no claim mixes designs
 
 
 def _options(row) -> str:

@@ -18,6 +18,12 @@ down, ``results/{dataset}/{run}/rep{r}/iter{NN}/``, and its own iteration 1 unde
 by all replicates (the nested-subset protocol). Functions here take a run *reference*, the run's
 name optionally followed by ``/rep{r}`` (``greedy``, ``greedy/rep2``), which is exactly the path
 segment, so a replicate is an ordinary target: ``results/cifar/greedy/rep2/iter08/fid.json``.
+
+Real subset per replicate (a target group's ``real_subset: per_replicate``): replicate r ≥ 1 is
+``{run}/draw{r}`` and draws a D_1 of its own, the first N of a permutation seeded with r
+(``results/{dataset}/real/draw{r}/images.npy``, its iteration 1 in ``real/draw{r}/iter01`` and
+its fresh rows in ``fresh/draw{r}``). Replicate 0 is the same in both designs: its D_1 is the
+dataset's own permutation, so a study can add drawn replicates to an existing replicate 0.
 """
 
 from __future__ import annotations
@@ -35,22 +41,45 @@ RESULTS = "results"
 REAL = "real"
 
 
-REPLICATE = re.compile(r"(?P<name>[^/]+)(?:/rep(?P<r>[1-9]\d*))?")
+REPLICATE = re.compile(r"(?P<name>[^/]+)(?:/(?P<kind>rep|draw)(?P<r>[1-9]\d*))?")
+# target groups' real_subset: every replicate on the dataset's D_1, or each on a D_1 of its own
+SHARED, PER_REPLICATE = "shared", "per_replicate"
+REAL_SUBSETS = (SHARED, PER_REPLICATE)
+_KIND = {SHARED: "rep", PER_REPLICATE: "draw"}
+
+
+def _match(ref: str) -> re.Match:
+    m = REPLICATE.fullmatch(ref)
+    if m is None:
+        raise ValueError(f"not a run reference (NAME, NAME/repR or NAME/drawR, R ≥ 1): {ref!r}")
+    return m
 
 
 def replicate_of(ref: str) -> tuple[str, int]:
-    """'greedy/rep2' → ('greedy', 2); 'greedy' → ('greedy', 0)."""
-    m = REPLICATE.fullmatch(ref)
-    if m is None:
-        raise ValueError(f"not a run reference (NAME or NAME/repR, R ≥ 1): {ref!r}")
+    """'greedy/rep2' → ('greedy', 2); 'greedy/draw2' → ('greedy', 2); 'greedy' → ('greedy', 0)."""
+    m = _match(ref)
     return m["name"], int(m["r"] or 0)
 
 
-def with_replicate(name: str, replicate: int) -> str:
-    """The run reference of a replicate: replicate 0 is the bare name (today's paths)."""
+def real_subset_of(ref: str) -> str:
+    """Whether a run reference's D_1 is the dataset's (shared) or its replicate's own (per_replicate)."""
+    return PER_REPLICATE if _match(ref)["kind"] == "draw" else SHARED
+
+
+def with_replicate(name: str, replicate: int, real_subset: str = SHARED) -> str:
+    """The run reference of a replicate: replicate 0 is the bare name (today's paths) in both designs."""
     if replicate < 0:
         raise ValueError(f"replicates count from 0, not {replicate}")
-    return name if replicate == 0 else f"{name}/rep{replicate}"
+    if real_subset not in _KIND:
+        raise ValueError(f"real_subset is one of {', '.join(REAL_SUBSETS)}, not {real_subset!r}")
+    return name if replicate == 0 else f"{name}/{_KIND[real_subset]}{replicate}"
+
+
+def real_branch(ref: str = "") -> str:
+    """The folder under results/{dataset}/ that holds a run reference's D_1: real, or real/drawR."""
+    if not ref or real_subset_of(ref) == SHARED:
+        return REAL
+    return with_replicate(REAL, replicate_of(ref)[1], PER_REPLICATE)
 
 
 def iter_name(n: int) -> str:
@@ -64,16 +93,17 @@ def dataset_of(path: str) -> str | None:
     return parts[below[-1] + 1] if below else None
 
 
-def real_dir(dataset: str) -> str:
-    return f"{RESULTS}/{dataset}/{REAL}"
+def real_dir(dataset: str, ref: str = "") -> str:
+    """Where D_1 of a run reference lives (the dataset's own without one)."""
+    return f"{RESULTS}/{dataset}/{real_branch(ref)}"
 
 
-def real_images(dataset: str) -> str:
-    return f"{real_dir(dataset)}/images.npy"
+def real_images(dataset: str, ref: str = "") -> str:
+    return f"{real_dir(dataset, ref)}/images.npy"
 
 
-def real_labels(dataset: str) -> str:
-    return f"{real_dir(dataset)}/labels.npy"
+def real_labels(dataset: str, ref: str = "") -> str:
+    return f"{real_dir(dataset, ref)}/labels.npy"
 
 
 REFERENCE = "reference"
@@ -84,9 +114,9 @@ def reference_images(dataset: str) -> str:
     return f"{RESULTS}/{dataset}/{REFERENCE}/images.npy"
 
 
-def fid_reference(cfg: Config, dataset: str) -> str:
-    """The real images FID compares G_n with: D_1 or the whole source."""
-    return reference_images(dataset) if cfg.dataset(dataset).fid_reference == "full" else real_images(dataset)
+def fid_reference(cfg: Config, dataset: str, ref: str = "") -> str:
+    """The real images FID compares G_n with: the run reference's D_1, or the whole source."""
+    return reference_images(dataset) if cfg.dataset(dataset).fid_reference == "full" else real_images(dataset, ref)
 
 
 def labels_of(images_file: str) -> str:
@@ -107,13 +137,13 @@ def iteration_dir(dataset: str, run: str, n: int) -> str:
 def producer_dir(dataset: str, run: str, n: int) -> str:
     """Where the model and samples of iteration n live: shared by a replicate's runs for n = 1."""
     if n == 1:
-        return f"{RESULTS}/{dataset}/{with_replicate(REAL, replicate_of(run)[1])}/{iter_name(1)}"
+        return f"{RESULTS}/{dataset}/{with_replicate(REAL, replicate_of(run)[1], real_subset_of(run))}/{iter_name(1)}"
     return iteration_dir(dataset, run, n)
 
 
 def manifest(dataset: str, run: str, n: int) -> str:
     """D_n as (source, index, file, row) rows."""
-    return f"{real_dir(dataset)}/train.tsv" if n == 1 else f"{iteration_dir(dataset, run, n)}/train.tsv"
+    return f"{real_dir(dataset, run)}/train.tsv" if n == 1 else f"{iteration_dir(dataset, run, n)}/train.tsv"
 
 
 def model_dir(dataset: str, run: str, n: int) -> str:
@@ -140,14 +170,14 @@ def sample_files(cfg: Config, dataset: str, run: str, n: int) -> list[str]:
     return [f"{folder}/samples.npy"]
 
 
-PRODUCER = re.compile(r"(?P<branch>[^/]+(?:/rep[1-9]\d*)?)/iter(?P<n>\d+)(?:/x(?P<k>\d+))?")
+PRODUCER = re.compile(r"(?P<branch>[^/]+(?:/(?:rep|draw)[1-9]\d*)?)/iter(?P<n>\d+)(?:/x(?P<k>\d+))?")
 
 
 def parse_producer(producer: str) -> tuple[str, int, int]:
     """'real/iter01/x2' → ('real', 1, 2); 'greedy/rep2/iter03' → ('greedy/rep2', 3, 1)."""
     m = PRODUCER.fullmatch(producer)
     if m is None:
-        raise ValueError(f"not a producer folder (BRANCH[/repR]/iterNN[/xK]): {producer!r}")
+        raise ValueError(f"not a producer folder (BRANCH[/repR|/drawR]/iterNN[/xK]): {producer!r}")
     return m["branch"], int(m["n"]), int(m["k"] or 1)
 
 
@@ -180,7 +210,7 @@ def pool(cfg: Config, dataset: str, run: str, n: int) -> list[Source]:
     generated = lambda j: Source(f"G{j:02d}", tuple(sample_files(cfg, dataset, run, j)))  # noqa: E731
     if cfg.run(replicate_of(run)[0]).paradigm == "replace":
         return [generated(n - 1)]
-    return [Source(REAL, (real_images(dataset),))] + [generated(j) for j in range(1, n)]
+    return [Source(REAL, (real_images(dataset, run),))] + [generated(j) for j in range(1, n)]
 
 
 def pool_size(cfg: Config, dataset: str, run: str, n: int) -> int:
@@ -194,10 +224,11 @@ def pool_size(cfg: Config, dataset: str, run: str, n: int) -> int:
 FRESH = "fresh"
 
 
-def fresh_images(dataset: str) -> str:
+def fresh_images(dataset: str, ref: str = "") -> str:
     """The source's images outside D_1, in the order of the dataset's permutation (``fresh: λ``
-    draws from its front, new rows each iteration)."""
-    return f"{RESULTS}/{dataset}/{FRESH}/images.npy"
+    draws from its front, new rows each iteration): a drawn replicate's outside its own D_1."""
+    branch = real_branch(ref)
+    return f"{RESULTS}/{dataset}/{FRESH}{branch[len(REAL):]}/images.npy"
 
 
 def _fresh_count(cfg: Config, dataset: str, run: str, n: int) -> int:
@@ -241,16 +272,18 @@ def fresh_rows(cfg: Config, dataset: str, run: str, n: int) -> tuple[int, int]:
 def train_files(cfg: Config, dataset: str, run: str, n: int) -> list[str]:
     """Every image file D_n may reference (what the train and evaluate rules must wait for)."""
     if n == 1:
-        return [real_images(dataset)]
-    fresh = [fresh_images(dataset)] if _fresh_count(cfg, dataset, run, n) else []
+        return [real_images(dataset, run)]
+    fresh = [fresh_images(dataset, run)] if _fresh_count(cfg, dataset, run, n) else []
     return [f for source in pool(cfg, dataset, run, n) for f in source.files] + fresh
 
 
 def target_files(group: dict) -> list[str]:
     """metrics.json and fid.json of every (dataset, run, replicate, iteration) of a target group
-    (config.yaml's ``targets`` or one group of an ``experiments`` entry)."""
+    (config.yaml's ``targets`` or one group of an ``experiments`` entry; its ``real_subset``
+    decides whether replicates r ≥ 1 are repR or drawR)."""
+    design = group.get("real_subset", SHARED)
     return [
-        f"{iteration_dir(d, with_replicate(r, rep), n)}/{name}.json"
+        f"{iteration_dir(d, with_replicate(r, rep, design), n)}/{name}.json"
         for d in group.get("datasets", [])
         for r in group.get("runs", [])
         for rep in range(int(group.get("replicates", 1)))

@@ -16,10 +16,11 @@ from ouroboros.config import RUN_OPTION_DEFAULTS
 from ouroboros.errors import OuroborosError
 from ouroboros.io import load_json
 from ouroboros.metrics import PIXEL_METRICS
+from ouroboros.paths import PER_REPLICATE, SHARED
 
 ID_COLUMNS = ["dataset", "family", "dataset_size", "run", "paradigm", "selection", "samples_per_iteration", "tau0",
               "decay", "share", "fresh", "init", "select_features", "generator", "model_params", "data_dim", "replicate",
-              "iteration"]
+              "real_subset", "iteration"]
 # the run options beyond the paper's loop: their files record them only when set (select_features:
 # empty unless a run selects in a space other than its dataset's)
 RUN_OPTIONS = [*RUN_OPTION_DEFAULTS, "select_features"]
@@ -54,6 +55,7 @@ def rows(path: str | Path) -> list[dict]:
     base = {k: record.get(k) for k in ID_COLUMNS} | {"file": Path(path).name, "feature_extractor": space}
     base["family"] = base["family"] or base["dataset"]  # files from before size sweeps recorded it
     base["replicate"] = base["replicate"] or 0  # and from before replicates: replicate 0's paths
+    base["real_subset"] = base["real_subset"] or SHARED  # a replicate on a D_1 of its own records it
     base |= {k: v for k, v in RUN_OPTION_DEFAULTS.items() if base[k] is None}
     base["generator"] = base["generator"] or "ddpm"  # DDPM results record no generator
     if base["model_params"] is not None:  # one cell: the generator's parameters as JSON
@@ -85,10 +87,33 @@ def stage(inputs: list[str], out: str) -> pd.DataFrame:
 
 def scan(results: str | Path) -> list[Path]:
     """Every metrics.json and fid.json under results/{dataset}/{run}/iter{NN}/ and, for replicates
-    r ≥ 1, results/{dataset}/{run}/rep{r}/iter{NN}/."""
+    r ≥ 1, results/{dataset}/{run}/rep{r}/iter{NN}/ and .../draw{r}/iter{NN}/."""
     root = Path(results)
-    return sorted(p for name in ("metrics.json", "fid.json") for folder in ("*/*", "*/*/rep*")
+    return sorted(p for name in ("metrics.json", "fid.json") for folder in ("*/*", "*/*/rep*", "*/*/draw*")
                   for p in root.glob(f"{folder}/iter*/{name}"))
+
+
+PER_REPLICATE_SUFFIX = " · D_1 per replicate"
+
+
+def by_design(frame: pd.DataFrame) -> pd.DataFrame:
+    """Each real-subset design as datasets of its own, so that every pairing, band and interval
+    stays within one design: the rows of replicates that drew their own D_1 move to dataset (and
+    family) ``X · D_1 per replicate``, with replicate 0 of the same run, which both designs share
+    (its D_1 is the dataset's). A run whose replicates ≥ 1 all drew their own D_1 keeps no
+    one-replicate copy under the shared design."""
+    if "real_subset" not in frame or not (frame.real_subset == PER_REPLICATE).any():
+        return frame
+    per = frame.real_subset == PER_REPLICATE
+    drawn_runs = set(zip(frame.dataset[per], frame.run[per], strict=True))
+    in_drawn = pd.Series([k in drawn_runs for k in zip(frame.dataset, frame.run, strict=True)], index=frame.index)
+    zero = in_drawn & ~per & (frame.replicate == 0)
+    shared_runs = set(zip(frame.dataset[~per & (frame.replicate > 0)], frame.run[~per & (frame.replicate > 0)], strict=True))
+    keep_zero = pd.Series([k in shared_runs for k in zip(frame.dataset, frame.run, strict=True)], index=frame.index)
+    drawn = pd.concat([frame[per], frame[zero].assign(real_subset=PER_REPLICATE)])
+    drawn = drawn.assign(dataset=drawn.dataset + PER_REPLICATE_SUFFIX, family=drawn.family + PER_REPLICATE_SUFFIX)
+    shared = frame[~per & ~(zero & ~keep_zero)]
+    return pd.concat([shared, drawn], ignore_index=True)
 
 
 def signature(results: str | Path) -> str:

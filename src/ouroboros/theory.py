@@ -1,7 +1,10 @@
 """Findings rows ``T.*``: the loop's closed-form generators measured against their known answers.
 
 Every replicate shares D_1 (and the fresh rows), so each expectation below is conditional on it,
-and each row compares the mean over replicates at iteration n with its value. With N = |D_n| and
+and each row compares the mean over replicates at iteration n with its value. Replicates that
+drew their own D_1 (``real_subset: per_replicate``) average over D_1 too: the closed forms below
+hold for them as they stand (each is a ratio to, or linear in, the replicate's own iteration 1),
+the two simulated rows are left out (their simulation is conditional on one D_1). With N = |D_n| and
 a = (N − 1)/N:
 
 - ``T.gaussian_variance`` (gaussian, replace): the maximum-likelihood covariance Σ̂_n of D_n is
@@ -44,6 +47,7 @@ import numpy as np
 import pandas as pd
 
 from ouroboros import stats
+from ouroboros.paths import PER_REPLICATE, SHARED
 
 FAMILY_ERROR = 0.05  # of the equality rows of one table (Bonferroni)
 SIMULATED_REPLICATES = 4000
@@ -74,7 +78,8 @@ def _cases(t: pd.DataFrame) -> list[tuple[str, str, pd.DataFrame, dict]]:
              "paradigm": first.paradigm, "selection": first.selection, "samples": float(first.samples_per_iteration),
              "fresh": float(first.fresh) if pd.notna(first.get("fresh")) else 0.0,
              "share": first.get("share") if isinstance(first.get("share"), str) else "uniform",
-             "init": first.get("init") if isinstance(first.get("init"), str) else "scratch"}
+             "init": first.get("init") if isinstance(first.get("init"), str) else "scratch",
+             "real_subset": first.get("real_subset") if isinstance(first.get("real_subset"), str) else SHARED}
         plain = s["init"] == "scratch" and s["share"] == "uniform"
         vanilla = plain and s["samples"] == 1 and s["selection"] == "all" and s["fresh"] == 0
         if s["generator"] == "gaussian" and s["paradigm"] == "replace" and vanilla:
@@ -117,6 +122,8 @@ def _expected(kind: str, s: dict, part: pd.DataFrame, results: Path | None) -> t
     # the simulated ones: D_1 (and the fresh rows) from results/
     if results is None:
         return "the reference simulation needs results/ (D_1 and the fresh rows)"
+    if s["real_subset"] == PER_REPLICATE:
+        return "the reference simulation is conditional on one D_1; these replicates drew their own"
     from ouroboros.io import load_data
     from ouroboros.paths import fresh_images, real_images
 

@@ -37,14 +37,17 @@ def results_signature():
     return signature("results")
 
 
-# run and branch are run references: a run's name, then /rep{r} for a replicate r ≥ 1 (ouroboros.paths)
+# run and branch are run references: a run's name, then /rep{r} for a replicate r ≥ 1 on the shared
+# D_1, or /draw{r} for one on a D_1 of its own (real_subset: per_replicate; ouroboros.paths)
 wildcard_constraints:
     dataset=r"[A-Za-z0-9][A-Za-z0-9_.-]*",
-    run=r"[A-Za-z0-9][A-Za-z0-9_.-]*(/rep[1-9]\d*)?",
-    branch=r"[A-Za-z0-9][A-Za-z0-9_.-]*(/rep[1-9]\d*)?",
+    run=r"[A-Za-z0-9][A-Za-z0-9_.-]*(/(rep|draw)[1-9]\d*)?",
+    branch=r"[A-Za-z0-9][A-Za-z0-9_.-]*(/(rep|draw)[1-9]\d*)?",
     iter=r"\d\d",
-    producer=r"[A-Za-z0-9][A-Za-z0-9_.-]*(/rep[1-9]\d*)?/iter\d\d(/x\d+)?",
-    folder=r"[A-Za-z0-9][A-Za-z0-9_.-]*((/rep[1-9]\d*)?/iter\d\d(/x\d+)?)?",
+    r=r"[1-9]\d*",
+    producer=r"[A-Za-z0-9][A-Za-z0-9_.-]*(/(rep|draw)[1-9]\d*)?/iter\d\d(/x\d+)?",
+    # a producer, or a folder of real images: real, reference, fresh, or a drawn replicate's real/drawR, fresh/drawR
+    folder=r"[A-Za-z0-9][A-Za-z0-9_.-]*((/(rep|draw)[1-9]\d*)?/iter\d\d(/x\d+)?|/draw[1-9]\d*)?",
     # the registered extractors (ouroboros.features.register), longest first so none shadows another
     extractor="|".join(re.escape(e) for e in sorted(features.EXTRACTORS, key=len, reverse=True)),
 
@@ -103,7 +106,7 @@ def train_input(wildcards):
     if _run_name(branch) == paths.REAL:
         if n != 1:
             raise OuroborosError(f"results/{wildcards.dataset}/real holds iteration 1 only")
-        images = [paths.real_images(wildcards.dataset)]
+        images = [paths.real_images(wildcards.dataset, branch)]
     else:
         CFG.run(_run_name(branch))
         if n < 2:
@@ -122,7 +125,7 @@ def train_input(wildcards):
     if d.classes or generators.resolve(d.model)[0].inherits_labels:  # a kde's samples carry their parent's label
         out["labels"] = [paths.labels_of(f) for f in images]
     if generators.measures_auto(d.model_params):  # e.g. bandwidth: auto, measured on D_1
-        out["real"] = paths.real_images(wildcards.dataset)
+        out["real"] = paths.real_images(wildcards.dataset, branch)
     return out
 
 
@@ -161,7 +164,7 @@ def train_options(wildcards):
 def features_input(wildcards):
     CFG.dataset(wildcards.dataset)
     folder = f"results/{wildcards.dataset}/{wildcards.folder}"
-    real = wildcards.folder in (paths.REAL, paths.REFERENCE, paths.FRESH)
+    real = not re.search(r"(^|/)iter\d\d", wildcards.folder)  # real, reference, fresh, or a drawn real/drawR, fresh/drawR
     images = f"{folder}/images.npy" if real else f"{folder}/samples.npy"
     out = {"images": images}
     if wildcards.extractor == "classifier":
@@ -235,10 +238,10 @@ def select_input(wildcards):
     files = [f for _, f in pool_sources(wildcards)]
     out = {"images": files, "features": [paths.features_of(f, extractor) for f in files]}
     if _measures_auto(wildcards):
-        real = paths.real_images(wildcards.dataset)
+        real = paths.real_images(wildcards.dataset, wildcards.run)
         out |= {"real_images": real, "real_features": paths.features_of(real, extractor)}
     if fresh_rows(wildcards)[1]:
-        out["fresh"] = paths.fresh_images(wildcards.dataset)
+        out["fresh"] = paths.fresh_images(wildcards.dataset, wildcards.run)
     return out
 
 
@@ -255,14 +258,14 @@ def select_params(wildcards):
     registry keep their parameters (Snakemake reruns a job whose parameters change)."""
     run = CFG.run(_run_name(wildcards.run))
     params = selection(wildcards)
-    real = paths.real_images(wildcards.dataset) if _measures_auto(wildcards) else None
+    real = paths.real_images(wildcards.dataset, wildcards.run) if _measures_auto(wildcards) else None
     out = {"method": run.selection, "tau0": params.get("tau0"), "decay": params.get("decay")}
     out |= {k: v for k, v in params.items() if k not in out} | {"real_images": real}
     if run.share != "uniform":
         out["share"] = run.share
     start, count = fresh_rows(wildcards)
     if count:
-        out["fresh"] = [paths.fresh_images(wildcards.dataset), start, count, f"runs.{run.name}.fresh"]
+        out["fresh"] = [paths.fresh_images(wildcards.dataset, wildcards.run), start, count, f"runs.{run.name}.fresh"]
     return out
 
 
@@ -276,7 +279,7 @@ def evaluate_input(wildcards):
     d, r, n = wildcards.dataset, wildcards.run, _n(wildcards)
     extractor = CFG.dataset(d).features
     train_images = paths.train_files(CFG, d, r, n)
-    images = list(dict.fromkeys(train_images + generated_files(wildcards) + [paths.real_images(d)]))
+    images = list(dict.fromkeys(train_images + generated_files(wildcards) + [paths.real_images(d, r)]))
     out = {
         "manifest": paths.manifest(d, r, n),
         "images": images,
@@ -294,7 +297,7 @@ def fid_input(wildcards):
     from ouroboros import fid
 
     _check_run(wildcards)
-    files = generated_files(wildcards) + [paths.fid_reference(CFG, wildcards.dataset)]
+    files = generated_files(wildcards) + [paths.fid_reference(CFG, wildcards.dataset, wildcards.run)]
     spaces = fid.extractors(CFG.dataset(wildcards.dataset))
     return {"images": files, "features": [paths.features_of(f, e) for e in spaces for f in files]}
 
@@ -323,9 +326,16 @@ def run_meta(wildcards):
             "decay": run.decay,
             "dataset_size": CFG.dataset(wildcards.dataset).size,
         }
+        | real_subset_meta(wildcards.run)
         | run_options(wildcards.dataset, name)
         | generator_meta(wildcards.dataset)
     )
+
+
+def real_subset_meta(ref):
+    """A replicate on a D_1 of its own says so (a shared D_1, the default, keeps the metadata it had)."""
+    design = paths.real_subset_of(ref)
+    return {} if design == paths.SHARED else {"real_subset": design}
 
 
 def generator_meta(dataset):

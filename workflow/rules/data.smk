@@ -1,5 +1,6 @@
 rule data:
-    """The real subset D_1: the first N images of a seeded permutation of the source."""
+    """The real subset D_1: the first N images of a seeded permutation of the source (data_draw: a
+    replicate's own D_1 under real_subset: per_replicate, the first N of its own permutation)."""
     output:
         images="results/{dataset}/real/images.npy",
         labels="results/{dataset}/real/labels.npy",
@@ -17,6 +18,17 @@ rule data:
         family=lambda w: dataset_params(w).family,
     script:
         "../scripts/data.py"
+
+
+use rule data as data_draw with:
+    output:
+        images="results/{dataset}/real/draw{r}/images.npy",
+        labels="results/{dataset}/real/draw{r}/labels.npy",
+        manifest="results/{dataset}/real/draw{r}/train.tsv",
+    log:
+        "logs/{dataset}/real/draw{r}/data.log",
+    params:
+        replicate=lambda w: int(w.r),
 
 
 rule reference:
@@ -53,3 +65,13 @@ rule fresh:
         family=lambda w: dataset_params(w).family,
     script:
         "../scripts/fresh.py"
+
+
+use rule fresh as fresh_draw with:
+    output:
+        images="results/{dataset}/fresh/draw{r}/images.npy",
+        labels="results/{dataset}/fresh/draw{r}/labels.npy",
+    log:
+        "logs/{dataset}/fresh/draw{r}/fresh.log",
+    params:
+        replicate=lambda w: int(w.r),

@@ -13,7 +13,7 @@ rule evaluate:
     threads: 1
     params:
         generated=generated_files,
-        real=lambda w: paths.real_images(w.dataset),
+        real=lambda w: paths.real_images(w.dataset, w.run),
         extractor=lambda w: dataset_params(w).features,
         eval_count=lambda w: dataset_params(w).size,
         meta=run_meta,

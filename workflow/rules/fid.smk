@@ -12,7 +12,7 @@ rule fid:
     threads: 1
     params:
         generated=generated_files,
-        real=lambda w: paths.fid_reference(CFG, w.dataset),
+        real=lambda w: paths.fid_reference(CFG, w.dataset, w.run),
         extractor=fid_spaces,
         eval_count=lambda w: dataset_params(w).size,
         meta=run_meta,

@@ -11,4 +11,5 @@ with logged(snakemake.log[0], snakemake.threads):
     p = snakemake.params
     data.stage(p.source, p.root, p.size, seed=p.seed, dataset=snakemake.wildcards.dataset,
                images_out=snakemake.output.images, labels_out=snakemake.output.labels,
-               manifest_out=snakemake.output.manifest, family=p.family)
+               manifest_out=snakemake.output.manifest, family=p.family,
+               replicate=p.get("replicate", 0))

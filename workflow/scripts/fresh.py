@@ -10,4 +10,5 @@ with logged(snakemake.log[0], snakemake.threads):
 
     p = snakemake.params
     data.fresh_stage(p.source, p.root, p.size, seed=p.seed, dataset=snakemake.wildcards.dataset,
-                     images_out=snakemake.output.images, labels_out=snakemake.output.labels, family=p.family)
+                     images_out=snakemake.output.images, labels_out=snakemake.output.labels, family=p.family,
+                     replicate=p.get("replicate", 0))
