@@ -4,7 +4,8 @@ Measures, on random data and random weights (no network):
 - training images/s with 1, 2 and 4 trainings running at once on the device (separate processes,
   as Snakemake runs them with ``gpus.slots_per_gpu`` = 1, 2, 4), summed over the processes;
 - sampling images/s (per denoising step) at batch 256 … 4096;
-- DINOv2 ViT-S/14 (the authors' distance space) and InceptionV3 (FID) feature images/s;
+- feature images/s of the DINOv2 models the cifar entry of config.yaml names (ViT-S/14 for the
+  authors' distances, ViT-L/14 for FD_DINOv2) and of InceptionV3 (FID);
 and projects Figure 3's device-hours from them (``fig3_hours``), beside the bound set by the
 device's peak dense bf16 FLOP/s (FLOPs counted by torch's FlopCounterMode).
 
@@ -34,34 +35,49 @@ PEAK_BF16 = {"H200": 989e12, "H100 SXM": 989e12, "H100 80GB HBM3": 989e12, "H100
              "A100": 312e12, "L40S": 362e12, "A10": 125e12, "V100": 125e12}
 
 
-def fig3_hours(train_ips: float, sample_ips: float, dinov2_ips: float, inception_ips: float, *, n: int = FIG3["n"],
+def fig3_hours(train_ips: float, sample_ips: float, feature_ips: dict[str, float], *, n: int = FIG3["n"],
                epochs: int = FIG3["epochs"], inference_steps: int = FIG3["inference_steps"],
                trainings: int = FIG3["trainings"]) -> dict[str, float]:
-    """Device-hours of Figure 3 from throughputs (images/s; ``sample_ips`` per denoising step).
+    """Device-hours of Figure 3 from throughputs (images/s; ``sample_ips`` per denoising step;
+    ``feature_ips`` per extractor the config uses).
 
     Every training sees epochs × N images; every model samples N images of ``inference_steps``
-    steps (G_n, and iteration 8's for its metrics); DINOv2 and Inception features cover D_1 and
-    every G_n. Selection and metrics are left out (minutes; README: Performance).
+    steps (G_n, and iteration 8's for its metrics); each extractor's features cover D_1 and every
+    G_n. Selection and metrics are left out (minutes; README: Performance).
     """
     sets = trainings + 1  # the real D_1 and one G_n per model
     hours = {
         "train": trainings * epochs * n / train_ips / 3600,
         "sample": trainings * n * inference_steps / sample_ips / 3600,
-        "dinov2": sets * n / dinov2_ips / 3600,
-        "inception": sets * n / inception_ips / 3600,
-    }
+    } | {name: sets * n / ips / 3600 for name, ips in feature_ips.items()}
     hours["total"] = sum(hours.values())
     return hours
 
 
-def fig3_flops(unet_forward: float, dinov2_forward: float, inception_forward: float, *, n: int = FIG3["n"],
+def fig3_flops(unet_forward: float, feature_forward: dict[str, float], *, n: int = FIG3["n"],
                epochs: int = FIG3["epochs"], inference_steps: int = FIG3["inference_steps"],
                trainings: int = FIG3["trainings"]) -> float:
     """FLOPs of Figure 3 from per-image forward FLOPs; a training step costs 3 forwards (forward,
     and backward's two products)."""
     sets = trainings + 1
     return (trainings * epochs * n * 3 * unet_forward + trainings * n * inference_steps * unet_forward
-            + sets * n * (dinov2_forward + inception_forward))
+            + sets * n * sum(feature_forward.values()))
+
+
+def dinov2_sizes() -> dict[str, str]:
+    """The DINOv2 models the cifar entry of config.yaml computes features with: ``dinov2`` (the
+    authors' distance space) and ``fd_dinov2`` (FD_DINOv2) where set, by their config key."""
+    import yaml
+
+    cifar = yaml.safe_load((ROOT / "config.yaml").read_text())["datasets"]["cifar"]
+    return {key: cifar[key] for key in ("dinov2", "fd_dinov2") if cifar.get(key)}
+
+
+DINOV2_DIMS = {  # facebook/dinov2-{small,base,large,giant}'s architectures
+    "small": dict(hidden_size=384, num_hidden_layers=12, num_attention_heads=6, intermediate_size=1536),
+    "base": dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072),
+    "large": dict(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, intermediate_size=4096),
+}
 
 
 def peak_flops(name: str) -> float | None:
@@ -160,19 +176,21 @@ def main(argv=None) -> dict:
 
     images = np.random.default_rng(0).integers(0, 256, (args.feature_images, 32, 32, 3), dtype=np.uint8)
     feature_rates, flops = {}, {}
-    with tempfile.TemporaryDirectory() as tmp:
-        # the architecture of facebook/dinov2-small with random weights, through the real loading path
-        from transformers import BitImageProcessor, Dinov2Config, Dinov2Model
+    for key, model in dinov2_sizes().items():  # the config's own models: ViT-S for distances, ViT-L for FD_DINOv2
+        size = next((k for k in DINOV2_DIMS if k in model), "small")
+        with tempfile.TemporaryDirectory() as tmp:
+            # the architecture of facebook/dinov2-{size} with random weights, through the real loading path
+            from transformers import BitImageProcessor, Dinov2Config, Dinov2Model
 
-        net = Dinov2Model(Dinov2Config(hidden_size=384, num_hidden_layers=12, num_attention_heads=6,
-                                       intermediate_size=1536, patch_size=14, image_size=518))
-        net.save_pretrained(tmp)
-        BitImageProcessor(crop_size={"height": 224, "width": 224}, size={"shortest_edge": 256}).save_pretrained(tmp)
-        features.dinov2(images[:64], tmp)  # warm-up
-        start = time.perf_counter()
-        features.dinov2(images, tmp)
-        feature_rates["dinov2_vits14"] = round(len(images) / (time.perf_counter() - start), 1)
-        flops["dinov2_vits14"] = forward_flops(net.to(device), torch.zeros(1, 3, 224, 224, device=device))
+            net = Dinov2Model(Dinov2Config(**DINOV2_DIMS[size], patch_size=14, image_size=518))
+            net.save_pretrained(tmp)
+            BitImageProcessor(crop_size={"height": 224, "width": 224}, size={"shortest_edge": 256}).save_pretrained(tmp)
+            features.dinov2(images[:64], tmp)  # warm-up
+            start = time.perf_counter()
+            features.dinov2(images, tmp)
+            label = f"{key} ({model}: dinov2-{size})"
+            feature_rates[label] = round(len(images) / (time.perf_counter() - start), 1)
+            flops[label] = forward_flops(net.to(device), torch.zeros(1, 3, 224, 224, device=device))
     # InceptionV3's architecture at 299 × 299 (torchvision's; torch-fidelity's FID network has the same
     # layers), random weights: its cost, not its features
     import torchvision
@@ -195,9 +213,9 @@ def main(argv=None) -> dict:
     result["forward_flops_per_image"] = flops
 
     best_train = max(result["train_images_per_second"].values())
-    hours = fig3_hours(best_train, max(rates.values()), feature_rates["dinov2_vits14"], feature_rates["inception_v3"])
+    hours = fig3_hours(best_train, max(rates.values()), feature_rates)
     result["fig3_hours"] = {k: round(v, 2) for k, v in hours.items()}
-    total_flops = fig3_flops(flops["unet"], flops["dinov2_vits14"], flops["inception_v3"])
+    total_flops = fig3_flops(flops["unet"], {k: v for k, v in flops.items() if k != "unet"})
     result["fig3_flops"] = total_flops
     peak = peak_flops(name)
     result["fig3_hours_at_peak_bf16"] = round(total_flops / peak / 3600, 2) if peak else None

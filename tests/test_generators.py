@@ -226,6 +226,23 @@ def test_a_vector_dataset_is_checked_when_config_yaml_is_read(change, message):
         parse(raw)
 
 
+@pytest.mark.parametrize(("source", "space", "message"), [
+    ("gaussian", "pixels", r"runs\.g\.select_features = 'pixels' cannot select on datasets\.d, which holds vectors"),
+    ("digits", "identity", r"runs\.g\.select_features = 'identity' cannot select on datasets\.d, which holds images"),
+])
+def test_a_runs_own_selection_space_is_checked_against_each_dataset_it_targets(source, space, message):
+    vectors = source == "gaussian"
+    entry = {"source": source, "size": 16, "model": "kde", "model_params": {"bandwidth": 0.1},
+             "features": "identity" if vectors else "pixels", "fid_features": "identity" if vectors else "pixels"}
+    runs = {"g": {"paradigm": "accumulate", "selection": "greedy", "select_features": space}}
+    raw = {"seed": 0, "datasets": {"d": entry}, "runs": runs}
+    cfg = parse(raw)  # no target names the pair: nothing to refuse yet
+    with pytest.raises(OuroborosError, match=message):  # the select job's planning asks for it
+        cfg.select_features("d", "g")
+    with pytest.raises(OuroborosError, match=message):  # a target group naming both is refused when read
+        parse(raw | {"targets": {"datasets": ["d"], "runs": ["g"], "iterations": 2}})
+
+
 # --- the registries import no algorithm --------------------------------------------------------
 
 

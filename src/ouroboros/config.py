@@ -86,9 +86,14 @@ class Dataset:
     gaussian: Mapping[str, Any] | None = None  # source: gaussian: dim, decay, count, seed
 
     @property
+    def generator_spec(self) -> generators.Generator:
+        """The registered generator ``model`` names, with what it declares (gpu, kinds, ...)."""
+        return generators.resolve(self.model)[0]
+
+    @property
     def generator(self) -> str:
-        """The registered generator ``model`` names (a DDPM preset names ``ddpm``)."""
-        return generators.resolve(self.model)[0].name
+        """The registered generator's name (a DDPM preset names ``ddpm``)."""
+        return self.generator_spec.name
 
     @property
     def source_spec(self) -> str | dict:
@@ -111,7 +116,7 @@ class Dataset:
     def traces_ancestry(self) -> bool:
         """Labels are D_1 ancestors: each real point labelled by its own row (a gaussian source)
         and a generator whose samples carry their parent's label (kde)."""
-        return self.source == "gaussian" and generators.resolve(self.model)[0].inherits_labels
+        return self.source == "gaussian" and self.generator_spec.inherits_labels
 
 
 # TrainConfig keys added after results existed: a rule sees them only where set otherwise, so that
@@ -196,8 +201,18 @@ class Config:
 
     def select_features(self, dataset: str, run: str) -> str:
         """The space a run selects in on a dataset: the run's, else the dataset's ``select_features``,
-        else the dataset's ``features`` (where the metrics are measured)."""
-        return self.run(run).select_features or self.dataset_select_features(dataset)
+        else the dataset's ``features`` (where the metrics are measured). A run's own space must
+        suit the dataset's kind of data: vectors select in identity, images never do."""
+        space = self.run(run).select_features
+        if space is not None:
+            vectors = self.dataset(dataset).source in VECTOR_SOURCES
+            if vectors != (space == "identity"):
+                why = ("holds vectors, which are their own feature space: identity" if vectors
+                       else "holds images; identity is the space of vectors")
+                raise OuroborosError(f"config.yaml: runs.{run}.select_features = {space!r} cannot select on "
+                                     f"datasets.{dataset}, which {why}; set runs.{run}.select_features to suit it, "
+                                     f"or leave it out (the dataset's own space)")
+        return space or self.dataset_select_features(dataset)
 
     def train_options(self, dataset: str, run: str, n: int) -> dict[str, Any]:
         """TrainConfig keys of iteration n of a run: the dataset's, then the run's ``train`` keys
@@ -324,6 +339,9 @@ def parse(raw: Mapping[str, Any]) -> Config:
             for name in group.get(key, []):
                 if name not in known:
                     raise OuroborosError(f"config.yaml: {where}.{key} names unknown {key[:-1]} {name!r}; {key}: {sorted(known)}")
+        for dataset in group.get("datasets", []):  # a run's own selection space against each dataset it runs on
+            for run in group.get("runs", []):
+                cfg.select_features(dataset, run)
     return cfg
 
 

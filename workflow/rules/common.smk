@@ -114,7 +114,7 @@ def train_input(wildcards):
         images = paths.train_files(CFG, wildcards.dataset, branch, n)
     out = {"manifest": paths.manifest(wildcards.dataset, branch, n), "images": images}
     if _run_name(branch) != paths.REAL and CFG.run(_run_name(branch)).init == "previous":
-        generator = generators.resolve(CFG.dataset(wildcards.dataset).model)[0]
+        generator = CFG.dataset(wildcards.dataset).generator_spec
         if not generator.fine_tunes:
             raise OuroborosError(
                 f"config.yaml: runs.{_run_name(branch)}.init = previous fine-tunes a model, which "
@@ -122,7 +122,7 @@ def train_input(wildcards):
             )
         out["init"] = paths.model_dir(wildcards.dataset, branch, n - 1)  # fine-tune iteration n-1's weights
     d = CFG.dataset(wildcards.dataset)
-    if d.classes or generators.resolve(d.model)[0].inherits_labels:  # a kde's samples carry their parent's label
+    if d.classes or d.generator_spec.inherits_labels:  # a kde's samples carry their parent's label
         out["labels"] = [paths.labels_of(f) for f in images]
     if generators.measures_auto(d.model_params):  # e.g. bandwidth: auto, measured on D_1
         out["real"] = paths.real_images(wildcards.dataset, branch)
@@ -131,7 +131,7 @@ def train_input(wildcards):
 
 def model_gpu(wildcards):
     """A GPU slot for the train and sample jobs of a generator that needs one (the DDPM)."""
-    return int(generators.resolve(CFG.dataset(wildcards.dataset).model)[0].gpu)
+    return int(CFG.dataset(wildcards.dataset).generator_spec.gpu)
 
 
 # --- sample ----------------------------------------------------------------------------
