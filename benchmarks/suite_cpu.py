@@ -1,38 +1,19 @@
-"""Where the suite's CPU goes: a pytest plugin that records, per test phase, the CPU seconds of the
-test process and of every child it waited for (snakemake and its jobs), and the wall seconds.
+"""Where the suite's CPU goes: the table of what tests/conftest.py records with
+OUROBOROS_SUITE_CPU set, the CPU seconds of each test (its process and every child it waited for:
+snakemake and its jobs) and its wall seconds.
 
 On two cores the suite's wall time is bounded below by its CPU time / 2, so CPU seconds, not the
 wall durations of `--durations` (which grow with whatever else runs), say what to cut. A module's
-fixture is charged to the setup of the first test that uses it.
+fixture is charged to the first test that uses it.
 
-    PYTHONPATH=benchmarks OUROBOROS_SUITE_CPU=/tmp/cpu.tsv .venv/bin/python -m pytest -n 4 --dist loadfile -p suite_cpu
+    OUROBOROS_SUITE_CPU=/tmp/cpu.tsv .venv/bin/python -m pytest -n 4 --dist loadfile
     python benchmarks/suite_cpu.py /tmp/cpu.tsv          # the table: files and tests by CPU seconds
 """
 
 from __future__ import annotations
 
-import os
-import resource
 import sys
-import time
 from collections import defaultdict
-
-import pytest
-
-
-def _cpu() -> float:
-    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
-
-
-@pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_protocol(item, nextitem):
-    cpu, wall = _cpu(), time.perf_counter()
-    yield
-    path = os.environ.get("OUROBOROS_SUITE_CPU")
-    if path:
-        with open(path, "a") as f:  # one short line per test: appends from several workers stay whole
-            f.write(f"{item.nodeid}\t{_cpu() - cpu:.2f}\t{time.perf_counter() - wall:.2f}\n")
 
 
 def report(path: str, top: int = 40) -> None:

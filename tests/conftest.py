@@ -1,4 +1,8 @@
 import os
+import resource
+import time
+
+import pytest
 
 # One thread per test process, as in the workflow's jobs: the suite shares a small machine.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -16,3 +20,20 @@ _FIRST = ("test_paper_shape.py", "test_workflow.py", "test_slurm.py", "test_faul
 def pytest_collection_modifyitems(items):
     rank = {name: i for i, name in enumerate(_FIRST)}
     items.sort(key=lambda item: rank.get(item.path.name, len(_FIRST)))  # stable: a file's own order stays
+
+
+def _cpu() -> float:
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+    """With OUROBOROS_SUITE_CPU=FILE, one line per test: its CPU seconds (this process and every
+    child it waited for: snakemake and its jobs) and wall seconds; benchmarks/suite_cpu.py reads it."""
+    path = os.environ.get("OUROBOROS_SUITE_CPU")
+    cpu, wall = _cpu(), time.perf_counter()
+    yield
+    if path:
+        with open(path, "a") as f:  # one short line per test: appends from several workers stay whole
+            f.write(f"{item.nodeid}\t{_cpu() - cpu:.2f}\t{time.perf_counter() - wall:.2f}\n")

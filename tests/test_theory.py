@@ -67,11 +67,12 @@ def test_kde_rows_compare_coalescence_with_wright_fisher_and_variance_with_its_r
 
 @pytest.mark.cli
 def test_the_theory_experiment_runs_and_its_rows_hold(tmp_path):
-    """The shipped `theory` experiment, shrunk to 3 replicates and 3 iterations: every T row is
-    there, and none fails (a failing one is a bug in the loop, the derivation or the estimator)."""
+    """The shipped `theory` experiment, shrunk to 2 replicates (the fewest that form an interval)
+    and 3 iterations (the recursion over two generations): every T row is there, and none fails
+    (a failing one is a bug in the loop, the derivation or the estimator)."""
     cfg = yaml.safe_load((REPO / "config.yaml").read_text())
     for group in cfg["experiments"]["theory"]:
-        group.update(replicates=3, iterations=3)
+        group.update(replicates=2, iterations=3)
     work = make_workdir(tmp_path, cfg)
     snakemake(work, "theory", timeout=1200)
     snakemake(work, "findings")

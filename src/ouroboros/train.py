@@ -205,7 +205,7 @@ def train(
                 if stats:
                     stats.write(line)
             pending.clear()
-            bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}")
+            bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}", refresh=False)  # printed at the bar's own pace
 
         for step in bar:
             lr = cfg.lr * lr_factor(step, cfg.warmup_steps, total)
