@@ -32,8 +32,10 @@ def pytest_runtest_protocol(item, nextitem):
     """With OUROBOROS_SUITE_CPU=FILE, one line per test: its CPU seconds (this process and every
     child it waited for: snakemake and its jobs) and wall seconds; benchmarks/suite_cpu.py reads it."""
     path = os.environ.get("OUROBOROS_SUITE_CPU")
+    if not path:
+        yield
+        return
     cpu, wall = _cpu(), time.perf_counter()
     yield
-    if path:
-        with open(path, "a") as f:  # one short line per test: appends from several workers stay whole
-            f.write(f"{item.nodeid}\t{_cpu() - cpu:.2f}\t{time.perf_counter() - wall:.2f}\n")
+    with open(path, "a") as f:  # one short line per test: appends from several workers stay whole
+        f.write(f"{item.nodeid}\t{_cpu() - cpu:.2f}\t{time.perf_counter() - wall:.2f}\n")

@@ -86,6 +86,11 @@ class Dataset:
     gaussian: Mapping[str, Any] | None = None  # source: gaussian: dim, decay, count, seed
 
     @property
+    def holds_vectors(self) -> bool:
+        """Whether the source holds float vectors (their own feature space: identity) or images."""
+        return self.source in VECTOR_SOURCES
+
+    @property
     def generator_spec(self) -> generators.Generator:
         """The registered generator ``model`` names, with what it declares (gpu, kinds, ...)."""
         return generators.resolve(self.model)[0]
@@ -205,7 +210,7 @@ class Config:
         suit the dataset's kind of data: vectors select in identity, images never do."""
         space = self.run(run).select_features
         if space is not None:
-            vectors = self.dataset(dataset).source in VECTOR_SOURCES
+            vectors = self.dataset(dataset).holds_vectors
             if vectors != (space == "identity"):
                 why = ("holds vectors, which are their own feature space: identity" if vectors
                        else "holds images; identity is the space of vectors")
@@ -263,7 +268,7 @@ def _check_kind(d: Dataset, generator: generators.Generator) -> None:
     """A generator fits the data the source holds, vectors are measured in their own space, and
     only a generator that can be conditional gets classes."""
     where = f"config.yaml: datasets.{d.name}"
-    kind = "vectors" if d.source in VECTOR_SOURCES else "images"
+    kind = "vectors" if d.holds_vectors else "images"
     if kind not in generator.kinds:
         raise OuroborosError(f"{where}.model = {d.model!r}: generator {generator.name} fits {' and '.join(generator.kinds)}, "
                              f"not the {kind} of source {d.source!r}; choose gaussian or kde for vectors")

@@ -75,11 +75,12 @@ def with_replicate(name: str, replicate: int, real_subset: str = SHARED) -> str:
     return name if replicate == 0 else f"{name}/{_KIND[real_subset]}{replicate}"
 
 
-def real_branch(ref: str = "") -> str:
-    """The folder under results/{dataset}/ that holds a run reference's D_1: real, or real/drawR."""
+def own_subset(ref: str = "") -> str:
+    """The folder a run reference's own D_1 adds below real/ and fresh/: "" for the dataset's
+    (no reference, replicate 0, or a replicate on the shared D_1), "/drawR" for a drawn one."""
     if not ref or real_subset_of(ref) == SHARED:
-        return REAL
-    return with_replicate(REAL, replicate_of(ref)[1], PER_REPLICATE)
+        return ""
+    return f"/{_KIND[PER_REPLICATE]}{replicate_of(ref)[1]}"
 
 
 def iter_name(n: int) -> str:
@@ -95,7 +96,7 @@ def dataset_of(path: str) -> str | None:
 
 def real_dir(dataset: str, ref: str = "") -> str:
     """Where D_1 of a run reference lives (the dataset's own without one)."""
-    return f"{RESULTS}/{dataset}/{real_branch(ref)}"
+    return f"{RESULTS}/{dataset}/{REAL}{own_subset(ref)}"
 
 
 def real_images(dataset: str, ref: str = "") -> str:
@@ -227,8 +228,7 @@ FRESH = "fresh"
 def fresh_images(dataset: str, ref: str = "") -> str:
     """The source's images outside D_1, in the order of the dataset's permutation (``fresh: λ``
     draws from its front, new rows each iteration): a drawn replicate's outside its own D_1."""
-    branch = real_branch(ref)
-    return f"{RESULTS}/{dataset}/{FRESH}{branch[len(REAL):]}/images.npy"
+    return f"{RESULTS}/{dataset}/{FRESH}{own_subset(ref)}/images.npy"
 
 
 def _fresh_count(cfg: Config, dataset: str, run: str, n: int) -> int:

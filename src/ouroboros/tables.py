@@ -105,11 +105,9 @@ def by_design(frame: pd.DataFrame) -> pd.DataFrame:
     if "real_subset" not in frame or not (frame.real_subset == PER_REPLICATE).any():
         return frame
     per = frame.real_subset == PER_REPLICATE
-    drawn_runs = set(zip(frame.dataset[per], frame.run[per], strict=True))
-    in_drawn = pd.Series([k in drawn_runs for k in zip(frame.dataset, frame.run, strict=True)], index=frame.index)
-    zero = in_drawn & ~per & (frame.replicate == 0)
-    shared_runs = set(zip(frame.dataset[~per & (frame.replicate > 0)], frame.run[~per & (frame.replicate > 0)], strict=True))
-    keep_zero = pd.Series([k in shared_runs for k in zip(frame.dataset, frame.run, strict=True)], index=frame.index)
+    runs = pd.MultiIndex.from_frame(frame[["dataset", "run"]])  # one (dataset, run) key per row
+    zero = runs.isin(runs[per]) & ~per & (frame.replicate == 0)  # replicate 0 of a run with drawn replicates
+    keep_zero = runs.isin(runs[~per & (frame.replicate > 0)])  # ... which also has shared replicates ≥ 1
     drawn = pd.concat([frame[per], frame[zero].assign(real_subset=PER_REPLICATE)])
     drawn = drawn.assign(dataset=drawn.dataset + PER_REPLICATE_SUFFIX, family=drawn.family + PER_REPLICATE_SUFFIX)
     shared = frame[~per & ~(zero & ~keep_zero)]

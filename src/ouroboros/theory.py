@@ -47,7 +47,7 @@ import numpy as np
 import pandas as pd
 
 from ouroboros import stats
-from ouroboros.paths import PER_REPLICATE, SHARED
+from ouroboros.paths import PER_REPLICATE, SHARED, fresh_images, real_images
 
 FAMILY_ERROR = 0.05  # of the equality rows of one table (Bonferroni)
 SIMULATED_REPLICATES = 4000
@@ -125,7 +125,6 @@ def _expected(kind: str, s: dict, part: pd.DataFrame, results: Path | None) -> t
     if s["real_subset"] == PER_REPLICATE:
         return "the reference simulation is conditional on one D_1; these replicates drew their own"
     from ouroboros.io import load_data
-    from ouroboros.paths import fresh_images, real_images
 
     root = Path(results).parent
     real = load_data(root / real_images(s["dataset"]))
