@@ -65,24 +65,28 @@ def make_workdir(path: Path, cfg: dict) -> Path:
     return path
 
 
-def command(workdir: Path, *args: str, local: bool = True) -> list[str]:
+def command(workdir: Path, *args: str, local: bool = True, warm: bool = True) -> list[str]:
     """`snakemake -s REPO/Snakefile --directory workdir [--cores 2 --resources=gpu=2] ARGS`, the
-    command line every CLI test runs (local: run with LOCAL_ENV in the environment)."""
+    command line every CLI test runs (local: run with LOCAL_ENV in the environment), under
+    `python -m ouroboros.warm` for local runs, as `make demo` runs (warm=False: every job starts cold,
+    as on a GPU box or a cluster; tests/test_warm.py checks that both give the same bytes)."""
     cmd = [SNAKEMAKE, "-s", str(REPO / "Snakefile"), "--directory", str(workdir)]
     if local:
         cmd += ["--cores", "2", "--resources=gpu=2"]
+        if warm:
+            cmd = [sys.executable, "-m", "ouroboros.warm", *cmd]
     return [*cmd, *args]
 
 
 def snakemake(workdir: Path, *args: str, env: dict | None = None, check: bool = True, local: bool = True,
-              timeout: float = 900, cwd: Path | None = None) -> subprocess.CompletedProcess:
+              timeout: float = 900, cwd: Path | None = None, warm: bool = True) -> subprocess.CompletedProcess:
     """`snakemake -s REPO/Snakefile --directory workdir ARGS`; fails with its output unless check=False.
 
     local: run jobs here on 2 cores, two model jobs at a time (`--cores 2 --resources=gpu=2`);
     False leaves the executor and its limits to ARGS (e.g. `--profile`).
     timeout: a hard limit in seconds, so that a hanging run fails the test instead of the suite.
     """
-    cmd = command(workdir, *args, local=local)
+    cmd = command(workdir, *args, local=local, warm=warm)
     if local:
         env = {**LOCAL_ENV, **(env or {})}
     try:

@@ -26,6 +26,7 @@ from cli import REPO, make_workdir, snakemake
 pytestmark = pytest.mark.cli
 
 N = 8  # |D_n|
+M = 4  # |D_n| of the mnist-cfg target, which samples under the forced GPU policy (fp16 convolutions on a CPU: slow)
 TARGETS = ["results/cifar/greedy/iter08/fid.json", "results/mnist-cfg/replace-greedy/iter02/fid.json"]
 # the keys the test may change: sizes, steps (epochs and warm-up), batch sizes, and model locations
 SIZES = {"size", "train.epochs", "train.batch_size", "train.warmup_steps", "sample.inference_steps", "sample.batch_size"}
@@ -84,7 +85,8 @@ def paper_shape_config(tmp: Path, write_models: bool = True) -> dict:
                  torchvision_inception_weights=made(local_models.torchvision_inception_weights, models / "tv.pth"))
     cifar["train"].update(epochs=1, batch_size=8, warmup_steps=1)  # one step of batch N per iteration
     cifar["sample"].update(inference_steps=2, batch_size=8)
-    cfg["datasets"]["mnist"].update(root=str(write_mnist(tmp / "mnist")), size=N, train={"epochs": 1})
+    cfg["datasets"]["mnist"].update(root=str(write_mnist(tmp / "mnist")), size=M, train={"epochs": 1},
+                                    sample={"inference_steps": 1})
     return cfg
 
 
@@ -180,9 +182,9 @@ def test_mnist_cfg_is_conditional_and_guided_at_iteration_2(done):
     model = json.loads((folder / "model" / "config.json").read_text())
     assert model["block_out_channels"] == [64, 128, 256, 512] and model["num_class_embeds"] == 11  # + the null label
     first, ext = np.load(root / "real/iter01/labels.npy"), np.load(root / "real/iter01/x2/labels.npy")
-    assert first.tolist() == [i % 10 for i in range(N)] and ext.tolist() == [i % 10 for i in range(N, 2 * N)]
-    assert np.load(folder / "labels.npy").tolist() == [i % 10 for i in range(2 * N)]  # G_2: 2N samples
-    assert np.load(folder / "samples.npy").shape == (2 * N, 32, 32, 1)  # MNIST padded to 32×32
+    assert first.tolist() == [i % 10 for i in range(M)] and ext.tolist() == [i % 10 for i in range(M, 2 * M)]
+    assert np.load(folder / "labels.npy").tolist() == [i % 10 for i in range(2 * M)]  # G_2: 2N samples
+    assert np.load(folder / "samples.npy").shape == (2 * M, 32, 32, 1)  # MNIST padded to 32×32
     train_log = (work / "logs/mnist-cfg/replace-greedy/iter02/train.log").read_text()
     assert "conditional on 10 classes" in train_log and "device policy gpu (forced on the CPU)" in train_log
     policy = json.loads((folder / "model" / "training.json").read_text())["policy"]

@@ -66,7 +66,10 @@ class logged:
             traceback.print_exception(kind, value, tb, file=self._file)
         # what the job paid seconds to import: stages that run no model should name none of these
         loaded = [m for m in HEAVY if m in sys.modules]
-        print(f"libraries loaded: {', '.join(loaded) if loaded else 'none of ' + ', '.join(HEAVY)}", file=self._file)
+        from ouroboros.warm import preloaded
+
+        warm = " (a warm worker: imported before the job began)" if preloaded() else ""
+        print(f"libraries loaded: {', '.join(loaded) if loaded else 'none of ' + ', '.join(HEAVY)}{warm}", file=self._file)
         sys.stdout, sys.stderr = self._saved
         self._file.close()
         return False

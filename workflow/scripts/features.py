@@ -3,7 +3,11 @@ import sys
 
 sys.path.insert(0, f"{snakemake.scriptdir}/../../src")  # the library, also without pip install -e
 
+from ouroboros import warm  # noqa: E402
 from ouroboros.runtime import logged  # noqa: E402
+
+# under `python -m ouroboros.warm` a model job runs in a worker forked from a process that imported torch once
+warm.start(snakemake)
 
 # a job with resources gpu=1 takes a device slot of its own (ouroboros.devices) before CUDA starts
 with logged(snakemake.log[0], snakemake.threads, gpu=snakemake.resources.get("gpu", 0), gpus=snakemake.config.get("gpus")):

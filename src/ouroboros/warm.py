@@ -1,0 +1,307 @@
+"""Warm start: model jobs forked from one process that has already imported torch and its kin.
+
+On a CPU machine at the demo's or the tests' scale a model job spends most of its life importing:
+about 10 CPU-s for torch and diffusers against well under a second of training or sampling. Under
+
+    python -m ouroboros.warm snakemake --cores 2 ...
+
+(the Makefile's demo and science targets use it) this wrapper runs snakemake as its child and serves
+its model jobs: at the first one it imports those libraries, and for each it forks a worker. The
+worker runs the same generated script file a cold job would run, in the job's own working
+directory, environment, argv and stdin/stdout/stderr, so the job computes the same bytes
+(tests/test_warm.py compares them with a cold run). Only jobs that ask through ``start(snakemake)``
+are handed over, and only single-threaded ones: the server loads its BLAS and OpenMP libraries for
+one thread, as ``runtime.configure(1)`` would.
+
+Processes:
+- the client is the job's own process, started by Snakemake. It hands over its stdio, waits, and
+  exits with the worker's status; a signal it receives goes on to the worker.
+- the server (this wrapper) forks a manager per client and exits with snakemake's status when
+  snakemake is done; if the wrapper is killed, snakemake gets SIGTERM.
+- the manager forks the worker, tells the client its pid, and waits for it. If the client dies
+  (a job killed by Snakemake or by hand), it kills the worker at once, so nothing of a killed job
+  keeps writing.
+
+Every process descends from the wrapper and stays in its process group, so killing the group kills
+them all and their CPU time is counted as the wrapper's children's. A job that finds no server (the
+wrapper is gone, or the job runs on another machine under a cluster executor) runs cold in its own
+process, as without the wrapper. A machine with a CUDA driver gets no server: forking after CUDA
+has started is unsafe, and there the imports are seconds against minutes of GPU work.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import signal
+import socket
+import struct
+import subprocess
+import sys
+
+ENV = "OUROBOROS_WARM"  # the server's token, set by `python -m ouroboros.warm` for the command it runs
+WORKER = "OUROBOROS_WARM_WORKER"  # set inside a worker: the script runs here, it does not hand over again
+# the libraries a model job imports, in the order a job imports them
+PRELOAD = ("torch", "torchvision", "diffusers", "diffusers.models.unets.unet_2d", "diffusers.schedulers",
+           "transformers", "transformers.models.dinov2.modeling_dinov2", "transformers.models.auto",
+           "torch_fidelity.feature_extractor_inceptionv3", "scipy.linalg", "snakemake.script")
+_HEADER = struct.Struct("!Q")
+PR_SET_PDEATHSIG = 1
+
+
+def _address(token: str) -> str:
+    """An abstract Unix socket (Linux): no file to clean up, gone with the process that holds it."""
+    return f"\0ouroboros-warm-{token}"
+
+
+def _send(sock: socket.socket, obj) -> None:
+    data = pickle.dumps(obj)
+    sock.sendall(_HEADER.pack(len(data)) + data)
+
+
+def _recv_exact(sock: socket.socket, size: int) -> bytes:
+    chunks = [b""]
+    while size:
+        chunk = sock.recv(size)
+        if not chunk:
+            raise EOFError("the other end closed the connection")
+        chunks.append(chunk)
+        size -= len(chunk)
+    return b"".join(chunks)
+
+
+def _recv(sock: socket.socket):
+    (size,) = _HEADER.unpack(_recv_exact(sock, _HEADER.size))
+    return pickle.loads(_recv_exact(sock, size))
+
+
+def _cuda_machine() -> bool:
+    return os.path.exists("/dev/nvidiactl")
+
+
+def offered() -> bool:
+    """Whether this process may hand its job over: under the wrapper, and not already a worker."""
+    return bool(os.environ.get(ENV)) and not os.environ.get(WORKER)
+
+
+def preloaded() -> bool:
+    """Whether this process is a warm worker (its libraries were imported before the job began)."""
+    return bool(os.environ.get(WORKER))
+
+
+def start(snakemake, *, heavy: bool | None = None) -> None:
+    """Call first thing in a job's script. Under the wrapper, a model job (``heavy``, by default: one
+    that asked for a GPU slot) with one thread is run by a forked worker of the warm server, and this
+    process exits with the worker's status; otherwise (and if no server answers) it returns, and the
+    job runs here, cold."""
+    if heavy is None:
+        heavy = int(snakemake.resources.get("gpu", 0) or 0) > 0
+    if not (heavy and offered() and int(snakemake.threads) == 1):
+        return
+    script = os.path.abspath(sys.argv[0])  # the generated file: Snakemake's preamble, then the script
+    code = _hand_over(os.environ[ENV], script)
+    if code is not None:
+        _exit_like(code)
+
+
+def _exit_like(code: int) -> None:
+    """Exit as the worker did: with its code, or killed by the same signal."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    if code < 0:
+        signal.signal(-code, signal.SIG_DFL)
+        os.kill(os.getpid(), -code)
+    os._exit(code)
+
+
+def _hand_over(token: str, script: str) -> int | None:
+    """The client's side: the worker's exit status, or None when no worker started (run cold)."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.connect(_address(token))
+    except OSError:
+        sock.close()
+        return None  # no server (the command it ran is over, or this job runs on another machine)
+    request = {"script": script, "argv": sys.argv, "path": sys.path, "cwd": os.getcwd(), "env": dict(os.environ)}
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        data = pickle.dumps(request)
+        socket.send_fds(sock, [_HEADER.pack(len(data)) + data], [0, 1, 2])
+        pid = _recv(sock)  # the first job waits here while the server imports: seconds it would spend anyway
+    except (OSError, EOFError):
+        return None  # the server went away before forking a worker: nothing ran, run cold
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2):
+        signal.signal(sig, lambda s, _frame: os.kill(pid, s))
+    try:
+        return _recv(sock)
+    except (OSError, EOFError):
+        return 1  # the manager died: the worker's fate is unknown, so the job failed
+
+
+def wrap(argv: list[str]) -> int:
+    """`python -m ouroboros.warm CMD ...`: run CMD (snakemake) as a child, serving its model jobs
+    until it exits; return its exit status. This process is the server: it imports the libraries
+    when the first job asks, so a run without model jobs costs nothing, and every process of the
+    warm start descends from it (its CPU time is counted wherever CMD's would be)."""
+    if not argv:
+        raise SystemExit("usage: python -m ouroboros.warm snakemake [ARGS...]")
+    env = {k: v for k, v in os.environ.items() if k not in (ENV, WORKER)}
+    listener = None
+    if not _cuda_machine():
+        token = f"{os.getpid()}-{os.urandom(6).hex()}"
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        listener.bind(_address(token))
+        listener.listen(64)
+        env[ENV] = token
+    try:
+        child = subprocess.Popen(argv, env=env, preexec_fn=_die_with_parent)
+    except OSError as exc:
+        raise SystemExit(f"ouroboros.warm: cannot run {argv[0]!r}: {exc}") from None
+    # Ctrl-C reaches the whole foreground group: snakemake handles it; SIGTERM is passed on
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, lambda s, _frame: child.send_signal(s))
+    managers: set[int] = set()
+    if listener is not None:
+        _serve(listener, child, managers)
+        listener.close()
+    code = child.wait()
+    for pid in managers:  # a job's manager outlives snakemake only while its client does
+        os.waitpid(pid, 0)
+    return code if code >= 0 else 128 - code
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: SIGTERM when this wrapper dies (killed by a timeout, say)."""
+    import ctypes
+
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+
+
+def _serve(listener: socket.socket, child: subprocess.Popen, managers: set[int]) -> None:
+    """Fork a manager per connection until ``child`` exits; import the libraries at the first one."""
+    import select
+
+    imported = False
+    while child.poll() is None:
+        for pid in list(managers):  # reap the managers that are done (only those: never the child)
+            if os.waitpid(pid, os.WNOHANG)[0]:
+                managers.discard(pid)
+        if not select.select([listener], [], [], 0.5)[0]:
+            continue
+        conn, _ = listener.accept()
+        if not imported:
+            _preload()
+            imported = True
+        sys.stdout.flush()
+        sys.stderr.flush()
+        pid = os.fork()
+        if pid == 0:
+            listener.close()
+            try:
+                _manage(conn)
+            finally:
+                os._exit(0)
+        managers.add(pid)
+        conn.close()
+
+
+def _preload() -> None:
+    """Import what model jobs import, loading BLAS and OpenMP as a one-thread job would."""
+    import importlib
+
+    from ouroboros import runtime
+
+    runtime.configure(1)
+    for name in PRELOAD:
+        try:
+            importlib.import_module(name)
+        except Exception:  # noqa: BLE001 - a library this install lacks: its jobs import it themselves
+            pass
+
+
+def _manage(conn: socket.socket) -> None:
+    """Fork the worker, tell the client its pid, wait; kill the worker if the client goes away."""
+    conn.settimeout(None)
+    head, fds, _flags, _addr = socket.recv_fds(conn, _HEADER.size, 3)
+    (size,) = _HEADER.unpack(head + _recv_exact(conn, _HEADER.size - len(head)))
+    request = pickle.loads(_recv_exact(conn, size))
+    wake_r, wake_w = os.pipe()
+    os.set_blocking(wake_w, False)
+    signal.set_wakeup_fd(wake_w)
+    signal.signal(signal.SIGCHLD, lambda *_: None)  # a handler, so that SIGCHLD wakes the select below
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C: the worker stops and the manager reports it
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_DFL)  # not the wrapper's handler, which signals snakemake
+    pid = os.fork()
+    if pid == 0:
+        signal.set_wakeup_fd(-1)
+        os.close(wake_r)
+        os.close(wake_w)
+        conn.close()
+        _work(request, fds)  # never returns
+    for fd in fds:
+        os.close(fd)
+    import select
+
+    try:
+        _send(conn, pid)
+        while True:
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                _send(conn, os.waitstatus_to_exitcode(status))
+                return
+            readable, _, _ = select.select([conn, wake_r], [], [])
+            if wake_r in readable:
+                os.read(wake_r, 512)
+            if conn in readable and not conn.recv(1):
+                raise EOFError("the client is gone: the job was killed")
+    except (OSError, EOFError):
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+
+
+def _work(request: dict, fds: list[int]) -> None:
+    """The worker: become the client (stdio, directory, environment, argv), run its script file."""
+    import runpy
+    import traceback
+
+    for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2):
+        signal.signal(sig, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    for target, fd in enumerate(fds):
+        os.dup2(fd, target)
+        os.close(fd)
+    os.chdir(request["cwd"])
+    os.environ.clear()
+    os.environ.update(request["env"])
+    os.environ[WORKER] = "1"
+    sys.argv[:] = request["argv"]
+    sys.path[:] = request["path"]
+    code = 0
+    try:
+        runpy.run_path(request["script"], run_name="__main__")
+    except SystemExit as exc:
+        if exc.code is None:
+            code = 0
+        elif isinstance(exc.code, int):
+            code = exc.code
+        else:
+            print(exc.code, file=sys.stderr)
+            code = 1
+    except BaseException:  # noqa: BLE001 - what an uncaught exception does to a Python process
+        traceback.print_exc()
+        code = 1
+    try:
+        import atexit
+
+        atexit._run_exitfuncs()
+        sys.stdout.flush()
+        sys.stderr.flush()
+    finally:
+        os._exit(code)
+
+
+if __name__ == "__main__":
+    sys.exit(wrap(sys.argv[1:]))
