@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import os
 import subprocess
 import sys
@@ -22,6 +23,27 @@ N = 32  # |D_n| of the tiny config
 # client is installed but no controller runs (CI between SLURM tests). A local run needs no
 # cluster: with this configuration scontrol answers at once.
 LOCAL_ENV = {"SLURM_CONF": "/dev/null"}
+
+
+_SERVER: list = []  # [(process, token)]: this test process's warm server, started at its first CLI run
+
+
+def warm_server() -> str:
+    """The token of a warm server (`python -m ouroboros.warm --serve`) shared by every local CLI run
+    of this test process: it imports torch and diffusers once per pytest worker instead of once per
+    snakemake command (tests/test_warm.py runs the wrapper's own server, as a user does)."""
+    if not _SERVER or _SERVER[0][0].poll() is not None:
+        token = f"tests-{os.getpid()}-{os.urandom(6).hex()}"
+        proc = subprocess.Popen([sys.executable, "-m", "ouroboros.warm", "--serve", token],
+                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+        def stop() -> None:
+            proc.terminate()
+            proc.wait()  # reaped, so that its CPU time is counted as this process's children's
+
+        atexit.register(stop)
+        _SERVER[:] = [(proc, token)]
+    return _SERVER[0][1]
 
 
 def tiny_config(runs: list[str] | None = None, iterations: int = ITERATIONS) -> dict:
@@ -79,18 +101,24 @@ def command(workdir: Path, *args: str, local: bool = True, warm: bool = True) ->
 
 
 def snakemake(workdir: Path, *args: str, env: dict | None = None, check: bool = True, local: bool = True,
-              timeout: float = 900, cwd: Path | None = None, warm: bool = True) -> subprocess.CompletedProcess:
+              timeout: float = 900, cwd: Path | None = None, warm: bool = True,
+              shared: bool = True) -> subprocess.CompletedProcess:
     """`snakemake -s REPO/Snakefile --directory workdir ARGS`; fails with its output unless check=False.
 
     local: run jobs here on 2 cores, two model jobs at a time (`--cores 2 --resources=gpu=2`);
     False leaves the executor and its limits to ARGS (e.g. `--profile`).
     timeout: a hard limit in seconds, so that a hanging run fails the test instead of the suite.
+    warm, shared: local runs go through `python -m ouroboros.warm`, served by this process's shared
+    server (``shared``) or by the wrapper's own; warm=False runs every job cold.
     """
     cmd = command(workdir, *args, local=local, warm=warm)
+    full = {k: v for k, v in os.environ.items() if k != "OUROBOROS_WARM"}
     if local:
-        env = {**LOCAL_ENV, **(env or {})}
+        full |= LOCAL_ENV
+        if warm and shared:
+            full["OUROBOROS_WARM"] = warm_server()
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, **(env or {})}, timeout=timeout,
+        proc = subprocess.run(cmd, capture_output=True, text=True, env={**full, **(env or {})}, timeout=timeout,
                               cwd=cwd)
     except subprocess.TimeoutExpired as exc:
         out = "".join(x.decode(errors="replace") if isinstance(x, bytes) else x or "" for x in (exc.stdout, exc.stderr))

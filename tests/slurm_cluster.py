@@ -34,7 +34,11 @@ MARKER = "# written by ouroboros tests/slurm_cluster.py"
 CLUSTER = "ouroboros"
 PARTITION = "ouroboros"
 NODE = "ouroboros-node"
-GPUS = 2
+# The three SLURM flows of tests/test_slurm.py run at once (the loop, the requeue and the failing
+# job), up to five tiny jobs: the node claims this many CPUs and GPUs whatever the machine has
+# (SlurmdParameters=config_overrides), so that no flow queues behind another's jobs.
+SLOTS = 6
+GPUS = 4
 PACKAGES = "slurmctld slurmd slurm-client munge"
 MUNGE_SOCKET = Path("/run/munge/munge.socket.2")
 MUNGE_PID = Path("/run/munge/ouroboros-munged.pid")
@@ -116,9 +120,9 @@ def _wait_gone(pids: list[int], timeout: float = 10) -> None:
 
 
 def _hardware() -> tuple[int, int]:
-    """(CPUs, memory in MB) as slurmd will report them, so the node is never drained as 'low'."""
+    """(CPUs, memory in MB) for the node: the machine's memory as slurmd reports it, and at least SLOTS CPUs."""
     line = _run(_tool("slurmd"), "-C").stdout
-    cpus = int(re.search(r"\bCPUs=(\d+)", line).group(1))
+    cpus = max(SLOTS, int(re.search(r"\bCPUs=(\d+)", line).group(1)))
     memory = int(re.search(r"\bRealMemory=(\d+)", line).group(1))
     return cpus, memory
 
@@ -169,6 +173,8 @@ GresTypes=gpu
 # squeue is the job-state source (no slurmdbd): keep finished jobs visible for 10 minutes
 MinJobAge=600
 ReturnToService=2
+# the node's CPUs are the configured SLOTS, not the machine's: never drained for having fewer
+SlurmdParameters=config_overrides
 SchedulerParameters=sched_interval=2
 # listen on 127.0.0.1 (NodeAddr, SlurmctldHost), not on every interface
 CommunicationParameters=NoCtldInAddrAny,NoInAddrAny

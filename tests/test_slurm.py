@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -97,66 +96,52 @@ def scontrol(jobid: str) -> str:
                           timeout=30, check=True).stdout
 
 
+class Running:
+    """A snakemake command on SLURM that runs while other tests go on (its output in ``log``)."""
+
+    def __init__(self, workdir: Path, cmd: list[str], env: dict):
+        self.workdir, self.log = workdir, workdir / "run.out"
+        self._out = open(self.log, "w")
+        self.proc = subprocess.Popen(cmd, stdout=self._out, stderr=subprocess.STDOUT, cwd=workdir,
+                                     env={**os.environ, **env})
+
+    def wait(self) -> tuple[Path, str]:
+        try:
+            code = self.proc.wait(timeout=TIMEOUT)
+        except subprocess.TimeoutExpired:
+            self.stop()
+            raise AssertionError(f"the SLURM loop ran past {TIMEOUT} s:\n{self.log.read_text()[-4000:]}") from None
+        output = self.log.read_text()
+        assert code == 0, output[-6000:]
+        return self.workdir, output
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self._out.close()
+
+
 @pytest.fixture(scope="module")
-def done(cluster, profile, tmp_path_factory):
-    """The tiny loop (run greedy, 2 iterations) on SLURM, with the first training job failing once."""
+def loop(cluster, profile, tmp_path_factory):
+    """The tiny loop (run greedy, 2 iterations) on SLURM, with the classifier's job (beside the
+    loop's chain, not on it) failing once. The first test that asks starts it; it runs while the
+    requeue and failure tests submit their own jobs (the plugin polls each run every 2, 12, 22, …
+    seconds, so the three flows mostly wait, and waiting at once is what keeps the file short)."""
     workdir = make_workdir(tmp_path_factory.mktemp("slurm-loop"), tiny_config([RUN], 2))
-    marker = workdir / "fault-fired"
-    out = on_slurm(workdir, profile, *TARGETS, env={"OUROBOROS_FAULT": "train", "OUROBOROS_FAULT_ONCE": str(marker)})
-    return workdir, out.stdout + out.stderr
+    env = {"OUROBOROS_FAULT": "classifier", "OUROBOROS_FAULT_ONCE": str(workdir / "fault-fired")}
+    running = Running(workdir, command(workdir, *through(profile), *TARGETS, local=False), env)
+    yield running
+    running.stop()
 
 
-def test_the_profile_runs_the_loop_as_slurm_jobs(done):
-    workdir, output = done
-    metrics = json.loads((workdir / TARGETS[0]).read_text())
-    fid = json.loads((workdir / TARGETS[1]).read_text())
-    assert (metrics["run"], metrics["iteration"]) == (RUN, 2) and fid["values"]["fid"] >= 0
-
-    jobs = submitted(output)
-    assert {rule for rule, _, _ in jobs} == {"data", "classifier", "train", "sample", "features", "select",
-                                            "evaluate", "fid"}
-    for rule, jobid, log in jobs:
-        assert log.is_relative_to(workdir / "logs/slurm") and log.is_file(), log
-        tres = re.search(r"TresPerJob=(\S*)", scontrol(jobid))
-        asked_gpu = bool(tres) and "gpu:1" in tres.group(1)
-        # features are pixels/classifier and select runs on the CPU for digits: only train and sample
-        assert asked_gpu == (rule in ("train", "sample")), (rule, jobid, tres)
-    # SLURM assigns the devices: the local slot pool stays out of the way
-    assert "device: assigned by SLURM" in (workdir / "logs/digits" / RUN / "iter02/train.log").read_text()
-    assert not (workdir / ".snakemake/ouroboros-gpu-slots").exists()
+@pytest.fixture(scope="module")
+def done(loop):
+    return loop.wait()
 
 
-def test_a_job_that_fails_once_is_reported_and_retried(done):
-    workdir, output = done
-    assert (workdir / "fault-fired").is_file()
-    trains = [(jobid, log) for rule, jobid, log in submitted(output) if rule == "train"]
-    # iteration 1 twice (the failure and its retry), iteration 2 once
-    assert len(trains) == 3 and trains[0][1].parent == trains[1][1].parent
-    failed_id, failed_log = trains[0]
-    assert f"SLURM-job '{failed_id}' failed" in output and str(failed_log) in output
-    assert "injected fault in train" in failed_log.read_text()
-    assert "COMPLETED" not in scontrol(failed_id) and "COMPLETED" in scontrol(trains[1][0])
-
-
-def test_a_job_that_keeps_failing_stops_the_run_naming_its_logs(done, profile):
-    workdir, _ = done
-    for name in ("model", "train-stats.jsonl", "samples.npy"):
-        path = workdir / FOLDER / name
-        shutil.rmtree(path) if path.is_dir() else path.unlink()
-    # --retries 0: the retry is tested above, and the plugin polls ever more slowly while nothing
-    # completes, so each failed attempt adds half a minute here
-    out = on_slurm(workdir, profile, "--retries", "0", f"{FOLDER}/samples.npy", env={"OUROBOROS_FAULT": "train"},
-                   check=False)
-    output = out.stdout + out.stderr
-    assert out.returncode != 0
-    [(rule, jobid, log)] = submitted(output)
-    assert rule == "train" and f"SLURM-job '{jobid}' failed" in output and str(log) in output
-    assert "injected fault in train" in log.read_text()
-    assert "injected fault in train" in (workdir / "logs/digits" / RUN / "iter02/train.log").read_text()
-    assert not (workdir / FOLDER / "model").exists() and not (workdir / FOLDER / "samples.npy").exists()
-
-
-def test_a_requeued_training_resumes_from_its_checkpoint(cluster, profile, tmp_path):
+# the loop (started by the first test here) runs while the requeue and failure tests run theirs
+def test_a_requeued_training_resumes_from_its_checkpoint(cluster, profile, loop, tmp_path):
     """SLURM pre-empts a running training and requeues it (`scontrol requeue`, what a pre-empting
     partition with PreemptMode=REQUEUE does): the profile's `slurm-requeue` lets SLURM restart the
     job, which resumes from its in-job checkpoint and ends with the weights of an uninterrupted run."""
@@ -199,3 +184,50 @@ def test_a_requeued_training_resumes_from_its_checkpoint(cluster, profile, tmp_p
     weights = f"{model}/diffusion_pytorch_model.safetensors"
     assert (workdir / weights).read_bytes() == (reference / weights).read_bytes()
     assert not (workdir / "results/digits/real/iter01/train-checkpoint").exists()
+
+
+def test_a_job_that_keeps_failing_stops_the_run_naming_its_logs(loop, profile, tmp_path):
+    workdir = make_workdir(tmp_path / "failing", tiny_config([RUN], 1))
+    target = "results/digits/real/iter01/samples.npy"
+    # --retries 0: the retry is tested on the loop, and the plugin polls ever more slowly while nothing
+    # completes, so each failed attempt adds half a minute here
+    out = on_slurm(workdir, profile, "--retries", "0", target, env={"OUROBOROS_FAULT": "train"}, check=False)
+    output = out.stdout + out.stderr
+    assert out.returncode != 0
+    [(jobid, log)] = [(jobid, log) for rule, jobid, log in submitted(output) if rule == "train"]
+    assert f"SLURM-job '{jobid}' failed" in output and str(log) in output
+    assert "injected fault in train" in log.read_text()
+    assert "injected fault in train" in (workdir / "logs/digits/real/iter01/train.log").read_text()
+    assert not (workdir / "results/digits/real/iter01/model").exists() and not (workdir / target).exists()
+
+
+def test_the_profile_runs_the_loop_as_slurm_jobs(done):
+    workdir, output = done
+    metrics = json.loads((workdir / TARGETS[0]).read_text())
+    fid = json.loads((workdir / TARGETS[1]).read_text())
+    assert (metrics["run"], metrics["iteration"]) == (RUN, 2) and fid["values"]["fid"] >= 0
+
+    jobs = submitted(output)
+    assert {rule for rule, _, _ in jobs} == {"data", "classifier", "train", "sample", "features", "select",
+                                            "evaluate", "fid"}
+    for rule, jobid, log in jobs:
+        assert log.is_relative_to(workdir / "logs/slurm") and log.is_file(), log
+        tres = re.search(r"TresPerJob=(\S*)", scontrol(jobid))
+        asked_gpu = bool(tres) and "gpu:1" in tres.group(1)
+        # features are pixels/classifier and select runs on the CPU for digits: only train and sample
+        assert asked_gpu == (rule in ("train", "sample")), (rule, jobid, tres)
+    # SLURM assigns the devices: the local slot pool stays out of the way
+    assert "device: assigned by SLURM" in (workdir / "logs/digits" / RUN / "iter02/train.log").read_text()
+    assert not (workdir / ".snakemake/ouroboros-gpu-slots").exists()
+
+
+def test_a_job_that_fails_once_is_reported_and_retried(done):
+    workdir, output = done
+    assert (workdir / "fault-fired").is_file()
+    classifiers = [(jobid, log) for rule, jobid, log in submitted(output) if rule == "classifier"]
+    assert len(classifiers) == 2 and classifiers[0][1].parent == classifiers[1][1].parent  # the failure, its retry
+    failed_id, failed_log = classifiers[0]
+    assert f"SLURM-job '{failed_id}' failed" in output and str(failed_log) in output
+    assert "injected fault in classifier" in failed_log.read_text()
+    assert "COMPLETED" not in scontrol(failed_id) and "COMPLETED" in scontrol(classifiers[1][0])
+    assert len([rule for rule, _, _ in submitted(output) if rule == "train"]) == 2  # iterations 1 and 2, once each

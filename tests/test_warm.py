@@ -52,7 +52,7 @@ def _wait(condition, limit: float, what: str) -> None:
 def test_warm_jobs_write_the_bytes_of_cold_jobs(tmp_path):
     cold, warm = (make_workdir(tmp_path / name, config()) for name in ("cold", "warm"))
     snakemake(cold, TARGET, warm=False)
-    snakemake(warm, TARGET)
+    snakemake(warm, TARGET, shared=False)
     for f in (TARGET, MODEL, "results/digits/real/iter01/labels.npy"):
         assert (warm / f).read_bytes() == (cold / f).read_bytes(), f
     for stage in ("train", "sample"):
@@ -63,7 +63,7 @@ def test_warm_jobs_write_the_bytes_of_cold_jobs(tmp_path):
 
 def test_a_failing_warm_job_fails_with_its_traceback(tmp_path):
     work = make_workdir(tmp_path / "work", config())
-    failed = snakemake(work, TARGET, env={"OUROBOROS_FAULT": "train"}, check=False)
+    failed = snakemake(work, TARGET, env={"OUROBOROS_FAULT": "train"}, check=False)  # the shared server
     assert failed.returncode != 0
     assert "Error in rule train" in failed.stdout + failed.stderr
     log = (work / "logs/digits/real/iter01/train.log").read_text()

@@ -100,6 +100,9 @@ def embed(images: np.ndarray, model_dir: str | os.PathLike, batch_size: int = 10
 
 def stage(images_path: str, labels_path: str, *, steps: int, seed: int, out_dir: str) -> None:
     from ouroboros.io import load_array, load_images
+    from ouroboros.runtime import fault_point
+
+    fault_point("classifier")  # the SLURM retry test fails this job once: it runs beside the loop, off its path
 
     info = train(load_images(images_path), load_array(labels_path, dtype=np.int64, ndim=1), steps=steps,
                  seed=seed, out_dir=out_dir)

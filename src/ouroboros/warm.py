@@ -143,16 +143,16 @@ def wrap(argv: list[str]) -> int:
     """`python -m ouroboros.warm CMD ...`: run CMD (snakemake) as a child, serving its model jobs
     until it exits; return its exit status. This process is the server: it imports the libraries
     when the first job asks, so a run without model jobs costs nothing, and every process of the
-    warm start descends from it (its CPU time is counted wherever CMD's would be)."""
+    warm start descends from it (its CPU time is counted wherever CMD's would be). Where
+    ``OUROBOROS_WARM`` already names a server (``serve``: one for many commands in a row, as the
+    test suite keeps), CMD's jobs use that one and this process only runs CMD."""
     if not argv:
         raise SystemExit("usage: python -m ouroboros.warm snakemake [ARGS...]")
-    env = {k: v for k, v in os.environ.items() if k not in (ENV, WORKER)}
+    env = {k: v for k, v in os.environ.items() if k != WORKER}
     listener = None
-    if not _cuda_machine():
+    if not env.get(ENV) and not _cuda_machine():
         token = f"{os.getpid()}-{os.urandom(6).hex()}"
-        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        listener.bind(_address(token))
-        listener.listen(64)
+        listener = _listen(token)
         env[ENV] = token
     try:
         child = subprocess.Popen(argv, env=env, preexec_fn=_die_with_parent)
@@ -164,12 +164,31 @@ def wrap(argv: list[str]) -> int:
         signal.signal(sig, lambda s, _frame: child.send_signal(s))
     managers: set[int] = set()
     if listener is not None:
-        _serve(listener, child, managers)
+        _serve(listener, lambda: child.poll() is None, managers, eager=False)
         listener.close()
     code = child.wait()
     for pid in managers:  # a job's manager outlives snakemake only while its client does
         os.waitpid(pid, 0)
     return code if code >= 0 else 128 - code
+
+
+def serve(token: str) -> None:
+    """`python -m ouroboros.warm --serve TOKEN`: a server for every command run with
+    ``OUROBOROS_WARM=TOKEN`` in its environment, until the process that started it exits. It imports
+    at once, so the first job does not wait. Jobs served this way descend from this server, not from
+    their snakemake; a killed job's worker still dies with its client (the manager sees to it)."""
+    if _cuda_machine():
+        return
+    parent = os.getppid()
+    listener = _listen(token)
+    _serve(listener, lambda: os.getppid() == parent, set(), eager=True)
+
+
+def _listen(token: str) -> socket.socket:
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(_address(token))
+    listener.listen(64)
+    return listener
 
 
 def _die_with_parent() -> None:
@@ -179,12 +198,16 @@ def _die_with_parent() -> None:
     ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
 
 
-def _serve(listener: socket.socket, child: subprocess.Popen, managers: set[int]) -> None:
-    """Fork a manager per connection until ``child`` exits; import the libraries at the first one."""
+def _serve(listener: socket.socket, running, managers: set[int], *, eager: bool) -> None:
+    """Fork a manager per connection while ``running()``; import the libraries first (``eager``)
+    or at the first connection."""
     import select
 
     imported = False
-    while child.poll() is None:
+    while running():
+        if eager and not imported:
+            _preload()
+            imported = True
         for pid in list(managers):  # reap the managers that are done (only those: never the child)
             if os.waitpid(pid, os.WNOHANG)[0]:
                 managers.discard(pid)
@@ -304,4 +327,7 @@ def _work(request: dict, fds: list[int]) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(wrap(sys.argv[1:]))
+    if sys.argv[1:2] == ["--serve"] and len(sys.argv) == 3:
+        serve(sys.argv[2])
+    else:
+        sys.exit(wrap(sys.argv[1:]))
