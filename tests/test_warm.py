@@ -94,3 +94,29 @@ def test_killing_a_warm_jobs_process_kills_its_worker(tmp_path):
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
     assert not (work / MODEL).exists()
+
+
+def test_a_job_of_another_python_or_checkout_is_not_served(monkeypatch, tmp_path):
+    """A rule's conda env, or a Snakefile of another checkout, would run its job with the server's
+    libraries and code: the server closes such a connection unanswered, and the job runs cold."""
+    from ouroboros import warm
+
+    from cli import warm_server
+
+    token = warm_server()
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1,
+                                                  signal.SIGUSR2)}
+    try:
+        ran = tmp_path / "ran"
+        script = tmp_path / "job.py"
+        script.write_text(f"open({str(ran)!r}, 'w').close()\n")
+        # the same Python and checkout: served (once the server listens), and the script ran in a worker
+        _wait(lambda: warm._hand_over(token, str(script)) == 0, 120, "the shared server ran a job")
+        assert ran.exists()
+        ran.unlink()
+        monkeypatch.setattr(warm, "_interpreter", lambda: ("another Python", "/elsewhere", "/elsewhere/ouroboros"))
+        assert warm._hand_over(token, str(script)) is None
+        assert not ran.exists()
+    finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)

@@ -109,34 +109,42 @@ def _exit_like(code: int) -> None:
     sys.stdout.flush()
     sys.stderr.flush()
     if code < 0:
-        signal.signal(-code, signal.SIG_DFL)
+        if -code != signal.SIGKILL:
+            signal.signal(-code, signal.SIG_DFL)
         os.kill(os.getpid(), -code)
-    os._exit(code)
+        code = 128 - code
+    os._exit(min(code, 255))
+
+
+def _interpreter() -> tuple[str, str, str]:
+    """What a worker must share with its client: the Python, its environment, and this library's copy
+    (a conda env of the rule, or a Snakefile of another checkout, would run other code)."""
+    return sys.version, os.path.realpath(sys.prefix), os.path.realpath(os.path.dirname(__file__))
 
 
 def _hand_over(token: str, script: str) -> int | None:
     """The client's side: the worker's exit status, or None when no worker started (run cold)."""
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        sock.connect(_address(token))
-    except OSError:
-        sock.close()
-        return None  # no server (the command it ran is over, or this job runs on another machine)
-    request = {"script": script, "argv": sys.argv, "path": sys.path, "cwd": os.getcwd(), "env": dict(os.environ)}
-    try:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        data = pickle.dumps(request)
-        socket.send_fds(sock, [_HEADER.pack(len(data)) + data], [0, 1, 2])
-        pid = _recv(sock)  # the first job waits here while the server imports: seconds it would spend anyway
-    except (OSError, EOFError):
-        return None  # the server went away before forking a worker: nothing ran, run cold
-    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2):
-        signal.signal(sig, lambda s, _frame: os.kill(pid, s))
-    try:
-        return _recv(sock)
-    except (OSError, EOFError):
-        return 1  # the manager died: the worker's fate is unknown, so the job failed
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        try:
+            sock.connect(_address(token))
+        except OSError:
+            return None  # no server (the command it ran is over, or this job runs on another machine)
+        request = {"script": script, "argv": sys.argv, "path": sys.path, "cwd": os.getcwd(),
+                   "env": dict(os.environ), "interpreter": _interpreter()}
+        try:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            data = pickle.dumps(request)
+            socket.send_fds(sock, [_HEADER.pack(len(data)) + data], [0, 1, 2])
+            pid = _recv(sock)  # the first job waits here while the server imports: seconds it would spend anyway
+        except (OSError, EOFError):
+            return None  # the server went away, or would not serve this Python: nothing ran, run cold
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2):
+            signal.signal(sig, lambda s, _frame: os.kill(pid, s))
+        try:
+            return _recv(sock)
+        except (OSError, EOFError):
+            return 1  # the manager died: the worker's fate is unknown, so the job failed
 
 
 def wrap(argv: list[str]) -> int:
@@ -167,6 +175,8 @@ def wrap(argv: list[str]) -> int:
         _serve(listener, lambda: child.poll() is None, managers, eager=False)
         listener.close()
     code = child.wait()
+    for sig in (signal.SIGTERM, signal.SIGHUP):  # snakemake is gone: nothing to pass them on to
+        signal.signal(sig, signal.SIG_DFL)
     for pid in managers:  # a job's manager outlives snakemake only while its client does
         os.waitpid(pid, 0)
     return code if code >= 0 else 128 - code
@@ -247,9 +257,15 @@ def _preload() -> None:
 def _manage(conn: socket.socket) -> None:
     """Fork the worker, tell the client its pid, wait; kill the worker if the client goes away."""
     conn.settimeout(None)
+    _pid, uid, _gid = struct.unpack("3i", conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i")))
+    if uid != os.getuid():  # an abstract socket has no permissions: only our own user's jobs are served
+        return
     head, fds, _flags, _addr = socket.recv_fds(conn, _HEADER.size, 3)
     (size,) = _HEADER.unpack(head + _recv_exact(conn, _HEADER.size - len(head)))
     request = pickle.loads(_recv_exact(conn, size))
+    if request.get("interpreter") != _interpreter():
+        return  # closing the connection unanswered: the client runs its job cold, in its own Python
+    manager = os.getpid()
     wake_r, wake_w = os.pipe()
     os.set_blocking(wake_w, False)
     signal.set_wakeup_fd(wake_w)
@@ -263,7 +279,10 @@ def _manage(conn: socket.socket) -> None:
         os.close(wake_r)
         os.close(wake_w)
         conn.close()
-        _work(request, fds)  # never returns
+        try:
+            _work(request, fds, manager)
+        finally:
+            os._exit(1)  # whatever escaped _work is a failure, never a success
     for fd in fds:
         os.close(fd)
     import select
@@ -285,44 +304,54 @@ def _manage(conn: socket.socket) -> None:
         os.waitpid(pid, 0)
 
 
-def _work(request: dict, fds: list[int]) -> None:
+def _work(request: dict, fds: list[int], manager: int) -> None:
     """The worker: become the client (stdio, directory, environment, argv), run its script file."""
+    import ctypes
     import runpy
     import traceback
 
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != manager:  # the manager died before the line above: nobody waits for this job
+        os._exit(1)
     for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2):
         signal.signal(sig, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.default_int_handler)
     for target, fd in enumerate(fds):
         os.dup2(fd, target)
         os.close(fd)
-    os.chdir(request["cwd"])
-    os.environ.clear()
-    os.environ.update(request["env"])
-    os.environ[WORKER] = "1"
-    sys.argv[:] = request["argv"]
-    sys.path[:] = request["path"]
-    code = 0
+    code = 1
+    interrupted = False
     try:
-        runpy.run_path(request["script"], run_name="__main__")
-    except SystemExit as exc:
-        if exc.code is None:
+        os.chdir(request["cwd"])
+        os.environ.clear()
+        os.environ.update(request["env"])
+        os.environ[WORKER] = "1"
+        sys.argv[:] = request["argv"]
+        sys.path[:] = request["path"]
+        try:
+            runpy.run_path(request["script"], run_name="__main__")
             code = 0
-        elif isinstance(exc.code, int):
-            code = exc.code
-        else:
-            print(exc.code, file=sys.stderr)
-            code = 1
-    except BaseException:  # noqa: BLE001 - what an uncaught exception does to a Python process
-        traceback.print_exc()
-        code = 1
-    try:
+        except SystemExit as exc:
+            if exc.code is None:
+                code = 0
+            elif isinstance(exc.code, int):
+                code = exc.code & 0xFF
+            else:
+                print(exc.code, file=sys.stderr)
+        except KeyboardInterrupt:
+            traceback.print_exc()
+            interrupted = True
+        except BaseException:  # noqa: BLE001 - what an uncaught exception does to a Python process
+            traceback.print_exc()
         import atexit
 
         atexit._run_exitfuncs()
         sys.stdout.flush()
         sys.stderr.flush()
     finally:
+        if interrupted:  # as Python itself ends on Ctrl-C: killed by SIGINT
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
+            os.kill(os.getpid(), signal.SIGINT)
         os._exit(code)
 
 
