@@ -201,11 +201,12 @@ def _listen(token: str) -> socket.socket:
     return listener
 
 
-def _die_with_parent() -> None:
-    """In the child before exec: SIGTERM when this wrapper dies (killed by a timeout, say)."""
+def _die_with_parent(sig: int = signal.SIGTERM) -> None:
+    """Get ``sig`` when the parent dies: snakemake (before exec) when the wrapper is killed by a
+    timeout, say; a worker (SIGKILL) when its manager dies."""
     import ctypes
 
-    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, sig, 0, 0, 0)
 
 
 def _serve(listener: socket.socket, running, managers: set[int], *, eager: bool) -> None:
@@ -213,11 +214,10 @@ def _serve(listener: socket.socket, running, managers: set[int], *, eager: bool)
     or at the first connection."""
     import select
 
-    imported = False
+    if eager:
+        _preload()
+    imported = eager
     while running():
-        if eager and not imported:
-            _preload()
-            imported = True
         for pid in list(managers):  # reap the managers that are done (only those: never the child)
             if os.waitpid(pid, os.WNOHANG)[0]:
                 managers.discard(pid)
@@ -306,11 +306,10 @@ def _manage(conn: socket.socket) -> None:
 
 def _work(request: dict, fds: list[int], manager: int) -> None:
     """The worker: become the client (stdio, directory, environment, argv), run its script file."""
-    import ctypes
     import runpy
     import traceback
 
-    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    _die_with_parent(signal.SIGKILL)
     if os.getppid() != manager:  # the manager died before the line above: nobody waits for this job
         os._exit(1)
     for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2):
