@@ -25,23 +25,35 @@ N = 32  # |D_n| of the tiny config
 LOCAL_ENV = {"SLURM_CONF": "/dev/null"}
 
 
-_SERVER: list = []  # [(process, token)]: this test process's warm server, started at its first CLI run
+SESSION = "OUROBOROS_TEST_WARM"  # the token of the test session's warm server (tests/conftest.py starts it)
+_SERVER: list = []  # [(process, token)]: this test process's own server, where the session has none
+
+
+def start_server() -> tuple[subprocess.Popen, str]:
+    """A warm server (`python -m ouroboros.warm --serve`): it imports snakemake, numpy and pandas,
+    torch and diffusers once, and forks each command's snakemake and each of its jobs."""
+    token = f"tests-{os.getpid()}-{os.urandom(6).hex()}"
+    # the environment of the local runs it serves: the snakemake it imports for their commands
+    # then loads its executor plugins without waiting for a SLURM controller (LOCAL_ENV)
+    proc = subprocess.Popen([sys.executable, "-m", "ouroboros.warm", "--serve", token], env={**os.environ, **LOCAL_ENV},
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return proc, token
+
+
+def stop_server(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    proc.wait()  # reaped, so that its CPU time is counted as this process's children's
 
 
 def warm_server() -> str:
-    """The token of a warm server (`python -m ouroboros.warm --serve`) shared by every local CLI run
-    of this test process: it imports torch and diffusers once per pytest worker instead of once per
-    snakemake command (tests/test_warm.py runs the wrapper's own server, as a user does)."""
+    """The token of the warm server shared by every local CLI run: the session's, one for all test
+    processes (tests/test_warm.py also runs the wrapper's own server, as a user does), or else one of
+    this test process, started at its first CLI run."""
+    if os.environ.get(SESSION):
+        return os.environ[SESSION]
     if not _SERVER or _SERVER[0][0].poll() is not None:
-        token = f"tests-{os.getpid()}-{os.urandom(6).hex()}"
-        proc = subprocess.Popen([sys.executable, "-m", "ouroboros.warm", "--serve", token],
-                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-
-        def stop() -> None:
-            proc.terminate()
-            proc.wait()  # reaped, so that its CPU time is counted as this process's children's
-
-        atexit.register(stop)
+        proc, token = start_server()
+        atexit.register(stop_server, proc)
         _SERVER[:] = [(proc, token)]
     return _SERVER[0][1]
 

@@ -17,6 +17,25 @@ _FIRST = ("test_paper_shape.py", "test_workflow.py", "test_slurm.py", "test_faul
           "test_gpu_check.py")
 
 
+def pytest_configure(config):
+    """One warm server for the whole session (tests/cli.py): the test processes of `pytest -n 4` share
+    it, instead of importing torch, diffusers and snakemake once each. Not for the fast tier, which
+    runs no CLI."""
+    if hasattr(config, "workerinput") or "not cli" in (config.getoption("markexpr") or ""):
+        return  # a worker of pytest -n: the controller's server is named in its environment
+    from cli import SESSION, start_server
+
+    config.ouroboros_server, os.environ[SESSION] = start_server()
+
+
+def pytest_unconfigure(config):
+    proc = getattr(config, "ouroboros_server", None)
+    if proc is not None:
+        from cli import stop_server
+
+        stop_server(proc)
+
+
 def pytest_collection_modifyitems(items):
     rank = {name: i for i, name in enumerate(_FIRST)}
     items.sort(key=lambda item: rank.get(item.path.name, len(_FIRST)))  # stable: a file's own order stays

@@ -1,9 +1,9 @@
 """profiles/slurm end to end on a real single-node SLURM (tests/slurm_cluster.py).
 
-The tiny digits config runs through `snakemake --profile <profiles/slurm, adapted to the test
-cluster>`: every job is an sbatch job, GPU rules ask SLURM for a GPU, a job that fails once is
-retried by the profile, a job that keeps failing stops the run naming its SLURM log, and a training
-pre-empted and requeued by SLURM resumes from its checkpoint.
+The tiny digits loop runs through `snakemake --profile <profiles/slurm, adapted to the test
+cluster>` on the numpy generator: every job is an sbatch job, a job that fails once is retried by
+the profile, and a job that keeps failing stops the run naming its SLURM log. A DDPM training asks
+SLURM for a GPU and, pre-empted and requeued by SLURM, resumes from its checkpoint.
 
 Needs root and Debian's slurmctld, slurmd, slurm-client and munge (.ci/run installs them). Without
 them the module is skipped, except in CI (CI=true), where it fails.
@@ -22,7 +22,7 @@ import pytest
 import yaml
 
 import slurm_cluster
-from cli import LOCAL_ENV, REPO, command, make_workdir, snakemake, tiny_config
+from cli import LOCAL_ENV, REPO, command, make_workdir, numpy_config, snakemake, tiny_config
 
 RUN = "greedy"  # accumulate pool + Greedy Selection: every stage of the loop
 FOLDER = f"results/digits/{RUN}/iter02"
@@ -124,12 +124,14 @@ class Running:
 
 @pytest.fixture(scope="module")
 def loop(cluster, profile, tmp_path_factory):
-    """The tiny loop (run greedy, 2 iterations) on SLURM, with the classifier's job (beside the
-    loop's chain, not on it) failing once. The first test that asks starts it; it runs while the
-    requeue and failure tests submit their own jobs (the plugin polls each run every 2, 12, 22, …
-    seconds, so the three flows mostly wait, and waiting at once is what keeps the file short)."""
-    workdir = make_workdir(tmp_path_factory.mktemp("slurm-loop"), tiny_config([RUN], 2))
-    env = {"OUROBOROS_FAULT": "classifier", "OUROBOROS_FAULT_ONCE": str(workdir / "fault-fired")}
+    """The tiny loop (run greedy, 2 iterations) on SLURM, on the numpy generator (what it checks is
+    the profile's and SLURM's: every stage a SLURM job, a retry, the logs; the requeue test runs a
+    DDPM training on SLURM, on a GPU), with the first training failing once. The first test that
+    asks starts it; it runs while the requeue and failure tests submit their own jobs (the plugin
+    polls each run every 2, 12, 22, … seconds, so the three flows mostly wait, and waiting at once
+    is what keeps the file short)."""
+    workdir = make_workdir(tmp_path_factory.mktemp("slurm-loop"), numpy_config([RUN], 2))
+    env = {"OUROBOROS_FAULT": "train", "OUROBOROS_FAULT_ONCE": str(workdir / "fault-fired")}
     running = Running(workdir, command(workdir, *through(profile), *TARGETS, local=False), env)
     yield running
     running.stop()
@@ -178,8 +180,13 @@ def test_a_requeued_training_resumes_from_its_checkpoint(cluster, profile, loop,
         local.stdout.close()
         out.close()
     assert local.returncode == 0, local_output[-4000:]
-    assert "Restarts=1" in scontrol(jobid), scontrol(jobid)  # the same SLURM job, run a second time
+    job = scontrol(jobid)
+    assert "Restarts=1" in job, job  # the same SLURM job, run a second time
+    # a DDPM training asks SLURM for a GPU, and SLURM assigns it: the local slot pool stays out of the way
+    assert "gpu:1" in re.search(r"TresPerJob=(\S*)", job).group(1), job
     log = (workdir / "logs/digits/real/iter01/train.log").read_text()
+    assert "device: assigned by SLURM" in log, log[-2000:]
+    assert not (workdir / ".snakemake/ouroboros-gpu-slots").exists()
     assert f"resuming from results/digits/real/iter01/train-checkpoint at step {state['next_step']}\n" in log, log[-2000:]
     weights = f"{model}/diffusion_pytorch_model.safetensors"
     assert (workdir / weights).read_bytes() == (reference / weights).read_bytes()
@@ -187,7 +194,9 @@ def test_a_requeued_training_resumes_from_its_checkpoint(cluster, profile, loop,
 
 
 def test_a_job_that_keeps_failing_stops_the_run_naming_its_logs(loop, profile, tmp_path):
-    workdir = make_workdir(tmp_path / "failing", tiny_config([RUN], 1))
+    # the numpy generator: what fails here is SLURM's and the profile's handling, not a model (a cold
+    # DDPM job would spend ~9 CPU-s importing torch before failing)
+    workdir = make_workdir(tmp_path / "failing", numpy_config([RUN], 1))
     target = "results/digits/real/iter01/samples.npy"
     # --retries 0: the retry is tested on the loop, and the plugin polls ever more slowly while nothing
     # completes, so each failed attempt adds half a minute here
@@ -208,26 +217,21 @@ def test_the_profile_runs_the_loop_as_slurm_jobs(done):
     assert (metrics["run"], metrics["iteration"]) == (RUN, 2) and fid["values"]["fid"] >= 0
 
     jobs = submitted(output)
-    assert {rule for rule, _, _ in jobs} == {"data", "classifier", "train", "sample", "features", "select",
-                                            "evaluate", "fid"}
+    assert {rule for rule, _, _ in jobs} == {"data", "train", "sample", "features", "select", "evaluate", "fid"}
     for rule, jobid, log in jobs:
         assert log.is_relative_to(workdir / "logs/slurm") and log.is_file(), log
         tres = re.search(r"TresPerJob=(\S*)", scontrol(jobid))
-        asked_gpu = bool(tres) and "gpu:1" in tres.group(1)
-        # features are pixels/classifier and select runs on the CPU for digits: only train and sample
-        assert asked_gpu == (rule in ("train", "sample")), (rule, jobid, tres)
-    # SLURM assigns the devices: the local slot pool stays out of the way
-    assert "device: assigned by SLURM" in (workdir / "logs/digits" / RUN / "iter02/train.log").read_text()
-    assert not (workdir / ".snakemake/ouroboros-gpu-slots").exists()
+        # the numpy generator needs no GPU, nor do pixel features: no job asks (a DDPM's do: the requeue test)
+        assert not (tres and "gpu" in tres.group(1)), (rule, jobid, tres)
 
 
 def test_a_job_that_fails_once_is_reported_and_retried(done):
     workdir, output = done
     assert (workdir / "fault-fired").is_file()
-    classifiers = [(jobid, log) for rule, jobid, log in submitted(output) if rule == "classifier"]
-    assert len(classifiers) == 2 and classifiers[0][1].parent == classifiers[1][1].parent  # the failure, its retry
-    failed_id, failed_log = classifiers[0]
+    trains = [(jobid, log) for rule, jobid, log in submitted(output) if rule == "train"]
+    assert len(trains) == 3  # iteration 1 twice (the failure, its retry), iteration 2 once
+    failed_id, failed_log = trains[0]
+    assert trains[1][1].parent == failed_log.parent != trains[2][1].parent  # the retry is the same job's
     assert f"SLURM-job '{failed_id}' failed" in output and str(failed_log) in output
-    assert "injected fault in classifier" in failed_log.read_text()
-    assert "COMPLETED" not in scontrol(failed_id) and "COMPLETED" in scontrol(classifiers[1][0])
-    assert len([rule for rule, _, _ in submitted(output) if rule == "train"]) == 2  # iterations 1 and 2, once each
+    assert "injected fault in train" in failed_log.read_text()
+    assert "COMPLETED" not in scontrol(failed_id) and "COMPLETED" in scontrol(trains[1][0])

@@ -5,6 +5,7 @@ meet."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -13,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from cli import LOCAL_ENV, command, make_workdir, snakemake, tiny_config
+from cli import LOCAL_ENV, command, make_workdir, numpy_config, snakemake, tiny_config
 
 pytestmark = pytest.mark.cli
 
@@ -52,13 +53,34 @@ def _wait(condition, limit: float, what: str) -> None:
 def test_warm_jobs_write_the_bytes_of_cold_jobs(tmp_path):
     cold, warm = (make_workdir(tmp_path / name, config()) for name in ("cold", "warm"))
     snakemake(cold, TARGET, warm=False)
-    snakemake(warm, TARGET, shared=False)
+    snakemake(warm, TARGET)  # the shared server (the killing test below runs the wrapper's own)
     for f in (TARGET, MODEL, "results/digits/real/iter01/labels.npy"):
         assert (warm / f).read_bytes() == (cold / f).read_bytes(), f
     for stage in ("train", "sample"):
         assert WARM in (warm / f"logs/digits/real/iter01/{stage}.log").read_text()
         assert WARM not in (cold / f"logs/digits/real/iter01/{stage}.log").read_text()
-    assert WARM not in (warm / "logs/digits/real/data.log").read_text()  # a job without a model starts cold
+    # a job without a model is the light server's, which never imports torch
+    assert f"libraries loaded: none of torch, diffusers, transformers {WARM}" in (warm / "logs/digits/real/data.log").read_text()
+
+
+def test_light_jobs_write_the_bytes_of_cold_jobs(tmp_path):
+    """The loop of the numpy generator, every job the light server's: the same files as cold jobs
+    (selection.json's timing aside), and no job imported torch."""
+    cfg = numpy_config(["greedy"], 2)  # accumulate, Greedy Selection: every stage of the loop
+    cold, warm = (make_workdir(tmp_path / name, cfg) for name in ("cold", "warm"))
+    snakemake(cold, warm=False)
+    snakemake(warm, shared=False)  # the wrapper's own light server
+    files = sorted(p.relative_to(cold) for p in (cold / "results").rglob("*") if p.is_file())
+    assert len(files) > 20 and files == sorted(p.relative_to(warm) for p in (warm / "results").rglob("*") if p.is_file())
+    for f in files:
+        a, b = (cold / f).read_bytes(), (warm / f).read_bytes()
+        if f.name == "selection.json":
+            a, b = (json.loads(x) for x in (a, b))
+            a.pop("seconds"), b.pop("seconds")
+        assert a == b, f
+    logs = list((warm / "logs").rglob("*.log"))
+    assert len(logs) > 10 and all(f"libraries loaded: none of torch, diffusers, transformers {WARM}" in log.read_text()
+                                  for log in logs), [log for log in logs if WARM not in log.read_text()]
 
 
 def test_a_failing_warm_job_fails_with_its_traceback(tmp_path):
@@ -83,10 +105,10 @@ def test_killing_a_warm_jobs_process_kills_its_worker(tmp_path):
         log = work / "logs/digits/real/iter01/train.log"
         _wait(lambda: log.exists() and "paused in train" in log.read_text(), 300, "the training job paused")
         warm = lambda: _group(proc.pid, b"ouroboros.warm\0")  # noqa: E731 - forks keep the wrapper's command line
-        assert len(warm()) == 3  # the wrapper (the server), the job's manager and its worker
+        assert len(warm()) == 4  # the wrapper (the server), the light server, the job's manager and its worker
         [client] = _group(proc.pid, b".train.py")  # the job's own process, running Snakemake's script file
         os.kill(client, signal.SIGKILL)
-        _wait(lambda: len(warm()) <= 1, 30, "the killed job's manager and worker are gone")
+        _wait(lambda: len(warm()) <= 2, 30, "the killed job's manager and worker are gone")
         _wait(lambda: proc.poll() is not None, 120, "snakemake ended after its job was killed")
         assert proc.returncode != 0
     finally:
@@ -96,9 +118,10 @@ def test_killing_a_warm_jobs_process_kills_its_worker(tmp_path):
     assert not (work / MODEL).exists()
 
 
-def test_a_job_of_another_python_or_checkout_is_not_served(monkeypatch, tmp_path):
+def test_a_job_of_another_python_checkout_or_allocation_is_not_served(monkeypatch, tmp_path):
     """A rule's conda env, or a Snakefile of another checkout, would run its job with the server's
-    libraries and code: the server closes such a connection unanswered, and the job runs cold."""
+    libraries and code, and a job of another SLURM allocation outside that allocation's limits: the
+    server closes such a connection unanswered, and the job runs cold."""
     from ouroboros import warm
 
     from cli import warm_server
@@ -114,6 +137,12 @@ def test_a_job_of_another_python_or_checkout_is_not_served(monkeypatch, tmp_path
         _wait(lambda: warm._hand_over(token, str(script)) == 0, 120, "the shared server ran a job")
         assert ran.exists()
         ran.unlink()
+        # the light server too; then a job of a SLURM allocation the server is not in, and another Python
+        _wait(lambda: warm._hand_over(token, str(script), heavy=False) == 0, 120, "the light server ran a job")
+        ran.unlink()
+        monkeypatch.setenv("SLURM_JOB_ID", "4242")  # its worker would run outside the allocation's limits
+        assert warm._hand_over(token, str(script)) is None and warm._hand_over(token, str(script), heavy=False) is None
+        monkeypatch.delenv("SLURM_JOB_ID")
         monkeypatch.setattr(warm, "_interpreter", lambda: ("another Python", "/elsewhere", "/elsewhere/ouroboros"))
         assert warm._hand_over(token, str(script)) is None
         assert not ran.exists()

@@ -8,7 +8,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from scipy.special import digamma, gammaln
 
 from ouroboros.neighbors import knn
 
@@ -33,6 +32,10 @@ def duplicate_count(x: np.ndarray) -> int:
 
 def _kl(x: np.ndarray, k: int, eps: float) -> float:
     """ψ(N) − ψ(k) + log V_d + (d/N) Σ log(ε_k(x_i) + eps), V_d the volume of the unit d-ball."""
+    # here, not at the top: every snakemake command imports this module (the selection methods
+    # register at planning) and scipy.special alone is 0.27 CPU-s of its start
+    from scipy.special import digamma, gammaln
+
     x = np.asarray(x, dtype=np.float64)
     n, d = x.shape
     dist, _ = knn(x, x, k, exclude_self=True)

@@ -1,23 +1,29 @@
-"""Warm start: model jobs forked from one process that has already imported torch and its kin.
+"""Warm start: jobs forked from processes that have already imported their libraries.
 
-On a CPU machine at the demo's or the tests' scale a model job spends most of its life importing:
-about 10 CPU-s for torch and diffusers against well under a second of training or sampling. Under
+On a CPU machine at the demo's or the tests' scale a job spends most of its life importing: about
+10 CPU-s for torch and diffusers in a model job, against well under a second of training or
+sampling, and 0.3–2 CPU-s for numpy, pandas, scipy and sklearn in a job without a model, against
+milliseconds of work. Under
 
     python -m ouroboros.warm snakemake --cores 2 ...
 
 (the Makefile's demo and science targets use it) this wrapper runs snakemake as its child and serves
-its model jobs: at the first one it imports those libraries, and for each it forks a worker. The
-worker runs the same generated script file a cold job would run, in the job's own working
-directory, environment, argv and stdin/stdout/stderr, so the job computes the same bytes
-(tests/test_warm.py compares them with a cold run). Only jobs that ask through ``start(snakemake)``
-are handed over, and only single-threaded ones: the server loads its BLAS and OpenMP libraries for
-one thread, as ``runtime.configure(1)`` would.
+its jobs from two servers: itself for the model jobs (at the first one it imports torch, diffusers,
+transformers and torch-fidelity), and a light server, forked before anything heavy is imported, for
+every other job (numpy, pandas, scipy, sklearn, matplotlib; never torch, so such a job's log still
+says "libraries loaded: none of torch, ..."). For each job a server forks a worker. The worker
+runs the same generated script file a cold job would run, in the job's own working directory,
+environment, argv and stdin/stdout/stderr, so the job computes the same bytes (tests/test_warm.py
+compares them with a cold run). Only jobs that ask through ``start(snakemake)`` are handed over,
+and only single-threaded ones: the servers load their BLAS and OpenMP libraries for one thread, as
+``runtime.configure(1)`` would.
 
 Processes:
 - the client is the job's own process, started by Snakemake. It hands over its stdio, waits, and
   exits with the worker's status; a signal it receives goes on to the worker.
 - the server (this wrapper) forks a manager per client and exits with snakemake's status when
-  snakemake is done; if the wrapper is killed, snakemake gets SIGTERM.
+  snakemake is done; if the wrapper is killed, snakemake gets SIGTERM. The light server ends when
+  snakemake has.
 - the manager forks the worker, tells the client its pid, and waits for it. If the client dies
   (a job killed by Snakemake or by hand), it kills the worker at once, so nothing of a killed job
   keeps writing.
@@ -25,8 +31,16 @@ Processes:
 Every process descends from the wrapper and stays in its process group, so killing the group kills
 them all and their CPU time is counted as the wrapper's children's. A job that finds no server (the
 wrapper is gone, or the job runs on another machine under a cluster executor) runs cold in its own
-process, as without the wrapper. A machine with a CUDA driver gets no server: forking after CUDA
-has started is unsafe, and there the imports are seconds against minutes of GPU work.
+process, as without the wrapper; so does a job of another Python, environment or checkout, or of
+another SLURM allocation than the server's (a worker would escape its cgroup). A machine with a
+CUDA driver gets no server: forking after CUDA has started is unsafe, and there the imports are
+seconds against minutes of GPU work.
+
+``--serve TOKEN`` is a standalone server for many commands in a row (the test suite keeps one per
+session): a command run as ``python -m ouroboros.warm snakemake ...`` with ``OUROBOROS_WARM=TOKEN``
+in its environment has its jobs served there, and its snakemake itself is forked from the light
+server too (2 of the 2.7 CPU-s of a small plan are snakemake's imports). Settings that a library
+reads from the environment when it is imported come from the server's environment then.
 """
 
 from __future__ import annotations
@@ -45,13 +59,24 @@ WORKER = "OUROBOROS_WARM_WORKER"  # set inside a worker: the script runs here, i
 PRELOAD = ("torch", "torchvision", "diffusers", "diffusers.models.unets.unet_2d", "diffusers.schedulers",
            "transformers", "transformers.models.dinov2.modeling_dinov2", "transformers.models.auto",
            "torch_fidelity.feature_extractor_inceptionv3", "scipy.linalg", "snakemake.script")
+# what the jobs without a model import (0.3–2 CPU-s each: sklearn's digits loader alone is 1.9): the
+# light server imports these and never torch, so that those jobs' logs still truthfully say
+# "libraries loaded: none of torch, ..."
+LIGHT_PRELOAD = ("numpy", "pandas", "scipy.special", "scipy.stats", "scipy.spatial", "scipy.linalg",
+                 "sklearn.datasets", "faiss", "matplotlib.pyplot", "PIL.Image", "yaml", "snakemake.script")
+# what a snakemake command imports (2 of its 2.7 CPU-s for a plan of 50 jobs): a standalone server
+# (--serve) also runs the commands themselves, forked from its light server
+COMMAND_PRELOAD = ("snakemake.cli", "snakemake.api", "snakemake.profiles", "snakemake.storage",
+                   "snakemake.report.html_reporter", "requests", "nbformat", "docutils.core", "jinja2",
+                   "jsonschema", "fastjsonschema", "yte", "smart_open", "dpath", "argparse_dataclass")
 _HEADER = struct.Struct("!Q")
 PR_SET_PDEATHSIG = 1
 
 
-def _address(token: str) -> str:
-    """An abstract Unix socket (Linux): no file to clean up, gone with the process that holds it."""
-    return f"\0ouroboros-warm-{token}"
+def _address(token: str, heavy: bool = True) -> str:
+    """An abstract Unix socket (Linux): no file to clean up, gone with the process that holds it. The
+    model jobs' server and the light server of the other jobs listen on one each."""
+    return f"\0ouroboros-warm-{token}" + ("" if heavy else "-light")
 
 
 def _send(sock: socket.socket, obj) -> None:
@@ -90,16 +115,16 @@ def preloaded() -> bool:
 
 
 def start(snakemake, *, heavy: bool | None = None) -> None:
-    """Call first thing in a job's script. Under the wrapper, a model job (``heavy``, by default: one
-    that asked for a GPU slot) with one thread is run by a forked worker of the warm server, and this
-    process exits with the worker's status; otherwise (and if no server answers) it returns, and the
-    job runs here, cold."""
+    """Call first thing in a job's script. Under the wrapper, a job with one thread is run by a forked
+    worker, and this process exits with the worker's status: a model job (``heavy``, by default one
+    that asked for a GPU slot) by the server that imported torch, any other by the light server that
+    never does. Otherwise (and if no server answers) it returns, and the job runs here, cold."""
+    if not (offered() and int(snakemake.threads) == 1):
+        return
     if heavy is None:
         heavy = int(snakemake.resources.get("gpu", 0) or 0) > 0
-    if not (heavy and offered() and int(snakemake.threads) == 1):
-        return
     script = os.path.abspath(sys.argv[0])  # the generated file: Snakemake's preamble, then the script
-    code = _hand_over(os.environ[ENV], script)
+    code = _hand_over(os.environ[ENV], script, heavy)
     if code is not None:
         _exit_like(code)
 
@@ -122,15 +147,18 @@ def _interpreter() -> tuple[str, str, str]:
     return sys.version, os.path.realpath(sys.prefix), os.path.realpath(os.path.dirname(__file__))
 
 
-def _hand_over(token: str, script: str) -> int | None:
-    """The client's side: the worker's exit status, or None when no worker started (run cold)."""
+def _hand_over(token: str, script: str, heavy: bool = True, *, argv: list[str] | None = None,
+               path: list[str] | None = None, command: bool = False) -> int | None:
+    """The client's side: the worker's exit status, or None when no worker started (run cold). The
+    worker runs ``script`` with this process's argv and sys.path, or with ``argv`` and ``path``;
+    a ``command`` (snakemake itself) offers the warm start on to the jobs it starts."""
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
         try:
-            sock.connect(_address(token))
+            sock.connect(_address(token, heavy))
         except OSError:
             return None  # no server (the command it ran is over, or this job runs on another machine)
-        request = {"script": script, "argv": sys.argv, "path": sys.path, "cwd": os.getcwd(),
-                   "env": dict(os.environ), "interpreter": _interpreter()}
+        request = {"script": script, "argv": argv or sys.argv, "path": path or sys.path, "cwd": os.getcwd(),
+                   "env": dict(os.environ), "interpreter": _interpreter(), "command": command}
         try:
             sys.stdout.flush()
             sys.stderr.flush()
@@ -153,18 +181,29 @@ def wrap(argv: list[str]) -> int:
     when the first job asks, so a run without model jobs costs nothing, and every process of the
     warm start descends from it (its CPU time is counted wherever CMD's would be). Where
     ``OUROBOROS_WARM`` already names a server (``serve``: one for many commands in a row, as the
-    test suite keeps), CMD's jobs use that one and this process only runs CMD."""
+    test suite keeps), CMD's jobs use that one, and CMD itself, when it is a script of this Python
+    (the environment's snakemake), runs forked from its light server: this process then waits for
+    it as a job's client waits for its worker."""
     if not argv:
         raise SystemExit("usage: python -m ouroboros.warm snakemake [ARGS...]")
     env = {k: v for k, v in os.environ.items() if k != WORKER}
-    listener = None
+    script = _own_python_script(argv[0])
+    if env.get(ENV) and script and not os.environ.get(WORKER):
+        # a standalone server runs the command itself too: snakemake forked from its light server
+        code = _hand_over(env[ENV], script, heavy=False, argv=[script, *argv[1:]],
+                          path=[os.path.dirname(script), *sys.path[1:]], command=True)
+        if code is not None:
+            _exit_like(code)
+    listener, light = None, None
     if not env.get(ENV) and not _cuda_machine():
         token = f"{os.getpid()}-{os.urandom(6).hex()}"
         listener = _listen(token)
+        light = _start_light(token, listener, eager=False)
         env[ENV] = token
     try:
         child = subprocess.Popen(argv, env=env, preexec_fn=_die_with_parent)
     except OSError as exc:
+        _stop_light(light)
         raise SystemExit(f"ouroboros.warm: cannot run {argv[0]!r}: {exc}") from None
     # Ctrl-C reaches the whole foreground group: snakemake handles it; SIGTERM is passed on
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -177,9 +216,30 @@ def wrap(argv: list[str]) -> int:
     code = child.wait()
     for sig in (signal.SIGTERM, signal.SIGHUP):  # snakemake is gone: nothing to pass them on to
         signal.signal(sig, signal.SIG_DFL)
+    _stop_light(light)
     for pid in managers:  # a job's manager outlives snakemake only while its client does
         os.waitpid(pid, 0)
     return code if code >= 0 else 128 - code
+
+
+def _own_python_script(command: str) -> str | None:
+    """The path of ``command`` when it is a Python script of this interpreter (a console script such
+    as the environment's ``snakemake``), which a worker of this server can run as it is."""
+    import shutil
+
+    path = shutil.which(command)
+    if not path:
+        return None
+    try:
+        with open(path, "rb") as f:
+            first = f.readline(4096)
+    except OSError:
+        return None
+    if not first.startswith(b"#!"):
+        return None
+    interpreter = first[2:].strip().split(b" ")[0].decode(errors="replace")
+    same = os.path.realpath(interpreter) == os.path.realpath(sys.executable)
+    return os.path.abspath(path) if same else None
 
 
 def serve(token: str) -> None:
@@ -191,14 +251,48 @@ def serve(token: str) -> None:
         return
     parent = os.getppid()
     listener = _listen(token)
+    _start_light(token, listener, eager=True, commands=True)
     _serve(listener, lambda: os.getppid() == parent, set(), eager=True)
 
 
-def _listen(token: str) -> socket.socket:
+def _listen(token: str, heavy: bool = True) -> socket.socket:
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    listener.bind(_address(token))
+    listener.bind(_address(token, heavy))
     listener.listen(64)
     return listener
+
+
+def _start_light(token: str, heavy: socket.socket, *, eager: bool, commands: bool = False) -> int:
+    """Fork the light server, before this process imports anything heavy: it serves the jobs without
+    a model from LIGHT_PRELOAD (and snakemake commands, with COMMAND_PRELOAD: ``commands``), until
+    its parent stops it (SIGTERM) or dies. Its socket is bound here, before any job can ask."""
+    light = _listen(token, heavy=False)
+    server = os.getpid()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid:
+        light.close()
+        return pid
+    try:
+        heavy.close()  # else the model jobs' address would stay bound, unanswered, while this one lives
+        stopping: list[int] = []
+        signal.signal(signal.SIGTERM, lambda *_: stopping.append(1))
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for snakemake and the jobs
+        managers: set[int] = set()
+        preload = LIGHT_PRELOAD + (COMMAND_PRELOAD if commands else ())
+        _serve(light, lambda: not stopping and os.getppid() == server, managers, eager=eager, preload=preload)
+        for manager in managers:
+            os.waitpid(manager, 0)
+    finally:
+        os._exit(0)
+
+
+def _stop_light(pid: int | None) -> None:
+    """Stop the light server once snakemake is gone: it ends when its last job's manager has."""
+    if pid:
+        os.kill(pid, signal.SIGTERM)
+        os.waitpid(pid, 0)
 
 
 def _die_with_parent(sig: int = signal.SIGTERM) -> None:
@@ -209,13 +303,14 @@ def _die_with_parent(sig: int = signal.SIGTERM) -> None:
     ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, sig, 0, 0, 0)
 
 
-def _serve(listener: socket.socket, running, managers: set[int], *, eager: bool) -> None:
-    """Fork a manager per connection while ``running()``; import the libraries first (``eager``)
+def _serve(listener: socket.socket, running, managers: set[int], *, eager: bool,
+           preload: tuple[str, ...] = PRELOAD) -> None:
+    """Fork a manager per connection while ``running()``; import ``preload`` first (``eager``)
     or at the first connection."""
     import select
 
     if eager:
-        _preload()
+        _preload(preload)
     imported = eager
     while running():
         for pid in list(managers):  # reap the managers that are done (only those: never the child)
@@ -225,7 +320,7 @@ def _serve(listener: socket.socket, running, managers: set[int], *, eager: bool)
             continue
         conn, _ = listener.accept()
         if not imported:
-            _preload()
+            _preload(preload)
             imported = True
         sys.stdout.flush()
         sys.stderr.flush()
@@ -240,14 +335,14 @@ def _serve(listener: socket.socket, running, managers: set[int], *, eager: bool)
         conn.close()
 
 
-def _preload() -> None:
-    """Import what model jobs import, loading BLAS and OpenMP as a one-thread job would."""
+def _preload(names: tuple[str, ...]) -> None:
+    """Import what the served jobs import, loading BLAS and OpenMP as a one-thread job would."""
     import importlib
 
     from ouroboros import runtime
 
     runtime.configure(1)
-    for name in PRELOAD:
+    for name in names:
         try:
             importlib.import_module(name)
         except Exception:  # noqa: BLE001 - a library this install lacks: its jobs import it themselves
@@ -265,6 +360,8 @@ def _manage(conn: socket.socket) -> None:
     request = pickle.loads(_recv_exact(conn, size))
     if request.get("interpreter") != _interpreter():
         return  # closing the connection unanswered: the client runs its job cold, in its own Python
+    if request["env"].get("SLURM_JOB_ID") != os.environ.get("SLURM_JOB_ID"):
+        return  # a job of another SLURM allocation: a worker here would escape its limits (cgroup)
     manager = os.getpid()
     wake_r, wake_w = os.pipe()
     os.set_blocking(wake_w, False)
@@ -324,7 +421,8 @@ def _work(request: dict, fds: list[int], manager: int) -> None:
         os.chdir(request["cwd"])
         os.environ.clear()
         os.environ.update(request["env"])
-        os.environ[WORKER] = "1"
+        if not request.get("command"):  # a command's jobs may hand over in their turn
+            os.environ[WORKER] = "1"
         sys.argv[:] = request["argv"]
         sys.path[:] = request["path"]
         try:
@@ -342,6 +440,8 @@ def _work(request: dict, fds: list[int], manager: int) -> None:
             interrupted = True
         except BaseException:  # noqa: BLE001 - what an uncaught exception does to a Python process
             traceback.print_exc()
+        if "threading" in sys.modules:  # as the interpreter ends: join the threads left, then atexit
+            sys.modules["threading"]._shutdown()
         import atexit
 
         atexit._run_exitfuncs()

@@ -6,7 +6,7 @@ sys.path.insert(0, f"{snakemake.scriptdir}/../../src")  # the library, also with
 from ouroboros import warm  # noqa: E402
 from ouroboros.runtime import logged  # noqa: E402
 
-# under `python -m ouroboros.warm` a model job runs in a worker forked from a process that imported torch once
+# under `python -m ouroboros.warm` the job runs in a worker forked from a process that imported its libraries once
 warm.start(snakemake, heavy=True)
 
 with logged(snakemake.log[0], snakemake.threads):

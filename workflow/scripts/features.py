@@ -6,8 +6,9 @@ sys.path.insert(0, f"{snakemake.scriptdir}/../../src")  # the library, also with
 from ouroboros import warm  # noqa: E402
 from ouroboros.runtime import logged  # noqa: E402
 
-# under `python -m ouroboros.warm` a model job runs in a worker forked from a process that imported torch once
-warm.start(snakemake)
+# under `python -m ouroboros.warm` the job runs in a worker forked from a process that imported its libraries once
+# (pixels and identity are numpy: the light server's; every other extractor runs a network in torch)
+warm.start(snakemake, heavy=snakemake.wildcards.extractor not in ("pixels", "identity"))
 
 # a job with resources gpu=1 takes a device slot of its own (ouroboros.devices) before CUDA starts
 with logged(snakemake.log[0], snakemake.threads, gpu=snakemake.resources.get("gpu", 0), gpus=snakemake.config.get("gpus")):
