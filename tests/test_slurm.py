@@ -22,7 +22,7 @@ import pytest
 import yaml
 
 import slurm_cluster
-from cli import LOCAL_ENV, REPO, command, make_workdir, numpy_config, snakemake, tiny_config
+from cli import LOCAL_ENV, REPO, command, make_workdir, numpy_config, tiny_config
 
 RUN = "greedy"  # accumulate pool + Greedy Selection: every stage of the loop
 FOLDER = f"results/digits/{RUN}/iter02"
@@ -77,11 +77,6 @@ def through(profile: Path) -> tuple[str, ...]:
     return ("--profile", str(profile), "--workflow-profile", "none")
 
 
-def on_slurm(workdir: Path, profile: Path, *args: str, env: dict | None = None, check: bool = True):
-    # from the workdir, as a user would; logs/slurm lands under the working directory either way
-    return snakemake(workdir, *through(profile), *args, env=env, check=check, local=False, timeout=TIMEOUT, cwd=workdir)
-
-
 def submitted(output: str) -> list[tuple[str, str, Path]]:
     """(rule, SLURM job id, SLURM log) of every job the run submitted."""
     jobs = []
@@ -97,7 +92,8 @@ def scontrol(jobid: str) -> str:
 
 
 class Running:
-    """A snakemake command on SLURM that runs while other tests go on (its output in ``log``)."""
+    """A snakemake command on SLURM that runs while other tests go on (its output in ``log``), from
+    its workdir, as a user would run it (logs/slurm lands under the working directory either way)."""
 
     def __init__(self, workdir: Path, cmd: list[str], env: dict):
         self.workdir, self.log = workdir, workdir / "run.out"
@@ -105,14 +101,15 @@ class Running:
         self.proc = subprocess.Popen(cmd, stdout=self._out, stderr=subprocess.STDOUT, cwd=workdir,
                                      env={**os.environ, **env})
 
-    def wait(self) -> tuple[Path, str]:
+    def wait(self, succeed: bool = True) -> tuple[Path, str]:
+        """(workdir, output) once the command has ended, successfully (``succeed``) or not."""
         try:
             code = self.proc.wait(timeout=TIMEOUT)
         except subprocess.TimeoutExpired:
             self.stop()
-            raise AssertionError(f"the SLURM loop ran past {TIMEOUT} s:\n{self.log.read_text()[-4000:]}") from None
+            raise AssertionError(f"the SLURM run ran past {TIMEOUT} s:\n{self.log.read_text()[-4000:]}") from None
         output = self.log.read_text()
-        assert code == 0, output[-6000:]
+        assert (code == 0) == succeed, output[-6000:]
         return self.workdir, output
 
     def stop(self) -> None:
@@ -142,8 +139,24 @@ def done(loop):
     return loop.wait()
 
 
-# the loop (started by the first test here) runs while the requeue and failure tests run theirs
-def test_a_requeued_training_resumes_from_its_checkpoint(cluster, profile, loop, tmp_path):
+FAILING_TARGET = "results/digits/real/iter01/samples.npy"
+
+
+@pytest.fixture(scope="module")
+def failing(cluster, profile, tmp_path_factory):
+    """A run whose training keeps failing, started beside the loop (the first test asks for both).
+    The numpy generator: what fails here is SLURM's and the profile's handling, not a model (a cold
+    DDPM job would spend ~9 CPU-s importing torch before failing). --retries 0: the retry is tested
+    on the loop, and the plugin polls ever more slowly while nothing completes."""
+    workdir = make_workdir(tmp_path_factory.mktemp("slurm-failing"), numpy_config([RUN], 1))
+    cmd = command(workdir, *through(profile), "--retries", "0", FAILING_TARGET, local=False)
+    running = Running(workdir, cmd, {"OUROBOROS_FAULT": "train"})
+    yield running
+    running.stop()
+
+
+# the loop and the failing run (started by the first test here) run while the requeue test runs its own
+def test_a_requeued_training_resumes_from_its_checkpoint(cluster, profile, loop, failing, tmp_path):
     """SLURM pre-empts a running training and requeues it (`scontrol requeue`, what a pre-empting
     partition with PreemptMode=REQUEUE does): the profile's `slurm-requeue` lets SLURM restart the
     job, which resumes from its in-job checkpoint and ends with the weights of an uninterrupted run."""
@@ -193,21 +206,13 @@ def test_a_requeued_training_resumes_from_its_checkpoint(cluster, profile, loop,
     assert not (workdir / "results/digits/real/iter01/train-checkpoint").exists()
 
 
-def test_a_job_that_keeps_failing_stops_the_run_naming_its_logs(loop, profile, tmp_path):
-    # the numpy generator: what fails here is SLURM's and the profile's handling, not a model (a cold
-    # DDPM job would spend ~9 CPU-s importing torch before failing)
-    workdir = make_workdir(tmp_path / "failing", numpy_config([RUN], 1))
-    target = "results/digits/real/iter01/samples.npy"
-    # --retries 0: the retry is tested on the loop, and the plugin polls ever more slowly while nothing
-    # completes, so each failed attempt adds half a minute here
-    out = on_slurm(workdir, profile, "--retries", "0", target, env={"OUROBOROS_FAULT": "train"}, check=False)
-    output = out.stdout + out.stderr
-    assert out.returncode != 0
+def test_a_job_that_keeps_failing_stops_the_run_naming_its_logs(failing):
+    workdir, output = failing.wait(succeed=False)
     [(jobid, log)] = [(jobid, log) for rule, jobid, log in submitted(output) if rule == "train"]
     assert f"SLURM-job '{jobid}' failed" in output and str(log) in output
     assert "injected fault in train" in log.read_text()
     assert "injected fault in train" in (workdir / "logs/digits/real/iter01/train.log").read_text()
-    assert not (workdir / "results/digits/real/iter01/model").exists() and not (workdir / target).exists()
+    assert not (workdir / "results/digits/real/iter01/model").exists() and not (workdir / FAILING_TARGET).exists()
 
 
 def test_the_profile_runs_the_loop_as_slurm_jobs(done):
