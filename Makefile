@@ -43,9 +43,11 @@ theory: $(BIN)/snakemake
 
 # Four test files at a time on two cores (--dist loadfile keeps a file's shared fixtures in one
 # worker): the CLI tests wait on Snakemake's and SLURM's scheduling most of the time (1.2 of 2 cores
-# busy with three at a time: 5:52 idle; four: 5:17).
+# busy with three at a time: 5:52 idle; four: 5:17). --no-loadscope-reorder: files start in the
+# order tests/conftest.py gives (longest first), not by their number of tests, which started the
+# SLURM and paper-shape files two minutes in and made them end last.
 test: $(BIN)/snakemake
-	OMP_WAIT_POLICY=PASSIVE $(BIN)/python -m pytest -n 4 --dist loadfile
+	OMP_WAIT_POLICY=PASSIVE $(BIN)/python -m pytest -n 4 --dist loadfile --no-loadscope-reorder
 
 # The fast tier: every library test and every config check in-process; no snakemake command
 # line, no SLURM, no browser.
