@@ -143,7 +143,7 @@ def test_a_job_of_another_python_checkout_or_allocation_is_not_served(monkeypatc
         monkeypatch.setenv("SLURM_JOB_ID", "4242")  # its worker would run outside the allocation's limits
         assert warm._hand_over(token, str(script)) is None and warm._hand_over(token, str(script), heavy=False) is None
         monkeypatch.delenv("SLURM_JOB_ID")
-        monkeypatch.setattr(warm, "_interpreter", lambda: ("another Python", "/elsewhere", "/elsewhere/ouroboros"))
+        monkeypatch.setattr(warm, "_context", lambda: ("another Python", "/elsewhere", "/elsewhere/ouroboros", None))
         assert warm._hand_over(token, str(script)) is None
         assert not ran.exists()
     finally:

@@ -141,10 +141,12 @@ def _exit_like(code: int) -> None:
     os._exit(min(code, 255))
 
 
-def _interpreter() -> tuple[str, str, str]:
-    """What a worker must share with its client: the Python, its environment, and this library's copy
-    (a conda env of the rule, or a Snakefile of another checkout, would run other code)."""
-    return sys.version, os.path.realpath(sys.prefix), os.path.realpath(os.path.dirname(__file__))
+def _context() -> tuple[str, str, str, str | None]:
+    """What a worker must share with its client: the Python, its environment and this library's copy
+    (a conda env of the rule, or a Snakefile of another checkout, would run other code), and the
+    SLURM allocation (a worker of another allocation's server would escape its limits: cgroup)."""
+    return (sys.version, os.path.realpath(sys.prefix), os.path.realpath(os.path.dirname(__file__)),
+            os.environ.get("SLURM_JOB_ID"))
 
 
 def _hand_over(token: str, script: str, heavy: bool = True, *, argv: list[str] | None = None,
@@ -158,7 +160,7 @@ def _hand_over(token: str, script: str, heavy: bool = True, *, argv: list[str] |
         except OSError:
             return None  # no server (the command it ran is over, or this job runs on another machine)
         request = {"script": script, "argv": argv or sys.argv, "path": path or sys.path, "cwd": os.getcwd(),
-                   "env": dict(os.environ), "interpreter": _interpreter(), "command": command}
+                   "env": dict(os.environ), "context": _context(), "command": command}
         try:
             sys.stdout.flush()
             sys.stderr.flush()
@@ -187,8 +189,7 @@ def wrap(argv: list[str]) -> int:
     if not argv:
         raise SystemExit("usage: python -m ouroboros.warm snakemake [ARGS...]")
     env = {k: v for k, v in os.environ.items() if k != WORKER}
-    script = _own_python_script(argv[0])
-    if env.get(ENV) and script and not os.environ.get(WORKER):
+    if env.get(ENV) and not os.environ.get(WORKER) and (script := _own_python_script(argv[0])):
         # a standalone server runs the command itself too: snakemake forked from its light server
         code = _hand_over(env[ENV], script, heavy=False, argv=[script, *argv[1:]],
                           path=[os.path.dirname(script), *sys.path[1:]], command=True)
@@ -358,10 +359,8 @@ def _manage(conn: socket.socket) -> None:
     head, fds, _flags, _addr = socket.recv_fds(conn, _HEADER.size, 3)
     (size,) = _HEADER.unpack(head + _recv_exact(conn, _HEADER.size - len(head)))
     request = pickle.loads(_recv_exact(conn, size))
-    if request.get("interpreter") != _interpreter():
-        return  # closing the connection unanswered: the client runs its job cold, in its own Python
-    if request["env"].get("SLURM_JOB_ID") != os.environ.get("SLURM_JOB_ID"):
-        return  # a job of another SLURM allocation: a worker here would escape its limits (cgroup)
+    if request.get("context") != _context():
+        return  # closing the connection unanswered: the client runs its job cold, in its own process
     manager = os.getpid()
     wake_r, wake_w = os.pipe()
     os.set_blocking(wake_w, False)
