@@ -9,6 +9,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -64,12 +65,13 @@ def test_warm_jobs_write_the_bytes_of_cold_jobs(tmp_path):
 
 
 def test_light_jobs_write_the_bytes_of_cold_jobs(tmp_path):
-    """The loop of the numpy generator, every job the light server's: the same files as cold jobs
+    """The loop of the numpy generator, every job of one thread the light server's (taken from the
+    launcher), and the trainings, given two threads, run cold: the same files as cold jobs
     (selection.json's timing aside), and no job imported torch."""
     cfg = numpy_config(["greedy"], 2)  # accumulate, Greedy Selection: every stage of the loop
     cold, warm = (make_workdir(tmp_path / name, cfg) for name in ("cold", "warm"))
-    snakemake(cold, warm=False)
-    snakemake(warm, shared=False)  # the wrapper's own light server
+    snakemake(cold, "--set-threads", "train=2", warm=False)
+    snakemake(warm, "--set-threads", "train=2", shared=False)  # the wrapper's own light server
     files = sorted(p.relative_to(cold) for p in (cold / "results").rglob("*") if p.is_file())
     assert len(files) > 20 and files == sorted(p.relative_to(warm) for p in (warm / "results").rglob("*") if p.is_file())
     for f in files:
@@ -79,8 +81,11 @@ def test_light_jobs_write_the_bytes_of_cold_jobs(tmp_path):
             a.pop("seconds"), b.pop("seconds")
         assert a == b, f
     logs = list((warm / "logs").rglob("*.log"))
-    assert len(logs) > 10 and all(f"libraries loaded: none of torch, diffusers, transformers {WARM}" in log.read_text()
-                                  for log in logs), [log for log in logs if WARM not in log.read_text()]
+    trains = [log for log in logs if log.name == "train.log"]
+    assert len(logs) > 10 and len(trains) == 2  # iterations 1 and 2
+    for log in logs:  # a job of two threads runs cold (the servers' libraries are loaded for one)
+        text = log.read_text()
+        assert "libraries loaded: none of torch, diffusers, transformers" in text and (WARM in text) != (log in trains), log
 
 
 def test_a_failing_warm_job_fails_with_its_traceback(tmp_path):
@@ -105,10 +110,13 @@ def test_killing_a_warm_jobs_process_kills_its_worker(tmp_path):
         log = work / "logs/digits/real/iter01/train.log"
         _wait(lambda: log.exists() and "paused in train" in log.read_text(), 300, "the training job paused")
         warm = lambda: _group(proc.pid, b"ouroboros.warm\0")  # noqa: E731 - forks keep the wrapper's command line
-        assert len(warm()) == 4  # the wrapper (the server), the light server, the job's manager and its worker
-        [client] = _group(proc.pid, b".train.py")  # the job's own process, running Snakemake's script file
+        # the wrapper (the model server), the light server, and the job's two managers and workers: the
+        # light server's took the job from the launcher and handed it on to the model server's
+        assert len(warm()) == 6
+        [client] = _group(proc.pid, b".train.py")  # the job's own process: the launcher, with Snakemake's script file
+        assert b"ouroboros-warm-" in Path(f"/proc/{client}/cmdline").read_bytes()
         os.kill(client, signal.SIGKILL)
-        _wait(lambda: len(warm()) <= 2, 30, "the killed job's manager and worker are gone")
+        _wait(lambda: len(warm()) <= 2, 30, "the killed job's managers and workers are gone")
         _wait(lambda: proc.poll() is not None, 120, "snakemake ended after its job was killed")
         assert proc.returncode != 0
     finally:
@@ -149,3 +157,29 @@ def test_a_job_of_another_python_checkout_or_allocation_is_not_served(monkeypatc
     finally:
         for sig, handler in handlers.items():
             signal.signal(sig, handler)
+
+
+def test_a_launched_script_runs_in_a_light_worker_as_this_python_would_run_it(tmp_path):
+    """What a launcher hands over runs with the argv, sys.path, directory and environment that this
+    Python gives the same file (tests/test_warm_launcher.py: without a server, it is this Python)."""
+    from ouroboros import warm
+
+    from cli import warm_server
+
+    show = ("import json, os, sys; print(json.dumps([sys.executable, sys.argv, sys.path, os.getcwd(), "
+            "os.environ.get('ONLY_HERE'), os.environ.get('OUROBOROS_WARM_WORKER')]))")
+    rel = ".snakemake/scripts/tmpk2j4.show.py"
+    (tmp_path / rel).parent.mkdir(parents=True)
+    (tmp_path / rel).write_text(show)
+    env = {**{k: v for k, v in os.environ.items() if k != warm.WORKER}, "ONLY_HERE": "1", warm.ENV: warm_server()}
+    launcher = warm._write_launcher()
+    try:
+        run = lambda *cmd: json.loads(subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True,  # noqa: E731
+                                                     timeout=120, check=True).stdout)
+        cold, launched = run(sys.executable, rel), run(launcher, rel)
+    finally:
+        warm._remove_launcher(launcher)
+    assert cold[-1] is None and launched[-1] == warm.LAUNCHED  # a light worker ran it, not the launcher's own Python
+    assert cold[1] == [rel] and launched[1] == [str(tmp_path / rel)]  # runpy names the file by its whole path
+    launched[1] = cold[1]
+    assert launched[:-1] == cold[:-1]

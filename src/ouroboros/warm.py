@@ -20,7 +20,12 @@ and only single-threaded ones: the servers load their BLAS and OpenMP libraries 
 
 Processes:
 - the client is the job's own process, started by Snakemake. It hands over its stdio, waits, and
-  exits with the worker's status; a signal it receives goes on to the worker.
+  exits with the worker's status; a signal it receives goes on to the worker. A served snakemake
+  starts its Python script jobs with a launcher in place of its Python (``_write_launcher``): a
+  client that hands Snakemake's script file to the light server before it imports anything (a
+  job's own Python spent 0.1 CPU-s importing Snakemake for the file's preamble). The light worker
+  then reads the job, and hands a model job on to the model server in its turn, or, for a job of
+  several threads, becomes a fresh Python (exec) that runs it cold.
 - the server (this wrapper) forks a manager per client and exits with snakemake's status when
   snakemake is done; if the wrapper is killed, snakemake gets SIGTERM. The light server ends when
   snakemake has.
@@ -45,16 +50,17 @@ reads from the environment when it is imported come from the server's environmen
 
 from __future__ import annotations
 
+import marshal  # the messages: plain values, and a builtin, so that a launcher starts in milliseconds
 import os
-import pickle
 import signal
 import socket
 import struct
-import subprocess
 import sys
 
 ENV = "OUROBOROS_WARM"  # the server's token, set by `python -m ouroboros.warm` for the command it runs
 WORKER = "OUROBOROS_WARM_WORKER"  # set inside a worker: the script runs here, it does not hand over again
+LAUNCHED = "launched"  # WORKER in a worker that a launcher asked for: its job has not yet chosen a server
+_LAUNCHER: list[str] = []  # this server's launcher (_write_launcher), for the snakemakes it forks
 # the libraries a model job imports, in the order a job imports them
 PRELOAD = ("torch", "torchvision", "diffusers", "diffusers.models.unets.unet_2d", "diffusers.schedulers",
            "transformers", "transformers.models.dinov2.modeling_dinov2", "transformers.models.auto",
@@ -80,7 +86,7 @@ def _address(token: str, heavy: bool = True) -> str:
 
 
 def _send(sock: socket.socket, obj) -> None:
-    data = pickle.dumps(obj)
+    data = marshal.dumps(obj)
     sock.sendall(_HEADER.pack(len(data)) + data)
 
 
@@ -97,7 +103,7 @@ def _recv_exact(sock: socket.socket, size: int) -> bytes:
 
 def _recv(sock: socket.socket):
     (size,) = _HEADER.unpack(_recv_exact(sock, _HEADER.size))
-    return pickle.loads(_recv_exact(sock, size))
+    return marshal.loads(_recv_exact(sock, size))
 
 
 def _cuda_machine() -> bool:
@@ -119,12 +125,24 @@ def start(snakemake, *, heavy: bool | None = None) -> None:
     worker, and this process exits with the worker's status: a model job (``heavy``, by default one
     that asked for a GPU slot) by the server that imported torch, any other by the light server that
     never does. Otherwise (and if no server answers) it returns, and the job runs here, cold."""
-    if not (offered() and int(snakemake.threads) == 1):
+    launched = os.environ.get(WORKER) == LAUNCHED
+    if not launched and not (offered() and int(snakemake.threads) == 1):
         return
     if heavy is None:
         heavy = int(snakemake.resources.get("gpu", 0) or 0) > 0
     script = os.path.abspath(sys.argv[0])  # the generated file: Snakemake's preamble, then the script
-    code = _hand_over(os.environ[ENV], script, heavy)
+    if launched:  # this light worker took the job from a launcher, before anyone knew what the job is
+        env = {k: v for k, v in os.environ.items() if k != WORKER}  # the job's own environment
+        if int(snakemake.threads) == 1 and not heavy:
+            os.environ[WORKER] = "1"
+            return  # the job is this worker's
+        code = _hand_over(env[ENV], script, heavy=True, env=env) if int(snakemake.threads) == 1 else None
+        if code is None:  # a job of several threads, or one the model server would not take: cold, as
+            sys.stdout.flush()  # the launcher's own Python would have run it, in this process
+            sys.stderr.flush()
+            os.execve(sys.executable, [sys.executable, *sys.argv], env)
+    else:
+        code = _hand_over(os.environ[ENV], script, heavy)
     if code is not None:
         _exit_like(code)
 
@@ -150,21 +168,23 @@ def _context() -> tuple[str, str, str, str | None]:
 
 
 def _hand_over(token: str, script: str, heavy: bool = True, *, argv: list[str] | None = None,
-               path: list[str] | None = None, command: bool = False) -> int | None:
+               path: list[str] | None = None, env: dict | None = None, command: bool = False,
+               launched: bool = False) -> int | None:
     """The client's side: the worker's exit status, or None when no worker started (run cold). The
-    worker runs ``script`` with this process's argv and sys.path, or with ``argv`` and ``path``;
-    a ``command`` (snakemake itself) offers the warm start on to the jobs it starts."""
+    worker runs ``script`` with this process's argv, sys.path and environment, or with ``argv``,
+    ``path`` and ``env``; a ``command`` (snakemake itself) offers the warm start on to the jobs it
+    starts; a ``launched`` job (from a launcher) chooses its server once it knows what it is."""
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
         try:
             sock.connect(_address(token, heavy))
         except OSError:
             return None  # no server (the command it ran is over, or this job runs on another machine)
         request = {"script": script, "argv": argv or sys.argv, "path": path or sys.path, "cwd": os.getcwd(),
-                   "env": dict(os.environ), "context": _context(), "command": command}
+                   "env": env or dict(os.environ), "context": _context(), "command": command, "launched": launched}
         try:
             sys.stdout.flush()
             sys.stderr.flush()
-            data = pickle.dumps(request)
+            data = marshal.dumps(request)
             socket.send_fds(sock, [_HEADER.pack(len(data)) + data], [0, 1, 2])
             pid = _recv(sock)  # the first job waits here while the server imports: seconds it would spend anyway
         except (OSError, EOFError):
@@ -175,6 +195,114 @@ def _hand_over(token: str, script: str, heavy: bool = True, *, argv: list[str] |
             return _recv(sock)
         except (OSError, EOFError):
             return 1  # the manager died: the worker's fate is unknown, so the job failed
+
+
+def _src() -> str:
+    """The folder that holds this copy of the ouroboros package (a new process imports it from there)."""
+    return os.path.dirname(os.path.dirname(os.path.realpath(__file__)))
+
+
+def _write_launcher() -> str | None:
+    """A launcher: the executable that a served snakemake runs its Python script jobs with, in place of
+    this Python (_use_launcher). It hands Snakemake's script file to the light server before any
+    import, where a job's own Python spent 0.1 CPU-s importing snakemake for the file's preamble,
+    and it runs anything else as this Python would. None where this Python's path cannot be a #! line."""
+    import tempfile
+
+    if any(c.isspace() for c in sys.executable) or len(sys.executable) > 200:
+        return None
+    _remove_stale_launchers(tempfile.gettempdir())
+    path = os.path.join(tempfile.mkdtemp(prefix=f"ouroboros-warm-{os.getpid()}-"), "python")
+    with open(path, "w") as f:
+        f.write(f"#!{sys.executable}\nimport sys\nsys.path[0] = {_src()!r}\nfrom ouroboros.warm import _launch\n_launch()\n")
+    os.chmod(path, 0o755)
+    return path
+
+
+def _remove_stale_launchers(folder: str) -> None:
+    """Remove the launchers of this user's servers that were killed (SIGKILL leaves no time to)."""
+    import re
+    import shutil
+
+    for entry in os.scandir(folder):
+        match = re.fullmatch(r"ouroboros-warm-(\d+)-\w+", entry.name)
+        try:
+            if match and entry.is_dir(follow_symlinks=False) and entry.stat().st_uid == os.getuid():
+                os.kill(int(match.group(1)), 0)
+        except ProcessLookupError:  # its server is gone
+            shutil.rmtree(entry.path, ignore_errors=True)
+        except OSError:
+            continue
+
+
+def _remove_launcher(path: str | None) -> None:
+    if path:
+        import shutil
+
+        shutil.rmtree(os.path.dirname(path), ignore_errors=True)
+
+
+def _is_snakemake_script(arg: str) -> bool:
+    """Whether ``arg`` is the file Snakemake writes for a ``script:`` job: .snakemake/scripts/tmp….py"""
+    *_, parent, folder, name = ["", "", *os.path.abspath(arg).split(os.sep)]
+    return (parent, folder) == (".snakemake", "scripts") and name.startswith("tmp") and name.endswith(".py") \
+        and os.path.isfile(arg)
+
+
+def _launch() -> None:
+    """The launcher (_write_launcher): Snakemake's script file, its only argument, goes to the light
+    server with the argv, sys.path, directory and environment that this Python would have run it
+    with; the light worker hands a model job on to the model server (start). Anything else, or a
+    job that no server takes, is this Python's, as if the launcher were not there."""
+    args = sys.argv[1:]
+    token = os.environ.get(ENV)
+    if token and not os.environ.get(WORKER) and len(args) == 1 and _is_snakemake_script(args[0]):
+        path = [os.path.dirname(os.path.realpath(args[0])), *sys.path[1:]]  # as Python sets it for a script
+        code = _hand_over(token, os.path.abspath(args[0]), heavy=False, argv=args, path=path, launched=True)
+        if code is not None:
+            _exit_like(code)
+    os.execv(sys.executable, [sys.executable, *args])
+
+
+class _LauncherSys:
+    """The ``sys`` that snakemake.script sees: its executable is the launcher (Snakemake runs a Python
+    script job as `{sys.executable} FILE`), anything else is sys itself. Only script jobs see it:
+    the jobs a cluster executor submits keep the Python they name."""
+
+    def __init__(self, launcher: str):
+        self.executable = launcher
+
+    def __getattr__(self, name: str):
+        return getattr(sys, name)
+
+
+def _use_launcher() -> None:
+    """Have this process's snakemake run its Python script jobs with this server's launcher. A
+    Snakemake whose script module is not as expected keeps its own Python: jobs then hand over
+    themselves (start), 0.1 CPU-s later."""
+    if not _LAUNCHER:
+        return
+    try:
+        import snakemake.script as script_module
+    except ImportError:
+        return
+    if getattr(script_module, "sys", None) is sys and hasattr(script_module, "PythonScript"):
+        script_module.sys = _LauncherSys(_LAUNCHER[0])
+
+
+def _command() -> None:
+    """`python -c ... LAUNCHER SCRIPT ARGS` (wrap's child): run the Python script SCRIPT (snakemake) as
+    `SCRIPT ARGS` would run, with its script jobs started by LAUNCHER."""
+    import runpy
+
+    launcher, script, *args = sys.argv[1:]
+    _LAUNCHER[:] = [launcher]
+    _use_launcher()
+    for name in [m for m in sys.modules if m == "ouroboros" or m.startswith("ouroboros.")]:
+        del sys.modules[name]  # the Snakefile imports its own checkout's library, as it would without this
+    sys.argv[:] = [script, *args]
+    sys.path[0] = os.path.dirname(os.path.realpath(script))
+    runpy.run_path(script, run_name="__main__")
 
 
 def wrap(argv: list[str]) -> int:
@@ -195,16 +323,23 @@ def wrap(argv: list[str]) -> int:
                           path=[os.path.dirname(script), *sys.path[1:]], command=True)
         if code is not None:
             _exit_like(code)
-    listener, light = None, None
+    listener, light, launcher, command = None, None, None, argv
     if not env.get(ENV) and not _cuda_machine():
         token = f"{os.getpid()}-{os.urandom(6).hex()}"
         listener = _listen(token)
         light = _start_light(token, listener, eager=False)
         env[ENV] = token
+        launcher = _write_launcher()
+        if launcher and (script := _own_python_script(argv[0])):
+            command = [sys.executable, "-c", f"import sys; sys.path[0] = {_src()!r}; from ouroboros.warm import _command; "
+                       "_command()", launcher, script, *argv[1:]]
+    import subprocess
+
     try:
-        child = subprocess.Popen(argv, env=env, preexec_fn=_die_with_parent)
+        child = subprocess.Popen(command, env=env, preexec_fn=_die_with_parent)
     except OSError as exc:
         _stop_light(light)
+        _remove_launcher(launcher)
         raise SystemExit(f"ouroboros.warm: cannot run {argv[0]!r}: {exc}") from None
     # Ctrl-C reaches the whole foreground group: snakemake handles it; SIGTERM is passed on
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -220,6 +355,7 @@ def wrap(argv: list[str]) -> int:
     _stop_light(light)
     for pid in managers:  # a job's manager outlives snakemake only while its client does
         os.waitpid(pid, 0)
+    _remove_launcher(launcher)
     return code if code >= 0 else 128 - code
 
 
@@ -252,8 +388,14 @@ def serve(token: str) -> None:
         return
     parent = os.getppid()
     listener = _listen(token)
-    _start_light(token, listener, eager=True, commands=True)
-    _serve(listener, lambda: os.getppid() == parent, set(), eager=True)
+    _LAUNCHER[:] = [path] if (path := _write_launcher()) else []  # for the snakemakes its light server forks
+    for sig in (signal.SIGTERM, signal.SIGHUP):  # stopped: remove the launcher on the way out
+        signal.signal(sig, lambda s, _frame: sys.exit(128 + s))
+    try:
+        _start_light(token, listener, eager=True, commands=True)
+        _serve(listener, lambda: os.getppid() == parent, set(), eager=True)
+    finally:
+        _remove_launcher(path)
 
 
 def _listen(token: str, heavy: bool = True) -> socket.socket:
@@ -358,7 +500,10 @@ def _manage(conn: socket.socket) -> None:
         return
     head, fds, _flags, _addr = socket.recv_fds(conn, _HEADER.size, 3)
     (size,) = _HEADER.unpack(head + _recv_exact(conn, _HEADER.size - len(head)))
-    request = pickle.loads(_recv_exact(conn, size))
+    try:
+        request = marshal.loads(_recv_exact(conn, size))
+    except (ValueError, EOFError, TypeError):
+        return  # not a request of this Python's: unanswered, the client runs its job cold
     if request.get("context") != _context():
         return  # closing the connection unanswered: the client runs its job cold, in its own process
     manager = os.getpid()
@@ -420,8 +565,10 @@ def _work(request: dict, fds: list[int], manager: int) -> None:
         os.chdir(request["cwd"])
         os.environ.clear()
         os.environ.update(request["env"])
-        if not request.get("command"):  # a command's jobs may hand over in their turn
-            os.environ[WORKER] = "1"
+        if request.get("command"):  # a command's jobs may hand over in their turn, through the launcher
+            _use_launcher()
+        else:
+            os.environ[WORKER] = LAUNCHED if request.get("launched") else "1"
         sys.argv[:] = request["argv"]
         sys.path[:] = request["path"]
         try:
