@@ -156,6 +156,26 @@ def test_image_figures_are_skipped_without_files_and_drawn_with_them(tmp_path):
         assert set(rows.feature_extractor) == {"proj"}
 
 
+def test_sample_grids_draw_the_runs_of_images_and_skip_those_of_vectors(tmp_path):
+    """results/ of the demo and of `make theory` in one working directory: the image run gets its
+    grid, the vector run is skipped with a reason (it once stopped the figures job)."""
+    from ouroboros import grids
+    from ouroboros.io import save_array
+
+    rng = np.random.default_rng(2)
+    root = tmp_path / "results"
+    for n in (1, 2):
+        folder = "real" if n == 1 else "replace"
+        save_array(root / f"digits/{folder}/iter{n:02d}/samples.npy", rng.integers(0, 256, (12, 4, 4, 1), dtype=np.uint8))
+        save_array(root / f"theory-gaussian/{folder}/iter{n:02d}/samples.npy", rng.normal(size=(12, 16)).astype(np.float32))
+    save_array(root / "digits/fresh/images.npy", rng.integers(0, 256, (12, 4, 4, 1), dtype=np.uint8))  # not a run
+    log = []
+    drawn = grids.sample_grids(root, log=log.append)
+    assert list(drawn) == ["samples_digits_replace"]
+    assert log == ["skipped samples_theory-gaussian_replace: its samples are vectors, not images"]
+    grids.pyplot().close("all")
+
+
 def test_fig12_pairs_accumulate_and_greedy_at_the_last_iteration_both_have(tmp_path):
     root = tmp_path / "results"
     write_run(root, "small", 12, "accumulate", "accumulate", "random", 3, shares=True, space="proj")

@@ -475,7 +475,7 @@ def build(results: str | Path, out_dir: str | Path | None = None, log=print) -> 
         written.append(figures_dir / f"{name}.tsv")
         plt.close(fig)
         log(f"wrote {name}")
-    for name, fig in grids.sample_grids(results).items():
+    for name, fig in grids.sample_grids(results, log=log).items():
         written += _save(fig, figures_dir / name)
         plt.close(fig)
     return written

@@ -154,24 +154,40 @@ def _panels_figure(rows_of_panels: list[list[tuple[str, list[tuple[str, np.ndarr
     return fig
 
 
+def _sample_files(run_dir: Path) -> list[Path]:
+    """G_n of a run on disk, n = 1 (shared by every run of the dataset) first."""
+    first = run_dir.parent / paths.REAL / paths.iter_name(1) / "samples.npy"
+    return ([first] if first.is_file() else []) + sorted(run_dir.glob("iter*/samples.npy"))
+
+
 def sample_rows(run_dir: Path, count: int = 10) -> list[tuple[str, np.ndarray]]:
     """The first ``count`` images of G_n of a run, one labelled row per iteration (n = 1 is shared)."""
     from ouroboros.io import load_images
 
-    first = run_dir.parent / paths.REAL / paths.iter_name(1) / "samples.npy"
-    files = ([first] if first.is_file() else []) + sorted(run_dir.glob("iter*/samples.npy"))
-    return [(f"n = {int(f.parent.name.removeprefix('iter'))}", load_images(f)[:count]) for f in files]
+    return [(f"n = {int(f.parent.name.removeprefix('iter'))}", load_images(f)[:count]) for f in _sample_files(run_dir)]
 
 
-def sample_grids(results: Path, count: int = 10) -> dict[str, object]:
-    """Figs. 15–20: the first images of G_n of each run, one labelled row per iteration."""
+def _holds_vectors(path: Path) -> bool:
+    return np.load(path, mmap_mode="r", allow_pickle=False).ndim != 4
+
+
+def sample_grids(results: Path, count: int = 10, log=print) -> dict[str, object]:
+    """Figs. 15–20: the first images of G_n of each run, one labelled row per iteration. A run of
+    vectors (a dataset of ``source: gaussian``) has no images to show: skipped, with one log line."""
     out = {}
     runs = [p for p in results.glob("*/*") if p.is_dir() and p.name not in (paths.REAL, paths.REFERENCE)
             and p.parent.name not in ("tables", "figures")]
     for run_dir in sorted(runs):
+        name = f"samples_{run_dir.parent.name}_{run_dir.name}"
+        samples = _sample_files(run_dir)
+        if len(samples) < 2 and not any(run_dir.glob("iter*/samples.npy")):
+            continue  # not a run's folder (the fresh rows'), or a run with no G_n of its own yet
+        if _holds_vectors(samples[0]):
+            log(f"skipped {name}: its samples are vectors, not images")
+            continue
         rows = sample_rows(run_dir, count)
         if rows:
             fig, ax = pyplot().subplots(figsize=inches(rows))
             draw(ax, rows, f"{run_dir.parent.name} · {run_dir.name}: first samples of G_n")
-            out[f"samples_{run_dir.parent.name}_{run_dir.name}"] = fig
+            out[name] = fig
     return out
