@@ -160,11 +160,11 @@ def _sample_files(run_dir: Path) -> list[Path]:
     return ([first] if first.is_file() else []) + sorted(run_dir.glob("iter*/samples.npy"))
 
 
-def sample_rows(run_dir: Path, count: int = 10) -> list[tuple[str, np.ndarray]]:
-    """The first ``count`` images of G_n of a run, one labelled row per iteration (n = 1 is shared)."""
+def sample_rows(files: list[Path], count: int = 10) -> list[tuple[str, np.ndarray]]:
+    """The first ``count`` images of each G_n file (_sample_files), one labelled row per iteration."""
     from ouroboros.io import load_images
 
-    return [(f"n = {int(f.parent.name.removeprefix('iter'))}", load_images(f)[:count]) for f in _sample_files(run_dir)]
+    return [(f"n = {int(f.parent.name.removeprefix('iter'))}", load_images(f)[:count]) for f in files]
 
 
 def _holds_vectors(path: Path) -> bool:
@@ -180,14 +180,13 @@ def sample_grids(results: Path, count: int = 10, log=print) -> dict[str, object]
     for run_dir in sorted(runs):
         name = f"samples_{run_dir.parent.name}_{run_dir.name}"
         samples = _sample_files(run_dir)
-        if len(samples) < 2 and not any(run_dir.glob("iter*/samples.npy")):
+        if not samples or samples[-1].parent.parent != run_dir:
             continue  # not a run's folder (the fresh rows'), or a run with no G_n of its own yet
         if _holds_vectors(samples[0]):
             log(f"skipped {name}: its samples are vectors, not images")
             continue
-        rows = sample_rows(run_dir, count)
-        if rows:
-            fig, ax = pyplot().subplots(figsize=inches(rows))
-            draw(ax, rows, f"{run_dir.parent.name} · {run_dir.name}: first samples of G_n")
-            out[name] = fig
+        rows = sample_rows(samples, count)
+        fig, ax = pyplot().subplots(figsize=inches(rows))
+        draw(ax, rows, f"{run_dir.parent.name} · {run_dir.name}: first samples of G_n")
+        out[name] = fig
     return out

@@ -126,17 +126,18 @@ def start(snakemake, *, heavy: bool | None = None) -> None:
     that asked for a GPU slot) by the server that imported torch, any other by the light server that
     never does. Otherwise (and if no server answers) it returns, and the job runs here, cold."""
     launched = os.environ.get(WORKER) == LAUNCHED
-    if not launched and not (offered() and int(snakemake.threads) == 1):
+    single = int(snakemake.threads) == 1
+    if not launched and not (offered() and single):
         return
     if heavy is None:
         heavy = int(snakemake.resources.get("gpu", 0) or 0) > 0
     script = os.path.abspath(sys.argv[0])  # the generated file: Snakemake's preamble, then the script
     if launched:  # this light worker took the job from a launcher, before anyone knew what the job is
         env = {k: v for k, v in os.environ.items() if k != WORKER}  # the job's own environment
-        if int(snakemake.threads) == 1 and not heavy:
+        if single and not heavy:
             os.environ[WORKER] = "1"
             return  # the job is this worker's
-        code = _hand_over(env[ENV], script, heavy=True, env=env) if int(snakemake.threads) == 1 else None
+        code = _hand_over(env[ENV], script, heavy=True, env=env) if single else None
         if code is None:  # a job of several threads, or one the model server would not take: cold, as
             sys.stdout.flush()  # the launcher's own Python would have run it, in this process
             sys.stderr.flush()
@@ -249,6 +250,11 @@ def _is_snakemake_script(arg: str) -> bool:
         and os.path.isfile(arg)
 
 
+def _script_path(script: str) -> list[str]:
+    """The sys.path that this Python gives ``script`` run as `python SCRIPT`: its real folder first."""
+    return [os.path.dirname(os.path.realpath(script)), *sys.path[1:]]
+
+
 def _launch() -> None:
     """The launcher (_write_launcher): Snakemake's script file, its only argument, goes to the light
     server with the argv, sys.path, directory and environment that this Python would have run it
@@ -257,8 +263,8 @@ def _launch() -> None:
     args = sys.argv[1:]
     token = os.environ.get(ENV)
     if token and not os.environ.get(WORKER) and len(args) == 1 and _is_snakemake_script(args[0]):
-        path = [os.path.dirname(os.path.realpath(args[0])), *sys.path[1:]]  # as Python sets it for a script
-        code = _hand_over(token, os.path.abspath(args[0]), heavy=False, argv=args, path=path, launched=True)
+        code = _hand_over(token, os.path.abspath(args[0]), heavy=False, argv=args, path=_script_path(args[0]),
+                          launched=True)
         if code is not None:
             _exit_like(code)
     os.execv(sys.executable, [sys.executable, *args])
@@ -301,7 +307,7 @@ def _command() -> None:
     for name in [m for m in sys.modules if m == "ouroboros" or m.startswith("ouroboros.")]:
         del sys.modules[name]  # the Snakefile imports its own checkout's library, as it would without this
     sys.argv[:] = [script, *args]
-    sys.path[0] = os.path.dirname(os.path.realpath(script))
+    sys.path[:] = _script_path(script)
     runpy.run_path(script, run_name="__main__")
 
 
@@ -319,8 +325,8 @@ def wrap(argv: list[str]) -> int:
     env = {k: v for k, v in os.environ.items() if k != WORKER}
     if env.get(ENV) and not os.environ.get(WORKER) and (script := _own_python_script(argv[0])):
         # a standalone server runs the command itself too: snakemake forked from its light server
-        code = _hand_over(env[ENV], script, heavy=False, argv=[script, *argv[1:]],
-                          path=[os.path.dirname(script), *sys.path[1:]], command=True)
+        code = _hand_over(env[ENV], script, heavy=False, argv=[script, *argv[1:]], path=_script_path(script),
+                          command=True)
         if code is not None:
             _exit_like(code)
     listener, light, launcher, command = None, None, None, argv
