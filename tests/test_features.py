@@ -107,6 +107,26 @@ def test_the_schema_wildcards_and_gpu_resources_come_from_the_registry():
     common = (root / "workflow/rules/common.smk").read_text()
     assert "features.EXTRACTORS" in common and "features.get(wildcards.extractor).gpu" in common
     assert not re.search(r'extractor=r"pixels', common)  # no second list of the names
+    # the warm server of a features job comes from the same definition, not from a list in the script
+    assert "features.get(snakemake.wildcards.extractor).torch" in (root / "workflow/scripts/features.py").read_text()
+
+
+def test_the_extractors_registered_without_torch_run_without_it():
+    """`torch=False` sends a features job to the light server, which never imports torch: those
+    extractors must embed without it (a fresh Python, since this one has torch), and every extractor
+    that asks for a GPU runs a network."""
+    import subprocess
+    import sys
+
+    numpy_only = [e.name for e in features.EXTRACTORS.values() if not e.torch]
+    assert numpy_only == ["pixels", "identity"]
+    assert all(e.torch for e in features.EXTRACTORS.values() if e.gpu)
+    code = ("import sys, numpy as np; from ouroboros import features\n"
+            "items = {'pixels': np.zeros((2, 4, 4, 1), np.uint8), 'identity': np.zeros((2, 3), np.float32)}\n"
+            f"for name in {numpy_only!r}: assert features.extract(name, items[name]).shape[0] == 2\n"
+            "print(sorted(m for m in ('torch', 'diffusers', 'transformers') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert out.stdout.strip() == "[]", out.stderr
 
 
 class Recording:

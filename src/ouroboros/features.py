@@ -255,19 +255,22 @@ class Extractor:
     key: str | None  # the datasets.X key of its model or weights
     preprocessing: str
     roles: tuple[str, ...] = ()
+    torch: bool = True  # runs a network in torch: under the warm start, the model server's job
 
 
 EXTRACTORS: dict[str, Extractor] = {}
 
 
-def register(name: str, *, gpu: bool, key: str | None, preprocessing: str, roles: tuple[str, ...] = ()):
+def register(name: str, *, gpu: bool, key: str | None, preprocessing: str, roles: tuple[str, ...] = (),
+             torch: bool = True):
     """Register ``fn`` as the extractor ``name``: the wildcard constraint, the rule's GPU resource,
-    the schema's enums (checked by a test) and :func:`extract` all read this one definition."""
+    the schema's enums (checked by a test), the warm server its job goes to and :func:`extract` all
+    read this one definition."""
 
     def wrap(fn: Callable[..., np.ndarray]) -> Callable[..., np.ndarray]:
         if name in EXTRACTORS:
             raise OuroborosError(f"feature extractor {name!r} is registered twice")
-        EXTRACTORS[name] = Extractor(name, fn, gpu, key, preprocessing, roles)
+        EXTRACTORS[name] = Extractor(name, fn, gpu, key, preprocessing, roles, torch)
         return fn
 
     return wrap
@@ -278,13 +281,13 @@ def names(role: str | None = None) -> list[str]:
     return [e.name for e in EXTRACTORS.values() if role is None or role in e.roles]
 
 
-@register("pixels", gpu=False, key=None, roles=("features", "fid"),
+@register("pixels", gpu=False, key=None, roles=("features", "fid"), torch=False,
           preprocessing="the uint8 image flattened and scaled to [0, 1]")
 def _pixels(images, source, **_):
     return pixels(images)
 
 
-@register("identity", gpu=False, key=None, roles=("features", "fid"),
+@register("identity", gpu=False, key=None, roles=("features", "fid"), torch=False,
           preprocessing="vectors as they are: a vector file is its own features file (images: use pixels)")
 def _identity(images, source, **_):
     if images.ndim == 4:
