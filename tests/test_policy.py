@@ -179,10 +179,36 @@ def test_a_non_finite_loss_stops_training_naming_step_dataset_and_run(digits, tm
     # checkpoint, so its last one is the one before the broken step too)
     kept = json.loads((ckpt / "state.json").read_text())["next_step"]
     assert 1 <= kept <= 6
+    # what each remedy costs, with the checkpoint's own step: the same settings resume there and fail
+    # again at step 6; another lr or precision is another fingerprint, so step 0
+    message = " ".join(str(err.value).split())
+    assert f"The last good checkpoint ({ckpt}, resuming at step {kept}) is kept" in message
+    assert f"same settings resumes at step {kept} and fails again at step 6 (training is deterministic)" in message
+    assert f"restarts at step 0 and the {kept} steps of that checkpoint are not reused" in message
+
     from safetensors.torch import load_file
 
     weights = load_file(str(ckpt / "model.safetensors"))
     assert all(torch.isfinite(v).all() for v in weights.values())
+
+
+def test_a_non_finite_loss_before_any_checkpoint_says_the_steps_done_are_lost(digits, tmp_path, monkeypatch):
+    images, _ = digits
+    cfg = TrainConfig(steps=6, batch_size=16, lr=1e-3, warmup_steps=2, weight_decay=0.0)
+    real_mse, calls = torch.nn.functional.mse_loss, []
+
+    def broken(pred, target):  # the loss of step 3 is not a number
+        calls.append(1)
+        loss = real_mse(pred, target)
+        return loss * float("nan") if len(calls) == 4 else loss
+
+    monkeypatch.setattr(torch.nn.functional, "mse_loss", broken)
+    with pytest.raises(OuroborosError) as err:
+        train.train(images, "tiny8", cfg, seed=5, out_dir=tmp_path / "model", progress=False,
+                    policy=policy.resolve(kind="cpu", cuda=False))
+    message = " ".join(str(err.value).split())
+    assert "No checkpoint had been written yet" in message
+    assert "same settings fails again at step 3" in message and "restarts at step 0 and the 3 steps done are lost" in message
 
 
 def test_non_finite_samples_fail_naming_the_model_and_write_nothing(tmp_path):
@@ -194,6 +220,16 @@ def test_non_finite_samples_fail_naming_the_model_and_write_nothing(tmp_path):
     with pytest.raises(OuroborosError, match=r"results/x/model: non-finite samples in images 0…2"):
         sample.sample(unet, train.scheduler(), 0, 3, seed=1, inference_steps=2, batch_size=4, progress=False,
                       source="results/x/model")
+
+
+def test_an_infinite_epsilon_fails_before_the_clamp_could_hide_it(tmp_path):
+    """x̂_0 is clamped to [-1, 1]: an infinite ε would come out as finite black pixels."""
+    torch.manual_seed(0)
+    unet = models.build("tiny8")
+    unet.register_forward_hook(lambda module, args, out: type(out)(sample=torch.full_like(out.sample, float("inf"))))
+    with pytest.raises(OuroborosError, match=r"results/x/model: non-finite samples in images 0…2"):
+        sample.sample(unet, train.scheduler(), 0, 3, seed=1, inference_steps=2, batch_size=4, progress=False,
+                      source="results/x/model", policy=policy.resolve(kind="cpu", cuda=False))
 
 
 # --- the counter-based noise ----------------------------------------------------------------------

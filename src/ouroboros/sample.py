@@ -106,24 +106,29 @@ def sample(
         y = None if null is None else torch.from_numpy(labels[first - start : first - start + len(ids)]).to(device)
         if guided:  # one batch holds the conditional and the null-label halves
             y = torch.cat([y, torch.full_like(y, null)])
+        # every ε checked before x̂_0 is clamped: an infinite ε would be clamped into finite pixels.
+        # One flag per batch on the device, read once: a read per step would make the host wait
         with torch.inference_mode():
+            finite = torch.ones((), dtype=torch.bool, device=device)
             for i, (_t, sqrt_a, sqrt_b, c_x0, c_xt, sigma) in enumerate(steps):
                 with policy.autocast(policy.sample_precision):
                     eps = unet(torch.cat([x, x]) if guided else x, timesteps[i], class_labels=y).sample.float()
                 if guided:
                     cond, uncond = eps.chunk(2)
                     eps = uncond + guidance_scale * (cond - uncond)
+                finite = finite & torch.isfinite(eps).all()
                 x0 = (x - sqrt_b * eps) / sqrt_a
                 if clip is not None:
                     x0 = x0.clamp(-clip, clip)
                 x = c_x0 * x0 + c_xt * x
                 if sigma > 0:
                     x = x + sigma * noise()
-        if not bool(torch.isfinite(x).all()):
+        if not bool(finite & torch.isfinite(x).all()):
             raise OuroborosError(
                 f"{source}: non-finite samples in images {ids.start}…{ids.stop - 1} (precision "
-                f"{policy.sample_precision}); nothing was written. Retrain the model, or sample in fp32 by "
-                "setting train.mixed_precision: no for this dataset")
+                f"{policy.sample_precision}); nothing was written. Sampling again fails the same way (it is deterministic). "
+                "Sampling in fp32 means setting train.mixed_precision: no for this dataset, a training option: the "
+                "model is then retrained from step 0 too")
         out.append(from_model(x))
     if not out:
         return np.zeros((0, shape[1], shape[2], shape[0]), dtype=np.uint8), labels

@@ -182,6 +182,7 @@ def train(
                                 labels) if checkpoint_dir else ""
     resumed = checkpoint.load(checkpoint_dir, unet, opt, fp, ema=ema, scaler=scaler) if checkpoint_dir else None
     first_step, stats_text = resumed if resumed else (0, "")
+    saved_at = first_step if resumed else None  # the step the newest checkpoint on disk resumes at
     stats_lines = stats_text.splitlines(keepends=True)
     losses = [json.loads(line)["loss"] for line in stats_lines]
     pending: list[tuple] = []  # (step, loss, lr, grad norm, seconds) not yet read back from the device
@@ -197,7 +198,8 @@ def train(
             if not pending:
                 return
             values = torch.stack([torch.stack([p[1].float(), p[3].float()]) for p in pending]).tolist()
-            _check_finite(pending, values, label, fp16=scaler.is_enabled())
+            _check_finite(pending, values, label, fp16=scaler.is_enabled(), checkpoint_dir=checkpoint_dir,
+                          saved_at=saved_at)
             for (step, _, lr, _, seconds), (loss, grad_norm) in zip(pending, values, strict=True):
                 losses.append(loss)
                 line = json.dumps({"step": step, "loss": loss, "lr": lr, "grad_norm": grad_norm, "seconds": seconds}) + "\n"
@@ -240,7 +242,7 @@ def train(
             if checkpoint_dir and time.time() - last_checkpoint >= checkpoint_seconds and step + 1 < total:
                 flush()
                 checkpoint.save(checkpoint_dir, unet, opt, step + 1, fp, "".join(stats_lines), ema=ema, scaler=scaler)
-                last_checkpoint = time.time()
+                saved_at, last_checkpoint = step + 1, time.time()
             if step == total // 2:
                 flush()
                 fault_point("train")
@@ -290,18 +292,33 @@ def _load_weights(unet, model_dir: str | os.PathLike) -> None:
                              f"this dataset's model preset ({detail[:300]})") from exc
 
 
-def _check_finite(pending: list[tuple], values: list[list[float]], label: str, *, fp16: bool) -> None:
+def _check_finite(pending: list[tuple], values: list[list[float]], label: str, *, fp16: bool,
+                  checkpoint_dir: str | os.PathLike | None = None, saved_at: int | None = None) -> None:
     """Fail on the first step whose loss (or, outside fp16, gradient norm) is not finite. In fp16
-    an infinite gradient norm is the GradScaler's overflow signal: that step was skipped."""
+    an infinite gradient norm is the GradScaler's overflow signal: that step was skipped.
+
+    The message says what each remedy costs, truthfully: training is deterministic, so the same
+    settings fail at the same step again (after resuming from the kept checkpoint); a changed lr or
+    precision changes the checkpoint's fingerprint, so training starts over at step 0."""
     from ouroboros.errors import OuroborosError
 
     for (step, *_), (loss, grad_norm) in zip(pending, values, strict=True):
         if not math.isfinite(loss) or (not fp16 and not math.isfinite(grad_norm)):
             what = f"loss {loss}" if not math.isfinite(loss) else f"gradient norm {grad_norm}"
+            if saved_at:
+                kept = (f"The last good checkpoint ({checkpoint_dir}, resuming at step {saved_at}) is kept; "
+                        "no later one was written.")
+                rerun = f"resumes at step {saved_at} and fails again at step {step}"
+                restart = f"the {saved_at} steps of that checkpoint are not reused"
+            else:
+                kept = "No checkpoint had been written yet."
+                rerun = f"fails again at step {step}"
+                restart = f"the {step} steps done are lost"
             raise OuroborosError(
-                f"{label}: {what} at step {step}; training stopped and no later checkpoint was written "
-                "(the last good one, if any, is kept for a resume). Lower train.lr, or set "
-                "train.mixed_precision: no (fp32) or bf16, then run the target again")
+                f"{label}: {what} at step {step}; training stopped. {kept} What each remedy costs: running the "
+                f"target again with the same settings {rerun} (training is deterministic); lowering train.lr or "
+                "changing train.mixed_precision (no = fp32, or bf16) changes the checkpoint's fingerprint, so training "
+                f"restarts at step 0 and {restart}")
 
 
 def _checked_labels(labels: np.ndarray | None, count: int, classes: int) -> np.ndarray:
