@@ -58,9 +58,9 @@ def warm_server() -> str:
     return _SERVER[0][1]
 
 
-def tiny_config(runs: list[str] | None = None, iterations: int = ITERATIONS) -> dict:
-    """config.yaml with digits shrunk to seconds per job, targeting `runs` (default: all) × `iterations`."""
-    cfg = yaml.safe_load((REPO / "config.yaml").read_text())
+def tiny_config(runs: list[str] | None = None, iterations: int = ITERATIONS, base: Path = REPO / "config.yaml") -> dict:
+    """config.yaml (or ``base``) with digits shrunk to seconds per job, targeting `runs` (default: all) × `iterations`."""
+    cfg = yaml.safe_load(base.read_text())
     digits = cfg["datasets"]["digits"]
     digits.update(size=N, classifier_steps=30)
     digits["train"].update(steps=12, batch_size=16, warmup_steps=2)

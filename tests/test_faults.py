@@ -20,7 +20,7 @@ pytestmark = pytest.mark.cli  # every test here runs the snakemake command line
 
 RUN = "results/digits/greedy"
 I2 = f"{RUN}/iter02"
-MODEL = f"{I2}/model/diffusion_pytorch_model.safetensors"
+MODEL = f"{I2}/model/unet/diffusion_pytorch_model.safetensors"
 
 
 def chain_config() -> dict:
@@ -255,7 +255,7 @@ def poison(path: Path, workdir: Path) -> None:
 
 
 def remove_weights(path: Path, workdir: Path) -> None:
-    (path / "diffusion_pytorch_model.safetensors").unlink()
+    (path / "unet" / "diffusion_pytorch_model.safetensors").unlink()
 
 
 def narrow(path: Path, workdir: Path) -> None:
@@ -276,7 +276,7 @@ BAD_FILES = {
                                     r"10 features per row where the files it is compared with have 64"),
     "NaN features": (f"{I2}/features-pixels.npy", poison, [f"{I2}/metrics.json"], r"contains NaN"),
     "model without its weights": (f"{I2}/model", remove_weights, [f"{I2}/samples.npy"],
-                                  r"not a complete model directory \(needs config\.json and diffusion_pytorch_model"),
+                                  r"not a complete model directory \(needs unet/config\.json and unet/diffusion_pytorch_model"),
     "pickled features": (f"{I2}/features-pixels.npy", pickle_in, [f"{I2}/metrics.json"],
                          r"not a readable \.npy array \(.*allow_pickle"),
 }

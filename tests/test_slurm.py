@@ -201,7 +201,7 @@ def test_a_requeued_training_resumes_from_its_checkpoint(cluster, profile, loop,
     assert "device: assigned by SLURM" in log, log[-2000:]
     assert not (workdir / ".snakemake/ouroboros-gpu-slots").exists()
     assert f"resuming from results/digits/real/iter01/train-checkpoint at step {state['next_step']}\n" in log, log[-2000:]
-    weights = f"{model}/diffusion_pytorch_model.safetensors"
+    weights = f"{model}/unet/diffusion_pytorch_model.safetensors"
     assert (workdir / weights).read_bytes() == (reference / weights).read_bytes()
     assert not (workdir / "results/digits/real/iter01/train-checkpoint").exists()
 

@@ -53,7 +53,7 @@ def test_training_is_deterministic_and_saves_safetensors(digits, tmp_path):
                     progress=False)
     wa, wb = models.load(tmp_path / "a").state_dict(), models.load(tmp_path / "b").state_dict()
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
-    assert (tmp_path / "a" / "diffusion_pytorch_model.safetensors").is_file()
+    assert (tmp_path / "a" / "unet" / "diffusion_pytorch_model.safetensors").is_file()
     assert not list((tmp_path / "a").glob("*.bin"))
     stats = [json.loads(line) for line in (tmp_path / "a.jsonl").read_text().splitlines()]
     assert [s["step"] for s in stats] == list(range(6)) and all(np.isfinite(s["loss"]) for s in stats)
@@ -96,6 +96,41 @@ def test_loading_a_model_is_quiet(tmp_path, recwarn, caplog, capfd, monkeypatch)
     assert [str(w.message) for w in recwarn] == []
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
     assert "accelerate" not in caplog.text and "accelerate" not in capfd.readouterr().err
+
+
+def test_a_trained_model_opens_in_diffusers_ddpm_pipeline_and_samples(digits, tmp_path):
+    """The model directory is DDPMPipeline's layout (unet/, scheduler/, model_index.json), so a user can
+    take a model out of the loop with diffusers alone."""
+    from diffusers import DDPMPipeline
+
+    images, _ = digits
+    train.train(images, "micro8", TINY, seed=7, out_dir=tmp_path / "model", progress=False)
+    assert json.loads((tmp_path / "model" / "generator.json").read_text()) == {"generator": "ddpm"}
+    pipe = DDPMPipeline.from_pretrained(tmp_path / "model", use_safetensors=True, low_cpu_mem_usage=False)
+    pipe.set_progress_bar_config(disable=True)
+    out = pipe(batch_size=2, num_inference_steps=3, generator=torch.Generator().manual_seed(0), output_type="np").images
+    assert out.shape == (2, 8, 8, 1) and np.isfinite(out).all() and 0.0 <= out.min() <= out.max() <= 1.0
+    # the same weights as the loop's own loader reads
+    ours = models.load(tmp_path / "model").state_dict()
+    assert all(torch.equal(v, ours[k]) for k, v in pipe.unet.state_dict().items())
+
+
+def test_a_model_of_an_earlier_release_in_the_flat_layout_still_loads_and_samples(tmp_path):
+    """Results made before the pipeline layout are not retrained: their flat config.json, weights and
+    scheduler_config.json load as before."""
+    from ouroboros import generators
+
+    torch.manual_seed(0)
+    unet, sched = models.build("tiny8"), train.scheduler()
+    unet.save_pretrained(tmp_path / "old", safe_serialization=True)  # what save_model wrote before
+    sched.save_pretrained(tmp_path / "old")
+    ddpm = generators.of_model_dir(tmp_path / "old")
+    assert ddpm.name == "ddpm"
+    model = ddpm.load(tmp_path / "old")
+    assert all(torch.equal(v, model[0].state_dict()[k]) for k, v in unet.state_dict().items())
+    images, _ = ddpm.sample(model, 0, 2, seed=3, inference_steps=2)
+    fresh, _ = sample.sample(unet, sched, 0, 2, seed=3, inference_steps=2, progress=False)
+    assert np.array_equal(images, fresh)
 
 
 def test_unknown_preset_names_the_key():

@@ -20,7 +20,7 @@ from cli import LOCAL_ENV, command, make_workdir, numpy_config, snakemake, tiny_
 pytestmark = pytest.mark.cli
 
 TARGET = "results/digits/real/iter01/samples.npy"  # D_1, then a DDPM trained and sampled: two model jobs
-MODEL = "results/digits/real/iter01/model/diffusion_pytorch_model.safetensors"
+MODEL = "results/digits/real/iter01/model/unet/diffusion_pytorch_model.safetensors"
 WARM = "(a warm worker: imported before the job began)"
 
 

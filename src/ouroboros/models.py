@@ -21,6 +21,7 @@ that label dropout trains and unconditional guidance queries (Ho & Salimans, 202
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from ouroboros.errors import OuroborosError
@@ -93,26 +94,63 @@ def null_label(unet) -> int | None:
     return None if not rows else int(rows) - 1
 
 
-def load(path: str):
-    """A trained UNet from a save_pretrained directory (safetensors only, never a pickle)."""
-    from pathlib import Path
+# A model directory is laid out as DDPMPipeline.save_pretrained lays it out, so that
+# `DDPMPipeline.from_pretrained(model_dir)` opens it: unet/, scheduler/, model_index.json, beside our
+# own training.json and generator.json. Releases before 0.2 wrote the UNet and scheduler files flat
+# in the directory; those still load (unet_dir), so an upgrade never retrains finished work.
+UNET, SCHEDULER, INDEX = "unet", "scheduler", "model_index.json"
+WEIGHTS = "diffusion_pytorch_model.safetensors"
 
+
+def unet_dir(path) -> Path:
+    """The folder holding the UNet's config.json and weights: ``path/unet``, or ``path`` itself in the
+    flat layout of earlier releases."""
+    folder = Path(path)
+    return folder / UNET if (folder / UNET).is_dir() or not (folder / "config.json").is_file() else folder
+
+
+def load(path: str):
+    """A trained UNet from a model directory (safetensors only, never a pickle)."""
     from diffusers import UNet2DModel
 
-    folder = Path(path)
-    weights = folder / "diffusion_pytorch_model.safetensors"
+    folder = unet_dir(path)
+    weights = folder / WEIGHTS
     if not (folder / "config.json").is_file() or not weights.is_file():
         raise OuroborosError(
-            f"{folder}: not a complete model directory (needs config.json and {weights.name}); "
+            f"{path}: not a complete model directory (needs {UNET}/config.json and {UNET}/{WEIGHTS}, as "
+            "DDPMPipeline.save_pretrained writes them, or both flat in the directory as earlier releases wrote them); "
             "delete it and re-run the train step"
         )
     try:
         # low_cpu_mem_usage=False: the default wants accelerate (not a dependency) and warns at every
         # load without it; the largest preset is 58M parameters (230 MB), so the memory it would save
         # does not matter, and every machine then loads the same way, accelerate installed or not
-        return UNet2DModel.from_pretrained(folder, use_safetensors=True, low_cpu_mem_usage=False)
+        return UNet2DModel.from_pretrained(folder, use_safetensors=True, low_cpu_mem_usage=False, local_files_only=True)
     except Exception as exc:  # diffusers raises several types for corrupt weights
-        raise OuroborosError(f"{folder}: cannot load the model ({exc}); delete it and re-run the train step") from exc
+        raise OuroborosError(f"{path}: cannot load the model ({exc}); delete it and re-run the train step") from exc
+
+
+def load_scheduler(path):
+    """The noise schedule saved beside the UNet (scheduler/, or flat in an earlier release's directory)."""
+    from diffusers import DDPMScheduler
+
+    folder = Path(path)
+    sub = folder / SCHEDULER
+    return DDPMScheduler.from_pretrained(sub if sub.is_dir() else folder, local_files_only=True)
+
+
+def save(unet, noise_schedule, folder: Path) -> None:
+    """The UNet and its schedule in DDPMPipeline's layout (into a folder being filled, see train.save_model)."""
+    import json
+
+    import diffusers
+
+    unet.save_pretrained(folder / UNET, safe_serialization=True)
+    noise_schedule.save_pretrained(folder / SCHEDULER)
+    index = {"_class_name": "DDPMPipeline", "_diffusers_version": diffusers.__version__,
+             "scheduler": ["diffusers", type(noise_schedule).__name__], "unet": ["diffusers", type(unet).__name__]}
+    (folder / INDEX).write_text(json.dumps(index, indent=2) + "\n")
+    (folder / "generator.json").write_text(json.dumps({"generator": "ddpm"}) + "\n")
 
 
 # --- the generator ------------------------------------------------------------------------------
@@ -121,9 +159,7 @@ def load(path: str):
 
 
 def _load(model_dir):
-    from diffusers import DDPMScheduler
-
-    return load(model_dir), DDPMScheduler.from_pretrained(model_dir)
+    return load(model_dir), load_scheduler(model_dir)
 
 
 def _save(model, out_dir) -> None:

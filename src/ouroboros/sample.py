@@ -151,15 +151,12 @@ def stage(model_dir: str, start: int, count: int, *, seed: int, inference_steps:
         save_array(labels_out, labels)
         save_array(out, items)
         return
-    from diffusers import DDPMScheduler
-
     from ouroboros import policy as device_policy
 
     policy = device_policy.resolve(sample_precision=sample_precision(model_dir))
     policy.apply_backends()
     print(policy.describe())
-    unet = models.load(model_dir)
-    noise_schedule = DDPMScheduler.from_pretrained(model_dir)
+    unet, noise_schedule = models.load(model_dir), models.load_scheduler(model_dir)
     guided = f", guidance scale {guidance_scale}" if models.null_label(unet) is not None else ""
     print(f"sampling images {start}…{start + count - 1} from {model_dir} with {inference_steps} DDPM steps{guided}")
     images, labels = sample(unet, noise_schedule, start, count, seed=seed, inference_steps=inference_steps,

@@ -275,15 +275,12 @@ def train(
 def _load_weights(unet, model_dir: str | os.PathLike) -> None:
     """Copy a saved model's weights into ``unet``; a model of another preset or class count fails
     naming both (fine-tuning needs the same architecture)."""
-    from diffusers import UNet2DModel
-
     from ouroboros.errors import OuroborosError
 
     try:  # a local directory, never the hub: a missing model must not wait on retries offline
-        previous = UNet2DModel.from_pretrained(model_dir, local_files_only=True)
-    except OSError as exc:
-        raise OuroborosError(f"{model_dir}: no saved model to fine-tune from ({exc.__class__.__name__}); "
-                             "re-run the previous iteration's train step") from exc
+        previous = models.load(model_dir)
+    except OuroborosError as exc:
+        raise OuroborosError(f"no saved model to fine-tune from: {exc}; re-run the previous iteration's train step") from exc
     try:
         unet.load_state_dict(previous.state_dict())
     except RuntimeError as exc:
@@ -338,10 +335,10 @@ def _checked_labels(labels: np.ndarray | None, count: int, classes: int) -> np.n
 
 
 def save_model(unet, noise_schedule, out_dir: str | os.PathLike, summary: dict) -> None:
-    """save_pretrained into a temporary sibling, then rename: the directory appears complete or not at all."""
+    """DDPMPipeline's layout (models.save) in a temporary sibling, then renamed: the directory appears
+    complete or not at all."""
     with atomic_dir(out_dir) as tmp:
-        unet.save_pretrained(tmp, safe_serialization=True)
-        noise_schedule.save_pretrained(tmp)
+        models.save(unet, noise_schedule, tmp)
         (tmp / "training.json").write_text(json.dumps(summary, indent=2) + "\n")
 
 
