@@ -90,6 +90,15 @@ def rerun(workdir: Path, *args: str) -> subprocess.CompletedProcess:
     return again
 
 
+@pytest.fixture(scope="module", autouse=True)
+def simulated_devices_run_on_the_cpu_on_purpose():
+    """The two simulated devices (gpus.count: 2) hand out slots on this CPU machine: a job given one would
+    refuse to run without CUDA (ouroboros.cuda), so these runs choose the CPU explicitly."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("OUROBOROS_POLICY", "cpu")
+        yield
+
+
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory) -> Path:
     """The uninterrupted run every fault is compared with."""

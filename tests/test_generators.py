@@ -47,13 +47,15 @@ def items(kind: str, count: int = 24) -> tuple[np.ndarray, np.ndarray]:
 def fitted(name: str, kind: str, folder: Path):
     g = generators.get(name)
     x, labels = items(kind)
-    job = {"params": DDPM["params"], "preset": DDPM["preset"]} if name == "ddpm" else {"params": example_params(g)}
+    job = {"params": example_params(g)}
+    if name == "ddpm" or g.unet:  # a UNet family (ddpm, flow): the DDPM's smallest training on its preset
+        job = {"params": DDPM["params"] | example_params(g), "preset": DDPM["preset"]}
     g.fit(x, labels, folder, seed=11, **job)
     return g, x
 
 
 def draw(g, model, start, count, seed):
-    return g.sample(model, start, count, seed=seed, **(DDPM["sample"] if g.name == "ddpm" else {}))
+    return g.sample(model, start, count, seed=seed, **(DDPM["sample"] if g.name == "ddpm" or g.unet else {}))
 
 
 CASES = [(n, k) for n in NAMES for k in generators.get(n).kinds]
@@ -90,8 +92,10 @@ def test_contract_bad_parameters_fail_when_config_yaml_is_read(name):
              "train": {"steps": 1}, "sample": {}}
     if kind == "vectors":
         entry["fid_features"] = "identity"
-    if name == "ddpm":
+    if name == "ddpm" or g.unet:
         entry["model"] = DDPM["preset"]
+    if g.unet:
+        entry["generator"] = name
     raw = {"seed": 0, "datasets": {"d": entry}, "runs": {"replace": {"paradigm": "replace", "selection": "all"}}}
     with pytest.raises(OuroborosError, match=r"datasets\.d\.model_params\.no_such_key: generator .* has no such"):
         parse({**raw, "datasets": {"d": {**entry, "model_params": {"no_such_key": 1}}}})

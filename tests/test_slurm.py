@@ -51,6 +51,15 @@ def cluster():
         slurm_cluster.stop()
 
 
+@pytest.fixture(scope="module", autouse=True)
+def gpu_jobs_run_on_the_cpu_on_purpose():
+    """The test cluster's GPUs are fake devices: a job that SLURM gives one would refuse to run without CUDA
+    (ouroboros.cuda), so these runs choose the CPU explicitly (sbatch exports the environment)."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("OUROBOROS_POLICY", "cpu")
+        yield
+
+
 @pytest.fixture(scope="module")
 def profile(cluster, tmp_path_factory) -> Path:
     """profiles/slurm as a site would adapt it to the test cluster."""

@@ -84,6 +84,9 @@ class Dataset:
     classes: int | None = None  # a class-conditional model (CFG) over labels 0 … classes-1
     model_params: Mapping[str, Any] = field(default_factory=dict)  # the generator's parameters, checked
     gaussian: Mapping[str, Any] | None = None  # source: gaussian: dim, decay, count, seed
+    # the generator family, where ``model`` names a UNet preset that another family than the DDPM
+    # trains (flow); None: the family ``model`` implies
+    generator_choice: str | None = None
 
     @property
     def holds_vectors(self) -> bool:
@@ -91,9 +94,15 @@ class Dataset:
         return self.source in VECTOR_SOURCES
 
     @property
+    def model_ref(self) -> str:
+        """Generator and preset in one string (generators.reference): ``micro8``, ``kde``, ``flow:micro8``."""
+        return generators.reference(self.generator_choice, self.model)
+
+    @property
     def generator_spec(self) -> generators.Generator:
-        """The registered generator ``model`` names, with what it declares (gpu, kinds, ...)."""
-        return generators.resolve(self.model)[0]
+        """The registered generator of this dataset (``generator:``, else the one ``model`` names),
+        with what it declares (gpu, kinds, ...)."""
+        return generators.resolve(self.model_ref)[0]
 
     @property
     def generator(self) -> str:
@@ -224,10 +233,11 @@ class Config:
         from n = 2 on (iteration 1 is shared). Setting ``steps`` drops ``epochs`` and vice versa.
         A generator other than the DDPM is fitted with its ``model_params`` instead."""
         d = self.dataset(dataset)
-        if d.generator != "ddpm":
+        if not (d.generator == "ddpm" or d.generator_spec.unet):
             return dict(d.model_params)
         options = {k: v for k, v in vars(self.dataset(dataset).train).items()
                    if k not in TRAIN_KEY_DEFAULTS or v != TRAIN_KEY_DEFAULTS[k]}
+        options |= dict(d.model_params)  # a UNet family's own keys (flow: time_sampling, solver)
         override = dict(self.run(run).train) if n >= 2 and run != "real" else {}
         for one, other in (("steps", "epochs"), ("epochs", "steps")):
             if one in override:
@@ -285,6 +295,25 @@ def _check_kind(d: Dataset, generator: generators.Generator) -> None:
         raise OuroborosError(f"{where}.gaussian describes a gaussian source, but the source is {d.source!r}; remove it")
 
 
+def _chosen_generator(name: str, choice: str, model: str, implied: generators.Generator) -> generators.Generator:
+    """``datasets.X.generator``: the family that trains the UNet preset ``model`` names (flow), or the
+    family ``model`` already implies (ddpm with a preset; gaussian; kde)."""
+    where = f"config.yaml: datasets.{name}.generator"
+    try:
+        generator = generators.get(choice)
+    except OuroborosError as exc:
+        raise OuroborosError(f"{where} = {choice!r}: {exc}") from None
+    if generator.name == implied.name:
+        return generator
+    if not generator.unet:
+        raise OuroborosError(f"{where} = {choice!r}, but datasets.{name}.model = {model!r} is a {implied.name} model; "
+                             f"remove the generator key, or set model: {choice}")
+    if implied.name != "ddpm":
+        raise OuroborosError(f"{where} = {choice!r} trains a UNet preset, but datasets.{name}.model = {model!r} is not one; "
+                             f"presets: {', '.join(sorted(generators.get('ddpm').presets))}")
+    return generator
+
+
 def parse(raw: Mapping[str, Any]) -> Config:
     """Build a Config from the (schema-validated) dict and check what spans several keys."""
     generators.load_plugins(list(raw.get("generators") or []), where="generators")
@@ -301,8 +330,11 @@ def parse(raw: Mapping[str, Any]) -> Config:
         except OuroborosError as exc:  # the first training job would fail; planning names the key
             raise OuroborosError(f"config.yaml: datasets.{name}.model = {d['model']!r} is not a model preset or a "
                                  f"generator; {str(exc).split('; ', 1)[1]} (ouroboros.models, ouroboros.generators)") from None
+        choice = d.get("generator")
+        if choice is not None:
+            generator = _chosen_generator(name, choice, d["model"], generator)
         train = dict(d.get("train") or {})
-        if generator.name == "ddpm" and ("steps" in train) == ("epochs" in train):
+        if (generator.name == "ddpm" or generator.unet) and ("steps" in train) == ("epochs" in train):
             raise OuroborosError(f"config.yaml: datasets.{name}.train needs exactly one of 'steps' or 'epochs'")
         # optional keys pass through only when set, so each default lives once, in the dataclass
         optional = {k: d[k] for k in _OPTIONAL if k in d}
@@ -317,6 +349,7 @@ def parse(raw: Mapping[str, Any]) -> Config:
             fid_features=d["fid_features"],
             family=family,
             model_params=generators.validate(generator, dict(d.get("model_params") or {}), f"datasets.{name}"),
+            generator_choice=choice,
             **optional,
         )
         _check_kind(datasets[name], generator)

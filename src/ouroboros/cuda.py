@@ -58,8 +58,12 @@ def driver() -> dict[str, str] | None:
 
 def diagnose() -> dict[str, Any]:
     """What torch and the machine say about CUDA (imports torch)."""
-    import torch
-
+    try:
+        import torch
+    except ImportError:  # an environment without torch (a rule's conda env) cannot use a GPU either
+        return {"torch": "(not installed)", "torch_cuda": None, "available": False, "device_count": 0,
+                "warning": "torch is not installed in this environment", "driver": driver(),
+                "CUDA_VISIBLE_DEVICES": os.environ.get("CUDA_VISIBLE_DEVICES"), "SLURM_JOB_ID": os.environ.get("SLURM_JOB_ID")}
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         available = bool(torch.cuda.is_available())

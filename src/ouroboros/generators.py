@@ -36,7 +36,7 @@ from ouroboros.errors import OuroborosError
 from ouroboros.selectors import AUTO, Param, check, load_plugins
 
 # the modules that register the shipped generators, imported on the first lookup
-BUILTIN = ("ouroboros.models", "ouroboros.closed_form")
+BUILTIN = ("ouroboros.models", "ouroboros.flow", "ouroboros.closed_form")
 # the file of a model directory that names its generator (a DDPM's directory has diffusers' files instead)
 MODEL_FILE = "generator.json"
 KINDS = ("images", "vectors")
@@ -57,6 +57,7 @@ class Generator:
     inherits_labels: bool = False  # a sample carries its parent's label (kde): ancestry is traceable
     fine_tunes: bool = False  # can start from the previous iteration's model (init: previous)
     help: str = ""
+    unet: bool = False  # trains one of the DDPM's UNet presets, which ``model:`` names (flow)
 
 
 REGISTRY: dict[str, Generator] = {}
@@ -65,7 +66,7 @@ REGISTRY: dict[str, Generator] = {}
 def register(name: str, *, load: Callable, save: Callable, sample: Callable, params: Mapping[str, Param] | None = None,
              gpu: bool = False, kinds: tuple[str, ...] = KINDS, presets: Mapping[str, Any] | None = None,
              conditional: bool = False, inherits_labels: bool = False, fine_tunes: bool = False,
-             help: str = "") -> Callable:
+             help: str = "", unet: bool = False) -> Callable:
     """Decorator on the fit function: make it the generator ``name``. A name registered twice by
     two different functions, or a preset named like another generator, is refused."""
     def decorate(fit: Callable) -> Callable:
@@ -86,7 +87,7 @@ def register(name: str, *, load: Callable, save: Callable, sample: Callable, par
             raise OuroborosError(f"generator {name!r}: the name {clash[0]!r} is already a generator or a preset")
         REGISTRY[name] = Generator(name, fit, load, save, sample, dict(params or {}), gpu, tuple(kinds),
                                    dict(presets or {}), conditional, inherits_labels, fine_tunes,
-                                   help or (fit.__doc__ or "").split("\n")[0])
+                                   help or (fit.__doc__ or "").split("\n")[0], unet)
         return fit
     return decorate
 
@@ -101,10 +102,26 @@ def names() -> list[str]:
     return sorted({n for g in REGISTRY.values() for n in (g.name, *g.presets)})
 
 
+def reference(generator: str | None, model: str) -> str:
+    """The one string that names a dataset's generator and preset, as the train rule passes it: the
+    ``model:`` value alone where it implies the generator (``micro8``: the DDPM; ``kde``), else
+    ``generator:model`` (``flow:micro8``: the flow-matching generator on the micro8 UNet)."""
+    if generator is None or resolve(model)[0].name == generator:
+        return model
+    return f"{generator}:{model}"
+
+
 def resolve(model: str) -> tuple[Generator, str | None]:
-    """The generator a ``model:`` value names, and the preset when it names one (``micro8`` →
-    ddpm, micro8; ``kde`` → kde, None)."""
+    """The generator a ``model:`` value (or a :func:`reference`) names, and the preset when it names
+    one (``micro8`` → ddpm, micro8; ``kde`` → kde, None; ``flow:micro8`` → flow, micro8)."""
     builtin()
+    if ":" in model:
+        name, preset = model.split(":", 1)
+        generator = get(name)
+        if not generator.unet or resolve(preset)[0].name != "ddpm" or preset == "ddpm":
+            raise OuroborosError(f"{model!r}: generator {name!r} takes no UNet preset"
+                                 if not generator.unet else f"{model!r}: {preset!r} is not a UNet preset")
+        return generator, preset
     if model in REGISTRY:
         return REGISTRY[model], None
     for g in REGISTRY.values():
@@ -149,13 +166,32 @@ def of_model_dir(model_dir: str | Path) -> Generator:
     DDPM (diffusers' save_pretrained files)."""
     marker = Path(model_dir) / MODEL_FILE
     if marker.is_file():
-        try:
-            name = json.loads(marker.read_text())["generator"]
-        except (ValueError, KeyError) as exc:
-            raise OuroborosError(f"{marker}: not a generator's description ({exc}); delete {model_dir} and re-run the "
-                                 "train step") from exc
-        return get(name)
-    return get("ddpm")
+        return get(written_by(model_dir))
+    return get("ddpm")  # an earlier release's DDPM directory, which had no generator.json
+
+
+def written_by(model_dir: str | Path) -> str | None:
+    """The generator named by a model directory's generator.json; None where it has none (a DDPM of
+    an earlier release)."""
+    marker = Path(model_dir) / MODEL_FILE
+    if not marker.is_file():
+        return None
+    try:
+        return json.loads(marker.read_text())["generator"]
+    except (ValueError, KeyError) as exc:
+        raise OuroborosError(f"{marker}: not a generator's description ({exc}); delete {model_dir} and re-run the "
+                             "train step") from exc
+
+
+def check_written_by(model_dir: str | Path, name: str, *, legacy: bool = False) -> None:
+    """Refuse a model directory that another generator wrote: a flow model read by the DDPM's sampler
+    (or the reverse) would sample nonsense without a word. ``legacy``: a directory without
+    generator.json is this generator's (the DDPM's, from an earlier release)."""
+    found = written_by(model_dir)
+    if found == name or (found is None and legacy):
+        return
+    raise OuroborosError(f"{model_dir}: written by generator {found or '(none named: no generator.json)'}, not {name}; "
+                         f"load it with generators.of_model_dir({str(model_dir)!r}), which picks its own generator")
 
 
 def data_kind(data) -> str:

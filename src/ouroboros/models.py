@@ -159,6 +159,9 @@ def save(unet, noise_schedule, folder: Path) -> None:
 
 
 def _load(model_dir):
+    from ouroboros.generators import check_written_by
+
+    check_written_by(model_dir, "ddpm", legacy=True)  # never a flow model read as a DDPM
     return load(model_dir), load_scheduler(model_dir)
 
 
@@ -170,12 +173,12 @@ def _save(model, out_dir) -> None:
 
 
 def _sample(model, start: int, count: int, *, seed: int, inference_steps: int = 1000, batch_size: int = 256,
-            guidance_scale: float = 1.0, policy=None, source: str = "the model"):
+            guidance_scale: float = 1.0, policy=None, source: str = "the model", progress: bool = False):
     from ouroboros.sample import sample
 
     unet, noise_schedule = model
     return sample(unet, noise_schedule, start, count, seed=seed, inference_steps=inference_steps,
-                  batch_size=batch_size, guidance_scale=guidance_scale, progress=False, policy=policy, source=source)
+                  batch_size=batch_size, guidance_scale=guidance_scale, progress=progress, policy=policy, source=source)
 
 
 @register("ddpm", load=_load, save=_save, sample=_sample, gpu=True, kinds=("images",), presets=PRESETS,

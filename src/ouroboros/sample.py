@@ -45,6 +45,25 @@ def ddpm_coefficients(noise_schedule) -> list[tuple[int, float, float, float, fl
     return out
 
 
+def noise_stream(policy, seed: int, ids: range, shape: tuple[int, ...]):
+    """Standard normal draws 0, 1, 2, … for images ``ids`` (one ``shape`` each), on the policy's
+    device: draw k of image i depends only on (seed, i, k). The CPU policy draws from one host
+    generator per image (the stream the demo's numbers were measured with); the GPU policy computes
+    them on the device from the counter-based stream (ouroboros.noise)."""
+    import itertools
+
+    import torch
+
+    from ouroboros import noise as device_noise
+
+    if policy.noise == "device":
+        key = device_noise.keys(seeds.per_item(seed, ids), policy.torch_device())
+        draws = itertools.count()
+        return lambda: device_noise.normal(key, next(draws), shape)
+    gens = [torch.Generator().manual_seed(s) for s in seeds.per_item(seed, ids)]
+    return lambda: policy.inputs(torch.cat([torch.randn((1,) + shape, generator=g) for g in gens]))
+
+
 def sample(
     unet,
     noise_schedule,
@@ -71,7 +90,6 @@ def sample(
     import torch
     from tqdm import tqdm
 
-    from ouroboros import noise as device_noise
     from ouroboros import policy as device_policy
 
     if policy is None:
@@ -87,21 +105,11 @@ def sample(
     timesteps = noise_schedule.timesteps.to(device)
     shape = (unet.config.in_channels, unet.config.sample_size, unet.config.sample_size)
     out = []
-    batches = range(start, start + count, batch_size)
-    for first in tqdm(batches, desc="sample", disable=not progress, mininterval=5):
+    # progress in image-steps, not batches: a GPU run's few large batches would tick a few times in hours
+    bar = tqdm(total=count * len(steps), desc="sample", unit="image-step", disable=not progress, mininterval=5)
+    for first in range(start, start + count, batch_size):
         ids = range(first, min(first + batch_size, start + count))
-        if policy.noise == "device":
-            key = device_noise.keys(seeds.per_item(seed, ids), device)
-            draws = iter(range(len(steps) + 1))
-
-            def noise(key=key, draws=draws):  # this batch's keys, bound now; draw 0 is x_T
-                return device_noise.normal(key, next(draws), shape)
-        else:
-            gens = [torch.Generator().manual_seed(s) for s in seeds.per_item(seed, ids)]
-
-            def noise(gens=gens):  # this batch's generators, bound now
-                return policy.inputs(torch.cat([torch.randn((1,) + shape, generator=g) for g in gens]))
-
+        noise = noise_stream(policy, seed, ids, shape)
         x = noise()
         y = None if null is None else torch.from_numpy(labels[first - start : first - start + len(ids)]).to(device)
         if guided:  # one batch holds the conditional and the null-label halves
@@ -123,6 +131,7 @@ def sample(
                 x = c_x0 * x0 + c_xt * x
                 if sigma > 0:
                     x = x + sigma * noise()
+                bar.update(len(ids))
         if not bool(finite & torch.isfinite(x).all()):
             raise OuroborosError(
                 f"{source}: non-finite samples in images {ids.start}…{ids.stop - 1} (precision "
@@ -130,6 +139,7 @@ def sample(
                 "Sampling in fp32 means setting train.mixed_precision: no for this dataset, a training option: the "
                 "model is then retrained from step 0 too")
         out.append(from_model(x))
+    bar.close()
     if not out:
         return np.zeros((0, shape[1], shape[2], shape[0]), dtype=np.uint8), labels
     return np.concatenate(out), labels
@@ -143,7 +153,7 @@ def stage(model_dir: str, start: int, count: int, *, seed: int, inference_steps:
     from ouroboros.io import save_array
 
     generator = generators.of_model_dir(model_dir)
-    if generator.name != "ddpm":
+    if not generator.gpu:  # a closed-form generator: numpy, no device policy
         print(f"sampling items {start}…{start + count - 1} from {model_dir} ({generator.name})")
         items, labels = generator.sample(generator.load(model_dir), start, count, seed=seed)
         if items.dtype.kind == "f" and not np.isfinite(items).all():
@@ -156,11 +166,12 @@ def stage(model_dir: str, start: int, count: int, *, seed: int, inference_steps:
     policy = device_policy.resolve(sample_precision=sample_precision(model_dir))
     policy.apply_backends()
     print(policy.describe())
-    unet, noise_schedule = models.load(model_dir), models.load_scheduler(model_dir)
-    guided = f", guidance scale {guidance_scale}" if models.null_label(unet) is not None else ""
-    print(f"sampling images {start}…{start + count - 1} from {model_dir} with {inference_steps} DDPM steps{guided}")
-    images, labels = sample(unet, noise_schedule, start, count, seed=seed, inference_steps=inference_steps,
-                            batch_size=batch_size, guidance_scale=guidance_scale, policy=policy, source=model_dir)
+    model = generator.load(model_dir)
+    guided = f", guidance scale {guidance_scale}" if models.null_label(model[0]) is not None else ""
+    print(f"sampling images {start}…{start + count - 1} from {model_dir} ({generator.name}) in {inference_steps} steps{guided}")
+    images, labels = generator.sample(model, start, count, seed=seed, inference_steps=inference_steps,
+                                      batch_size=batch_size, guidance_scale=guidance_scale, policy=policy,
+                                      source=model_dir, progress=True)
     # labels first: samples.npy is the file whose presence says the step is done
     save_array(labels_out, labels)
     save_array(out, images)

@@ -13,6 +13,10 @@ import math
 import os
 import shutil
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -29,6 +33,31 @@ def scheduler():
     from diffusers import DDPMScheduler
 
     return DDPMScheduler(num_train_timesteps=NUM_TRAIN_TIMESTEPS, beta_schedule="linear", prediction_type="epsilon")
+
+
+@dataclass(frozen=True)
+class Objective:
+    """What a training step regresses, and how the trained UNet is saved: the DDPM's ε (default) or
+    another family's target (ouroboros.flow: the velocity of a straight path).
+
+    ``draw(schedule, x0, gen, device) -> (x_t, timesteps, target)`` draws the step's randomness from
+    ``gen`` only (the step's own generator), so a resumed run draws the same; the label dropout of
+    a conditional model draws from ``gen`` after it."""
+    name: str
+    schedule: Callable[[], Any]
+    draw: Callable[..., tuple]
+    save: Callable[[Any, Any, Path], None]
+
+
+def _ddpm_draw(noise_schedule, x0, gen, device):
+    import torch
+
+    noise = torch.randn(x0.shape, generator=gen, device=device)
+    t = torch.randint(0, NUM_TRAIN_TIMESTEPS, (len(x0),), generator=gen, device=device)
+    return noise_schedule.add_noise(x0, noise, t), t, noise
+
+
+DDPM = Objective("ddpm", scheduler, _ddpm_draw, lambda unet, schedule, folder: models.save(unet, schedule, folder))
 
 
 def epoch_order(count: int, epoch: int, seed: int) -> np.ndarray:
@@ -112,6 +141,7 @@ def train(
     init_from: str | os.PathLike | None = None,
     policy=None,
     label: str = "training",
+    objective: Objective = DDPM,
 ) -> dict:
     """Train on uint8 NHWC images and save the model to ``out_dir`` (atomically, as a directory).
 
@@ -159,7 +189,7 @@ def train(
     unet = unet.to(device).to(memory_format=fmt)
     null = models.null_label(unet)
     forward = torch.compile(unet, backend=policy.compile_backend) if policy.compile else unet
-    noise_schedule = scheduler()
+    noise_schedule = objective.schedule()
     opt = torch.optim.AdamW(unet.parameters(), lr=cfg.lr, betas=(0.95, 0.999), weight_decay=cfg.weight_decay, eps=1e-8,
                             **({"fused": True} if policy.fused_adamw else {}))
     scaler = policy.grad_scaler()
@@ -175,6 +205,8 @@ def train(
     options = {k: v for k, v in cfg.__dict__.items() if k != "checkpoint_minutes"}
     if init_from is not None:
         options["init_from"] = str(init_from)
+    if objective is not DDPM:  # a DDPM's fingerprint stays what it was: its checkpoints still resume
+        options["objective"] = objective.name
     # the policy changes the arithmetic (precision, fused kernels): a checkpoint of another policy
     # would resume into different weights; how often the loss is read back does not
     arithmetic = {k: v for k, v in policy.record().items() if k not in ("log_every", "pin_memory", "forced")}
@@ -216,15 +248,14 @@ def train(
             gen = torch.Generator(device=device).manual_seed(seeds.per_item(seed, [step + 1])[0])
             batch = batches(step)
             x0 = data[batch]
-            noise = torch.randn(x0.shape, generator=gen, device=device)
-            t = torch.randint(0, NUM_TRAIN_TIMESTEPS, (len(x0),), generator=gen, device=device)
+            x_t, t, target = objective.draw(noise_schedule, x0, gen, device)
             y = None
             if classes:
                 drop = torch.rand(len(x0), generator=gen, device=device) < cfg.label_dropout
                 y = torch.where(drop, torch.full_like(y_all[batch], null), y_all[batch])
             with policy.autocast(policy.train_precision):
-                pred = forward(noise_schedule.add_noise(x0, noise, t), t, class_labels=y).sample
-            loss = torch.nn.functional.mse_loss(pred.float(), noise)
+                pred = forward(x_t, t, class_labels=y).sample
+            loss = torch.nn.functional.mse_loss(pred.float(), target)
             opt.zero_grad(set_to_none=True)
             # with the scaler disabled (bf16, fp32) scale, unscale_, step and update are the plain
             # backward and step; in fp16 a step whose gradients overflowed is skipped
@@ -254,6 +285,7 @@ def train(
             for p, e in zip(params, ema, strict=True):
                 p.copy_(e.to(p.dtype))
     summary = {
+        "generator": objective.name,
         "preset": preset,
         "classes": classes,
         "steps": total,
@@ -266,7 +298,7 @@ def train(
         "seed": seed,
         "init_from": str(init_from) if init_from is not None else None,
     }
-    save_model(unet.to(memory_format=torch.contiguous_format), noise_schedule, out_dir, summary)
+    save_model(unet.to(memory_format=torch.contiguous_format), noise_schedule, out_dir, summary, objective.save)
     if checkpoint_dir:
         shutil.rmtree(checkpoint_dir, ignore_errors=True)
     return summary
@@ -334,11 +366,12 @@ def _checked_labels(labels: np.ndarray | None, count: int, classes: int) -> np.n
     return labels
 
 
-def save_model(unet, noise_schedule, out_dir: str | os.PathLike, summary: dict) -> None:
+def save_model(unet, noise_schedule, out_dir: str | os.PathLike, summary: dict,
+               save: Callable[[Any, Any, Path], None] = DDPM.save) -> None:
     """DDPMPipeline's layout (models.save) in a temporary sibling, then renamed: the directory appears
     complete or not at all."""
     with atomic_dir(out_dir) as tmp:
-        models.save(unet, noise_schedule, tmp)
+        save(unet, noise_schedule, tmp)
         (tmp / "training.json").write_text(json.dumps(summary, indent=2) + "\n")
 
 
@@ -364,7 +397,7 @@ def stage(manifest_path: str, model: str, options: dict, *, seed: int, model_out
     summary = generator.fit(data, labels, model_out, params=options, seed=seed, preset=preset, classes=classes,
                             stats_out=stats_out, checkpoint_dir=checkpoint_dir, init_from=init_from,
                             label=_label(model_out), real=load_data(real) if real else None)
-    if generator.name != "ddpm":  # one line of statistics: a closed-form fit has no steps
+    if not (generator.name == "ddpm" or generator.unet):  # one line of statistics: a closed-form fit has no steps
         save_text(stats_out, json.dumps(summary) + "\n")
     print(json.dumps(summary, indent=2))
     return summary

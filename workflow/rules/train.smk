@@ -16,7 +16,8 @@ rule train:
     resources:
         gpu=model_gpu,
     params:
-        preset=lambda w: dataset_params(w).model,
+        # the generator and its preset in one value (micro8, kde, flow:micro8): a DDPM's stays its preset's name
+        preset=lambda w: dataset_params(w).model_ref,
         options=train_options,
         seed=seed("train"),
         classes=lambda w: dataset_params(w).classes,
