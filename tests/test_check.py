@@ -23,10 +23,11 @@ DRIVER = "550.54.15"
 
 
 def stand_in_nvidia_smi(folder: Path) -> Path:
-    """An nvidia-smi that lists one H100 with driver 550 (``-L``, ``--query-gpu=driver_version``)."""
+    """An nvidia-smi that lists one H100 with driver 550 (``-L``, ``--query-gpu=driver_version`` and ``=name``)."""
     folder.mkdir(parents=True, exist_ok=True)
     smi = folder / "nvidia-smi"
     smi.write_text(f'#!/bin/sh\ncase "$*" in\n  *-L*) echo "{H100}";;\n  *driver_version*) echo "{DRIVER}";;\n'
+                   f'  *name*) echo "NVIDIA H100 80GB HBM3";;\n'
                    f'  *) echo "Driver Version: {DRIVER}   CUDA Version: 12.4";;\nesac\n')
     smi.chmod(0o755)
     return folder
@@ -256,6 +257,20 @@ def test_at_start_checks_only_runs_with_gpu_jobs(offline):
     assert preflight.at_start([DagJob(0)], cfg(), local=True, log=said.append) is None and said == []
     assert preflight.at_start([DagJob(1)], cfg(), local=True, log=said.append) is None
     assert said and "data: no source read" in said[0] and "cuda: no GPU on this machine" in said[0]
+    assert "cost on cpu" in said[0] and "all prerequisites of the planned jobs are present" in said[0]
+
+
+def test_the_cost_table_prices_the_planned_jobs_with_each_rates_basis():
+    """FLOPs and hours by rule from ouroboros.costs, on this machine's class or a named one."""
+    from ouroboros import costs
+
+    table = preflight.cost_table(CIFAR_JOBS, cfg(), device="H100")
+    lines = table.splitlines()
+    assert lines[0] == "cost on H100 (ouroboros/rates.yaml):" and lines[1].startswith("rule") and "basis (H100)" in lines[1]
+    train = next(line for line in lines if line.startswith("train"))
+    work = costs.job_work("train", CIFAR_JOBS[1].wildcards, cfg())
+    assert f"{work.flops:10.3g}" in train and "H100: estimate" in train  # a stated estimate until a GPU check measures it
+    assert lines[-1].startswith("total") and preflight.cost_table(CIFAR_JOBS[:1], cfg()).endswith("no planned job runs a model")
 
 
 def test_help_at_every_level(capsys):
@@ -288,6 +303,7 @@ def test_ouroboros_check_lists_every_missing_prerequisite_and_passes_the_demo(tm
                            capture_output=True, text=True, timeout=600)
     assert check.returncode == 1, check.stdout + check.stderr
     assert "5 problems before any job starts" in check.stdout and "train 8" in check.stdout, check.stdout
+    assert "cost on H100 (ouroboros/rates.yaml)" in check.stdout and "H100: estimate" in check.stdout  # the stand-in's class
     for fix in fixes:
         assert fix in check.stdout, (fix, check.stdout)
     run = subprocess.run([str(Path(sys.executable).with_name("snakemake")), "-s", str(REPO / "Snakefile"), "--cores", "8",

@@ -38,7 +38,7 @@ def run_check(args: argparse.Namespace) -> int:
                                configfiles=args.configfile)
     cfg = config.parse(raw)
     report = preflight.check(jobs, cfg, cluster=args.executor != "local", where=args.directory)
-    report.costs = preflight.cost_table(jobs, raw)
+    report.costs = preflight.cost_table(jobs, cfg, args.device)
     print(report.text())
     return 0 if report.ok else 1
 
@@ -57,6 +57,8 @@ def add_check(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--executor", default="local",
                    help="the snakemake executor the run will use; under a cluster executor (slurm) the CUDA item is "
                         "left to the jobs on their nodes (default: local)")
+    p.add_argument("--device", help="price the planned jobs on this device class of ouroboros/rates.yaml (H100, A100, "
+                   "...; default: this machine's, from nvidia-smi)")
     p.set_defaults(run=run_check)
 
 

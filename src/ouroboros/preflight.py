@@ -202,7 +202,7 @@ def cuda_problems(jobs: list[Job], *, cluster: bool = False, present: Callable[[
     if why is None:
         return [], f"cuda: torch {diag.get('torch')} uses CUDA {diag.get('cuda_build')} (driver {diag.get('driver')})"
     fix = why.split(". ", 1)[1] if ". " in why else why
-    return [Problem("cuda", f"{gpu_jobs} planned GPU jobs: {why.split('. ', 1)[0]}", fix)], "cuda: checked"
+    return [Problem("cuda", f"{gpu_jobs} planned GPU jobs: {why.split('. ', 1)[0]}", fix)], "cuda: torch cannot use the GPU"
 
 
 # --- data -----------------------------------------------------------------------------------------------
@@ -455,18 +455,23 @@ def at_start(dag_jobs: Iterable[Any], cfg: Config, *, local: bool, log: Callable
     if not any(j.gpu for j in jobs):
         return None
     report = check(jobs, cfg, cluster=not local)
+    try:
+        report.costs = cost_table(jobs, cfg)
+    except (OuroborosError, KeyError, ValueError) as exc:  # the estimate must never stop a run that can start
+        report.costs = f"cost: not estimated ({exc.__class__.__name__}: {exc})"
     if report.ok:
-        log("preflight: " + "; ".join(report.checked))
+        log(report.text())
         return None
     return report
 
 
-def cost_table(jobs: list[Job], raw_config: Mapping[str, Any]) -> str:
-    """The planned jobs by rule with their FLOPs and hours on this device class (ouroboros.costs)."""
-    try:
-        from ouroboros import costs  # type: ignore[attr-defined]
-    except ImportError:
-        return "cost: the cost model (ouroboros.costs) is not installed"
-    device = costs.device_class()
-    rows = costs.summarize([costs.job_work(j.rule, j.wildcards, raw_config) for j in jobs], device)
-    return costs.format_rows(rows, device)
+def cost_table(jobs: list[Job], cfg: Config, device: str | None = None) -> str:
+    """The planned jobs by rule with their FLOPs and hours on this device class (``device``: another
+    class of ouroboros/rates.yaml), each row with its rates' basis: measured, or an estimate."""
+    from ouroboros import costs
+
+    device = device or costs.device_class()
+    rows = costs.summarize([costs.job_work(j.rule, j.wildcards, cfg) for j in jobs], device)
+    if not rows:
+        return f"cost on {device}: no planned job runs a model"
+    return f"cost on {device} (ouroboros/rates.yaml):\n" + costs.format_rows(rows, device)
