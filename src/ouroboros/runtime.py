@@ -53,10 +53,21 @@ class logged:
         logging.basicConfig(stream=self._file, level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", force=True)
         configure(self.threads)
         if self.gpu:
-            from ouroboros import devices
-
-            devices.assign(self.gpu, self.gpus.get("count", devices.AUTO), int(self.gpus.get("slots_per_gpu", 1)))
+            try:
+                self._gpu()
+            except BaseException:  # logged like a failure inside the job: __exit__ does not run for __enter__'s
+                self.__exit__(*sys.exc_info())
+                raise
         return self
+
+    def _gpu(self) -> None:
+        """A device slot, then the refusal of a job handed a GPU that torch cannot use (ouroboros.cuda)."""
+        from ouroboros import cuda, devices
+
+        slot = devices.assign(self.gpu, self.gpus.get("count", devices.AUTO), int(self.gpus.get("slots_per_gpu", 1)))
+        given = (f"this job was given GPU {os.environ.get('CUDA_VISIBLE_DEVICES')} (slot {slot.slot}, {slot.path})"
+                 if slot is not None else cuda.gpu_allocated())
+        cuda.require(given)
 
     def __exit__(self, kind, value, tb):
         import sys
