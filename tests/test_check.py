@@ -23,11 +23,12 @@ DRIVER = "550.54.15"
 
 
 def stand_in_nvidia_smi(folder: Path) -> Path:
-    """An nvidia-smi that lists one H100 with driver 550 (``-L``, ``--query-gpu=driver_version`` and ``=name``)."""
+    """An nvidia-smi that lists one H100 with driver 550 (``-L`` and the ``--query-gpu`` fields asked here)."""
     folder.mkdir(parents=True, exist_ok=True)
     smi = folder / "nvidia-smi"
-    smi.write_text(f'#!/bin/sh\ncase "$*" in\n  *-L*) echo "{H100}";;\n  *driver_version*) echo "{DRIVER}";;\n'
-                   f'  *name*) echo "NVIDIA H100 80GB HBM3";;\n'
+    smi.write_text(f'#!/bin/sh\ncase "$*" in\n  *-L*) echo "{H100}";;\n'
+                   f'  *name,driver_version*) echo "NVIDIA H100 80GB HBM3, {DRIVER}";;\n'
+                   f'  *driver_version*) echo "{DRIVER}";;\n  *name*) echo "NVIDIA H100 80GB HBM3";;\n'
                    f'  *) echo "Driver Version: {DRIVER}   CUDA Version: 12.4";;\nesac\n')
     smi.chmod(0o755)
     return folder
@@ -69,26 +70,41 @@ CIFAR_JOBS = [job("data", dataset="cifar"), job("train", 1, dataset="cifar", bra
 def test_a_stand_in_h100_on_this_cuda_less_machine_is_the_cuda_problem(offline, monkeypatch):
     """nvidia-smi lists one H100; torch here has no usable CUDA: the GPU jobs would train on the CPU."""
     monkeypatch.setenv("PATH", str(stand_in_nvidia_smi(offline / "bin")) + os.pathsep + os.environ["PATH"])
-    problems, _ = preflight.cuda_problems(CIFAR_JOBS)
-    assert [p.item for p in problems] == ["cuda"]
-    text = problems[0].what + " " + problems[0].fix
-    assert "4 planned GPU jobs" in text and DRIVER in text  # what it saw: the driver nvidia-smi gave
-    assert "download.pytorch.org/whl" in text  # what to do: the wheel index for that driver
+    problems, note = preflight.cuda_problems(CIFAR_JOBS)
+    assert [p.item for p in problems] == ["cuda"] and note == "cuda: torch cannot use the GPU"
+    what, fix = problems[0].what, problems[0].fix
+    assert what.startswith("4 planned GPU jobs would be given GPU slots on device 0 (gpus.count: auto), but torch")
+    assert f"driver {DRIVER}" in what and "torch.cuda.is_available() = False" in what  # what it saw
+    assert "--index-url https://download.pytorch.org/whl/cu124" in fix  # the wheel for driver 550's CUDA 12.4
+    assert "OUROBOROS_POLICY=cpu" in fix  # or the CPU, by saying so
+
+
+def diag(available: bool) -> dict:
+    return {"torch": "2.14.1", "torch_cuda": "12.4", "available": available, "device_count": int(available),
+            "warning": None, "driver": {"name": "NVIDIA H100 80GB HBM3", "version": DRIVER},
+            "CUDA_VISIBLE_DEVICES": None, "SLURM_JOB_ID": None}
 
 
 def test_no_gpu_a_cluster_or_an_explicit_policy_leave_cuda_alone(offline, monkeypatch):
-    """No device here, a cluster's submitting node, or a policy chosen by name: nothing to refuse here."""
+    """No device here, a cluster's submitting node, a policy chosen by name, no GPU job: nothing to refuse."""
     def broken():
-        return {"is_available": False}
+        return diag(False)
+
+    def h100(gpus):
+        return "GPU slots on device 0"
+
     assert preflight.cuda_problems(CIFAR_JOBS, diagnose=broken)[0] == []  # no nvidia-smi on PATH
-    assert preflight.cuda_problems(CIFAR_JOBS, present=lambda: True, diagnose=broken, cluster=True)[0] == []
+    assert preflight.cuda_problems(CIFAR_JOBS, given=h100, diagnose=broken)[0] != []
+    assert preflight.cuda_problems(CIFAR_JOBS, given=h100, diagnose=broken, cluster=True)[0] == []
     monkeypatch.setenv("OUROBOROS_POLICY", "cpu")
-    assert preflight.cuda_problems(CIFAR_JOBS, present=lambda: True, diagnose=broken)[0] == []
+    assert preflight.cuda_problems(CIFAR_JOBS, given=h100, diagnose=broken)[0] == []
     monkeypatch.delenv("OUROBOROS_POLICY")
-    assert preflight.cuda_problems([job("data", dataset="cifar")], present=lambda: True, diagnose=broken)[0] == []
-    working = {"is_available": True, "torch": "2.14.1", "cuda_build": "12.6", "driver": DRIVER}
-    problems, note = preflight.cuda_problems(CIFAR_JOBS, present=lambda: True, diagnose=lambda: working)
-    assert problems == [] and "uses CUDA 12.6" in note
+    assert preflight.cuda_problems([job("data", dataset="cifar")], given=h100, diagnose=broken)[0] == []
+    problems, note = preflight.cuda_problems(CIFAR_JOBS, given=h100, diagnose=lambda: diag(True))
+    assert problems == [] and note == "cuda: torch 2.14.1 uses CUDA 12.4 on GPU slots on device 0"
+    # gpus.count as a number hands out slots as the jobs do (ouroboros.devices), nvidia-smi or not
+    assert preflight.gpu_given({"count": 2}) == "GPU slots on devices 0,1 (gpus.count: 2)"
+    assert preflight.gpu_given({"count": 0}) is None and preflight.gpu_given(None) is None
 
 
 # --- data ---------------------------------------------------------------------------------------------------

@@ -37,7 +37,7 @@ def run_check(args: argparse.Namespace) -> int:
     jobs, raw = preflight.plan(args.targets, snakefile=_snakefile(args), workdir=args.directory,
                                configfiles=args.configfile)
     cfg = config.parse(raw)
-    report = preflight.check(jobs, cfg, cluster=args.executor != "local", where=args.directory)
+    report = preflight.check(jobs, cfg, cluster=args.executor != "local", gpus=raw.get("gpus"), where=args.directory)
     report.costs = preflight.cost_table(jobs, cfg, args.device)
     print(report.text())
     return 0 if report.ok else 1

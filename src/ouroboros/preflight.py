@@ -4,10 +4,11 @@ A GPU run meets its missing prerequisites one at a time, hours apart: CIFAR-10 a
 job, DINOv2 after iteration 1's training, the Inception weights at the last job. Here Snakemake
 plans the targets (in-process, nothing runs) and every planned job is checked at once:
 
-- ``cuda``: torch can use CUDA where GPU jobs are planned and a GPU is present (``nvidia-smi -L``
-  lists one, or CUDA_VISIBLE_DEVICES is set: :func:`ouroboros.devices.visible_devices`); the
-  driver and the wheel's CUDA build agree. Skipped under a cluster executor, whose submitting node
-  has no GPU: the jobs themselves refuse there.
+- ``cuda``: torch can use CUDA where GPU jobs are planned and would be handed a GPU (``nvidia-smi
+  -L`` lists one, CUDA_VISIBLE_DEVICES is set, or ``gpus.count`` says so: the slots of
+  :func:`ouroboros.devices.visible_devices`), asked as the jobs ask it (:mod:`ouroboros.cuda`: the
+  driver and the wheel's CUDA build, the wheel index to install, or ``OUROBOROS_POLICY=cpu``).
+  Skipped under a cluster executor, whose submitting node has no GPU: the jobs refuse there.
 - ``data``: each source a planned data job reads is present and complete (torchvision's CIFAR-10
   and MNIST folders, an image folder or .npz with enough items for the counts config.yaml asks).
 - ``weights``: each network a planned features job runs loads offline (ouroboros.weights).
@@ -132,77 +133,45 @@ def plan(targets: list[str], *, snakefile: str | os.PathLike, workdir: str | os.
 
 # --- cuda -----------------------------------------------------------------------------------------------
 
-def gpu_present() -> bool:
-    """Whether a job would be handed a device here: nvidia-smi lists one, or CUDA_VISIBLE_DEVICES is set."""
-    from ouroboros import devices
+def gpu_given(gpus: Mapping[str, Any] | None = None) -> str | None:
+    """What this machine would hand the planned GPU jobs, in words, as ``runtime.logged`` hands it (a
+    device slot when config.yaml's ``gpus.count`` finds devices: nvidia-smi lists one, or
+    CUDA_VISIBLE_DEVICES is set, or a number; a SLURM allocation's GPUs), else None."""
+    from ouroboros import cuda, devices
 
-    return bool(devices.visible_devices(devices.AUTO))
-
-
-def _cuda_module():
-    """``ouroboros.cuda`` (diagnose, problem) where it exists, else this module's minimal stand-in."""
-    try:
-        from ouroboros import cuda  # type: ignore[attr-defined]
-
-        return cuda.diagnose, cuda.problem
-    except ImportError:
-        return _diagnose, _problem
-
-
-def _diagnose() -> dict:
-    """What torch and the driver say (a stand-in for ouroboros.cuda.diagnose)."""
-    import subprocess
-
-    import torch
-
-    driver = None
-    smi = shutil.which("nvidia-smi")
-    if smi:
-        try:
-            out = subprocess.run([smi, "--query-gpu=driver_version", "--format=csv,noheader"], capture_output=True,
-                                 text=True, timeout=60, check=True).stdout
-            driver = out.split()[0] if out.split() else None
-        except (subprocess.SubprocessError, OSError):
-            driver = None
-    return {"torch": torch.__version__, "cuda_build": torch.version.cuda, "is_available": torch.cuda.is_available(),
-            "driver": driver, "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES")}
-
-
-def _problem(diag: Mapping[str, Any]) -> str | None:
-    """The refusal when torch cannot use CUDA (a stand-in for ouroboros.cuda.problem)."""
-    if diag.get("is_available"):
+    if os.environ.get("SLURM_JOB_ID"):
+        return cuda.gpu_allocated()
+    count = (gpus or {}).get("count", devices.AUTO)
+    ids = devices.visible_devices(count)
+    if not ids:
         return None
-    build = diag.get("cuda_build")
-    saw = (f"torch {diag.get('torch')} (CUDA build {build or 'none: a CPU-only wheel'}), "
-           f"torch.cuda.is_available() False, nvidia-smi driver {diag.get('driver') or 'not found'}, "
-           f"CUDA_VISIBLE_DEVICES={diag.get('cuda_visible_devices')!s}")
-    return (f"a GPU is present but torch cannot use CUDA: {saw}. Install the torch wheel built for this driver "
-            "(CUDA 12.x wheels need driver ≥ 525.60: pip install torch --index-url https://download.pytorch.org/whl/cu126; "
-            "`nvidia-smi` prints the driver and the newest CUDA it runs), or run on the CPU by saying so: "
-            "OUROBOROS_POLICY=cpu")
+    return f"GPU slots on device{'s' if len(ids) > 1 else ''} {','.join(ids)} (gpus.count: {count})"
 
 
-def cuda_problems(jobs: list[Job], *, cluster: bool = False, present: Callable[[], bool] = gpu_present,
-                  diagnose: Callable[[], dict] | None = None, problem: Callable[[dict], str | None] | None = None
-                  ) -> tuple[list[Problem], str]:
-    """The CUDA item: (problems, what was checked)."""
+def cuda_problems(jobs: list[Job], *, cluster: bool = False, gpus: Mapping[str, Any] | None = None,
+                  given: Callable[[Mapping[str, Any] | None], str | None] = gpu_given,
+                  diagnose: Callable[[], dict] | None = None) -> tuple[list[Problem], str]:
+    """The CUDA item (ouroboros.cuda, as the jobs will ask it): (problems, what was checked)."""
+    from ouroboros import cuda
+
     gpu_jobs = sum(1 for j in jobs if j.gpu)
     if not gpu_jobs:
         return [], "cuda: no GPU job planned"
     if cluster:
         return [], f"cuda: skipped under a cluster executor ({gpu_jobs} GPU jobs check CUDA themselves on their nodes)"
-    if os.environ.get("OUROBOROS_POLICY") in ("cpu", "gpu"):
-        return [], f"cuda: OUROBOROS_POLICY={os.environ['OUROBOROS_POLICY']} chooses the device policy explicitly"
-    if not present():
+    if cuda.explicit_choice():
+        return [], f"cuda: {cuda.POLICY_ENV}={cuda.explicit_choice()} chooses the device policy on purpose"
+    what = given(gpus)
+    if what is None:
         return [], (f"cuda: no GPU on this machine (nvidia-smi lists none, CUDA_VISIBLE_DEVICES unset): "
                     f"{gpu_jobs} GPU jobs run on the CPU")
-    module_diagnose, module_problem = _cuda_module()
-    diag = (diagnose or module_diagnose)()
-    why = (problem or module_problem)(diag)
-    if why is None:
-        return [], f"cuda: torch {diag.get('torch')} uses CUDA {diag.get('cuda_build')} (driver {diag.get('driver')})"
-    fix = why.split(". ", 1)[1] if ". " in why else why
-    return [Problem("cuda", f"{gpu_jobs} planned GPU jobs: {why.split('. ', 1)[0]}", fix)], "cuda: torch cannot use the GPU"
+    diag = (diagnose or cuda.diagnose)()
+    message = cuda.problem(diag, f"{gpu_jobs} planned GPU jobs would be given {what}")
+    if message is None:
+        return [], f"cuda: torch {diag.get('torch')} uses CUDA {diag.get('torch_cuda')} on {what}"
+    seen, _, fixes = message.partition("\nWhat to do:\n")
+    fix = "; ".join(line.strip().removeprefix("- ") for line in fixes.splitlines() if line.strip())
+    return [Problem("cuda", seen.replace("\n", " "), fix or message)], "cuda: torch cannot use the GPU"
 
 
 # --- data -----------------------------------------------------------------------------------------------
@@ -434,12 +403,14 @@ def _size(n: float) -> str:
 
 # --- the whole check ------------------------------------------------------------------------------------
 
-def check(jobs: list[Job], cfg: Config, *, cluster: bool = False, free: Callable[[str], int] = free_bytes,
-          where: str = ".", present: Callable[[], bool] = gpu_present, diagnose: Callable[[], dict] | None = None,
-          problem: Callable[[dict], str | None] | None = None) -> Report:
-    """Every item for the planned ``jobs``; each callable is injectable (tests on a CPU machine)."""
+def check(jobs: list[Job], cfg: Config, *, cluster: bool = False, gpus: Mapping[str, Any] | None = None,
+          free: Callable[[str], int] = free_bytes, where: str = ".",
+          given: Callable[[Mapping[str, Any] | None], str | None] = gpu_given,
+          diagnose: Callable[[], dict] | None = None) -> Report:
+    """Every item for the planned ``jobs`` (``gpus``: config.yaml's gpus block); each callable is
+    injectable (tests on a CPU machine)."""
     report = Report(jobs)
-    cuda, cuda_note = cuda_problems(jobs, cluster=cluster, present=present, diagnose=diagnose, problem=problem)
+    cuda, cuda_note = cuda_problems(jobs, cluster=cluster, gpus=gpus, given=given, diagnose=diagnose)
     data, data_note = data_problems(jobs, cfg)
     nets, nets_note = weights_problems(jobs, cfg)
     disk, disk_note, report.disk = disk_problems(jobs, cfg, free=free, where=where)
@@ -448,13 +419,14 @@ def check(jobs: list[Job], cfg: Config, *, cluster: bool = False, free: Callable
     return report
 
 
-def at_start(dag_jobs: Iterable[Any], cfg: Config, *, local: bool, log: Callable[[str], None]) -> Report | None:
+def at_start(dag_jobs: Iterable[Any], cfg: Config, *, local: bool, log: Callable[[str], None],
+             gpus: Mapping[str, Any] | None = None) -> Report | None:
     """The check at the start of a snakemake run (workflow/rules/common.smk's ``onstart``): only when GPU
     jobs are planned; the CUDA item only for local execution. Returns the report when something is missing."""
     jobs = jobs_of(dag_jobs)
     if not any(j.gpu for j in jobs):
         return None
-    report = check(jobs, cfg, cluster=not local)
+    report = check(jobs, cfg, cluster=not local, gpus=gpus)
     try:
         report.costs = cost_table(jobs, cfg)
     except (OuroborosError, KeyError, ValueError) as exc:  # the estimate must never stop a run that can start

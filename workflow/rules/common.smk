@@ -373,7 +373,11 @@ onstart:
     from ouroboros import preflight
 
     _report = preflight.at_start(
-        workflow.dag.needrun_jobs(), CFG, local=workflow.local_exec, log=lambda m: print(m, file=sys.stderr)
+        workflow.dag.needrun_jobs(),
+        CFG,
+        local=workflow.local_exec,
+        gpus=config.get("gpus"),
+        log=lambda m: print(m, file=sys.stderr),
     )
     if _report is not None:
         raise WorkflowError(_report.text())
