@@ -122,9 +122,10 @@ def plan(targets: list[str], *, snakefile: str | os.PathLike, workdir: str | os.
             workflow_api = api.workflow(resource_settings=ResourceSettings(cores=1),
                                         config_settings=ConfigSettings(configfiles=[Path(f) for f in configfiles or []]),
                                         snakefile=Path(snakefile).absolute(), workdir=Path(workdir).absolute())
-            workflow_api.dag(DAGSettings(targets=frozenset(targets)))
+            # force_incomplete: a killed job's outputs are planned again, as the profiles' rerun-incomplete does
+            workflow_api.dag(DAGSettings(targets=frozenset(targets), force_incomplete=True))
             workflow = workflow_api._workflow
-            workflow._prepare_dag(forceall=False, ignore_incomplete=True, lock_warn_only=True, nolock=True)
+            workflow._prepare_dag(forceall=False, ignore_incomplete=False, lock_warn_only=True, nolock=True)
             workflow._build_dag()
             return jobs_of(workflow.dag.needrun_jobs()), dict(workflow.config)
     except WorkflowError as exc:
