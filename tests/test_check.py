@@ -292,6 +292,15 @@ def test_the_cost_table_prices_the_planned_jobs_with_each_rates_basis():
     assert lines[-1].startswith("total") and preflight.cost_table(CIFAR_JOBS[:1], cfg()).endswith("no planned job runs a model")
 
 
+def test_the_executor_comes_from_the_option_or_the_profile():
+    def executor(*argv):
+        return cli._executor(cli.parser().parse_args(["check", *argv]))
+
+    assert executor() == "local" and executor("--executor", "slurm") == "slurm"
+    assert executor("--profile", str(REPO / "profiles/slurm")) == "slurm"
+    assert executor("--profile", str(REPO / "profiles/default")) == "local"
+
+
 def test_help_at_every_level(capsys):
     for argv in (["--help"], ["check", "--help"]):
         with pytest.raises(SystemExit) as exit_:

@@ -31,13 +31,28 @@ def _snakefile(args: argparse.Namespace) -> Path:
     raise OuroborosError(f"no Snakefile in {Path(args.directory).absolute()}; give one with --snakefile")
 
 
+def _executor(args: argparse.Namespace) -> str:
+    """--executor, else the executor of --profile (profiles/slurm: slurm), else local."""
+    if args.executor:
+        return args.executor
+    if args.profile:
+        import yaml
+
+        profile = Path(args.profile)
+        settings = profile / "config.yaml" if profile.is_dir() else profile
+        if not settings.is_file():
+            raise OuroborosError(f"--profile {args.profile}: no {settings}")
+        return str((yaml.safe_load(settings.read_text()) or {}).get("executor", "local"))
+    return "local"
+
+
 def run_check(args: argparse.Namespace) -> int:
     from ouroboros import config, preflight
 
     jobs, raw = preflight.plan(args.targets, snakefile=_snakefile(args), workdir=args.directory,
                                configfiles=args.configfile)
     cfg = config.parse(raw)
-    report = preflight.check(jobs, cfg, cluster=args.executor != "local", gpus=raw.get("gpus"), where=args.directory)
+    report = preflight.check(jobs, cfg, cluster=_executor(args) != "local", gpus=raw.get("gpus"), where=args.directory)
     report.costs = preflight.cost_table(jobs, cfg, args.device)
     print(report.text())
     return 0 if report.ok else 1
@@ -53,10 +68,11 @@ def add_check(sub: argparse._SubParsersAction) -> None:
     p.add_argument("targets", nargs="*", metavar="TARGET", help="files or rules, as for snakemake (none: the default target)")
     p.add_argument("-d", "--directory", default=".", help="the working directory, holding config.yaml and results/ (default: .)")
     p.add_argument("-s", "--snakefile", help="the Snakefile (default: DIR/Snakefile, else the repository's)")
-    p.add_argument("--configfile", nargs="+", metavar="FILE", help="config files over the workflow's config.yaml, as snakemake's")
-    p.add_argument("--executor", default="local",
-                   help="the snakemake executor the run will use; under a cluster executor (slurm) the CUDA item is "
-                        "left to the jobs on their nodes (default: local)")
+    p.add_argument("--configfile", action="append", metavar="FILE",
+                   help="a config file over the workflow's config.yaml, as snakemake's (repeat for several)")
+    p.add_argument("--executor", help="the snakemake executor the run will use; under a cluster executor (slurm) the "
+                   "CUDA item is left to the jobs on their nodes (default: the profile's, else local)")
+    p.add_argument("--profile", help="the snakemake profile the run will use (a folder with config.yaml), for its executor")
     p.add_argument("--device", help="price the planned jobs on this device class of ouroboros/rates.yaml (H100, A100, "
                    "...; default: this machine's, from nvidia-smi)")
     p.set_defaults(run=run_check)
