@@ -290,6 +290,8 @@ def test_the_cost_table_prices_the_planned_jobs_with_each_rates_basis():
     work = costs.job_work("train", CIFAR_JOBS[1].wildcards, cfg())
     assert f"{work.flops:10.3g}" in train and "H100: estimate" in train  # a stated estimate until a GPU check measures it
     assert lines[-1].startswith("total") and preflight.cost_table(CIFAR_JOBS[:1], cfg()).endswith("no planned job runs a model")
+    # an estimate the cost model cannot make is said, and never hides the check's problems or stops a run
+    assert "not estimated (costs: cannot tell the DINOv2 size" in preflight.cost_table(CIFAR_JOBS, cfg(dinov2="models/dino"))
 
 
 def test_the_executor_comes_from_the_option_or_the_profile():

@@ -428,10 +428,7 @@ def at_start(dag_jobs: Iterable[Any], cfg: Config, *, local: bool, log: Callable
     if not any(j.gpu for j in jobs):
         return None
     report = check(jobs, cfg, cluster=not local, gpus=gpus)
-    try:
-        report.costs = cost_table(jobs, cfg)
-    except (OuroborosError, KeyError, ValueError) as exc:  # the estimate must never stop a run that can start
-        report.costs = f"cost: not estimated ({exc.__class__.__name__}: {exc})"
+    report.costs = cost_table(jobs, cfg)
     if report.ok:
         log(report.text())
         return None
@@ -444,7 +441,10 @@ def cost_table(jobs: list[Job], cfg: Config, device: str | None = None) -> str:
     from ouroboros import costs
 
     device = device or costs.device_class()
-    rows = costs.summarize([costs.job_work(j.rule, j.wildcards, cfg) for j in jobs], device)
+    try:
+        rows = costs.summarize([costs.job_work(j.rule, j.wildcards, cfg) for j in jobs], device)
+    except OuroborosError as exc:  # an estimate it cannot make never hides the check's problems or stops a run
+        return f"cost on {device}: not estimated ({exc})"
     if not rows:
         return f"cost on {device}: no planned job runs a model"
     return f"cost on {device} (ouroboros/rates.yaml):\n" + costs.format_rows(rows, device)
