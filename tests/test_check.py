@@ -163,6 +163,7 @@ def test_missing_dinov2_weights_name_the_hf_download(offline):
 def test_dinov2_resolves_from_a_local_directory_or_the_hub_cache(offline):
     from huggingface_hub import constants
 
+    assert weights.dinov2_missing("resources/dinov2-small") == "resources/dinov2-small: no such directory"  # a path
     local = offline / "resources" / "dinov2-small"
     local.mkdir(parents=True)
     for name in ("config.json", "preprocessor_config.json"):

@@ -63,9 +63,12 @@ def torchvision_inception_fix(key: str) -> str:
 
 
 def _is_hub_id(model: str) -> bool:
-    """A hub id (owner/name) rather than a path: transformers reads an existing directory first."""
-    return (not os.path.isdir(model) and model.count("/") == 1 and not model.startswith((".", "/", "~"))
-            and not model.endswith("/"))
+    """A hub id (owner/name) rather than a path: transformers reads an existing directory first, and a
+    missing one under resources/ or an existing folder (resources/dinov2-small) is a path too."""
+    if os.path.isdir(model) or model.count("/") != 1 or model.startswith((".", "/", "~")) or model.endswith("/"):
+        return False
+    owner = model.split("/")[0]
+    return owner != "resources" and not os.path.isdir(owner)
 
 
 def torch_hub_dir() -> str:
