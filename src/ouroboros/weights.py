@@ -42,7 +42,8 @@ def dinov2_fix(model: str, key: str) -> str:
         return (f"download it once on a machine with network: hf download {model} --local-dir {target} "
                 f"(huggingface_hub's CLI), then set {key} in config.yaml to {target} (or run hf download {model} "
                 "here to fill the Hugging Face cache)")
-    return (f"copy a DINOv2 model directory there (hf download facebook/dinov2-small --local-dir {model}, "
+    size = next((s for s in ("giant", "large", "base") if s in model.lower()), "small")  # the name says which, if any
+    return (f"copy a DINOv2 model directory there (hf download facebook/dinov2-{size} --local-dir {model}, "
             f"say), or set {key} in config.yaml to a hub id or an existing directory")
 
 
