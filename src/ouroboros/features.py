@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ouroboros import weights as _weights
 from ouroboros.errors import OuroborosError
 
 if TYPE_CHECKING:
@@ -40,11 +41,8 @@ def _from_pretrained(load: Callable[[str], Any], model: str, key: str) -> Any:
     try:
         return load(model)
     except (OSError, ValueError) as exc:
-        raise OuroborosError(
-            f"cannot load DINOv2 {model!r} ({exc.__class__.__name__}). Offline, download it once on a machine "
-            f"with network (huggingface-cli download {model} --local-dir resources/{model.rsplit('/', 1)[-1]}) "
-            f"and set {key} in config.yaml to that directory"
-        ) from exc
+        raise OuroborosError(f"cannot load DINOv2 {model!r} ({exc.__class__.__name__}). Offline, "
+                             f"{_weights.dinov2_fix(model, key)}") from exc
 
 
 def _policy(policy):
@@ -92,11 +90,8 @@ def inception(images: np.ndarray, weights: str | None = None, batch_size: int = 
         net = FeatureExtractorInceptionV3("inception-v3-compat", ["2048"], feature_extractor_weights_path=weights)
     except Exception as exc:  # urllib / torch.hub errors when offline, OSError for a bad local path
         source = f"from {weights}" if weights else "(download)"
-        raise OuroborosError(
-            f"cannot load InceptionV3 weights {source} ({exc.__class__.__name__}: {exc}). Offline, copy "
-            "pt_inception-2015-12-05-6726825d.pth from torch-fidelity's release page to a local path "
-            f"and set datasets.{dataset}.inception_weights in config.yaml to it"
-        ) from exc
+        raise OuroborosError(f"cannot load InceptionV3 weights {source} ({exc.__class__.__name__}: {exc}). Offline, "
+                             f"{_weights.inception_fix(f'datasets.{dataset}.inception_weights')}") from exc
     net = policy.place(net)
     rgb = images if images.shape[-1] == 3 else np.repeat(images, 3, axis=-1)
     out = []
@@ -175,7 +170,7 @@ def dinov2_fd(images: np.ndarray, model: str | None, batch_size: int = 256, *, d
     return np.concatenate(out).astype(np.float32)
 
 
-TORCHVISION_INCEPTION_FILE = "inception_v3_google-0cc3c7bd.pth"
+TORCHVISION_INCEPTION_FILE = _weights.TORCHVISION_INCEPTION_FILE
 TORCHVISION_INCEPTION_PREPROCESSING = (
     "pytorch-fid's input handling with torchvision's InceptionV3 (IMAGENET1K_V1 weights): RGB in [0, 1], "
     "bilinear resize to 299×299 (align_corners=False), Normalize(ImageNet mean, std), transform_input=True "
@@ -207,9 +202,7 @@ def torchvision_inception_net(weights: str | None, *, dataset: str = "<dataset>"
     from torchvision.models import inception_v3
 
     key = f"datasets.{dataset}.torchvision_inception_weights"
-    how = (f"copy torchvision's {TORCHVISION_INCEPTION_FILE} (https://download.pytorch.org/models/"
-           f"{TORCHVISION_INCEPTION_FILE}, or ~/.cache/torch/hub/checkpoints/ of a machine that ran "
-           f"inception_v3(weights='IMAGENET1K_V1')) to a local path and set {key} in config.yaml to it")
+    how = _weights.torchvision_inception_fix(key)
     if not weights:
         raise OuroborosError(f"the torchvision FID needs InceptionV3 weights: {how}")
     # aux_logits=True: the file holds the auxiliary classifier too; init_weights=False: they are overwritten

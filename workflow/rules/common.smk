@@ -362,3 +362,24 @@ def run_options(dataset, name):
     if extra:
         out["selection_params"] = extra
     return out
+
+
+# The preflight (ouroboros.preflight, `ouroboros check`) before the first job of a run that plans GPU
+# jobs: CUDA where a GPU is present (local execution only: a cluster's jobs check on their nodes), the
+# data sources, the networks' weights offline, free disk; every problem at once, in seconds, not hours
+# in. Snakemake calls onstart only for a real run (never -n, nor inside spawned jobs; --touch runs
+# nothing, so it is not checked), and it adds no input, parameter or code to any rule: finished
+# results stay up to date.
+onstart:
+    if not workflow.touch:
+        from ouroboros import preflight
+
+        _report = preflight.at_start(
+            workflow.dag.needrun_jobs(),
+            CFG,
+            local=workflow.local_exec,
+            gpus=config.get("gpus"),
+            log=lambda m: print(m, file=sys.stderr),
+        )
+        if _report is not None:
+            raise WorkflowError(_report.text())
