@@ -280,6 +280,24 @@ def test_at_start_checks_only_runs_with_gpu_jobs(offline):
     assert "cost on cpu" in said[0] and "all prerequisites of the planned jobs are present" in said[0]
 
 
+def test_at_start_is_skipped_on_the_users_word(offline, monkeypatch):
+    """OUROBOROS_PREFLIGHT=0: no check at a run's start, even with a GPU that torch cannot use in
+    sight (the jobs themselves still refuse it, tests/test_cuda.py)."""
+    class Rule:
+        name = "train"
+
+    class DagJob:
+        rule, wildcards, output, resources = Rule, {"dataset": "cifar", "branch": "real", "iter": "01"}, ["m"], {"gpu": 1}
+
+    monkeypatch.setenv("PATH", str(stand_in_nvidia_smi(offline / "bin")) + os.pathsep + os.environ["PATH"])
+    monkeypatch.delenv("OUROBOROS_POLICY", raising=False)
+    assert preflight.at_start([DagJob()], cfg(), local=True, log=print) is not None  # missing data, CUDA, ...
+    said = []
+    monkeypatch.setenv(preflight.SKIP, "0")
+    assert preflight.at_start([DagJob()], cfg(), local=True, log=said.append) is None
+    assert said == ["preflight skipped (OUROBOROS_PREFLIGHT=0)"]
+
+
 def test_the_cost_table_prices_the_planned_jobs_with_each_rates_basis():
     """FLOPs and hours by rule from ouroboros.costs, on this machine's class or a named one."""
     from ouroboros import costs
