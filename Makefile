@@ -27,7 +27,7 @@ demo: $(BIN)/snakemake
 	$(BIN)/python -m ouroboros.tables --summary results/tables/metrics.tsv
 	cat results/tables/findings.md
 
-# The reproduction at CPU scale (README): a size sweep under replace and the paper's runs at one
+# The reproduction at CPU scale (docs/reproduction.md): a size sweep under replace and the paper's runs at one
 # size, three replicates each, then the figures and the findings table.
 science: $(BIN)/snakemake
 	OMP_WAIT_POLICY=PASSIVE $(WARM) $(BIN)/snakemake --cores $(CORES) --resources=gpu=$(CORES) science
@@ -35,7 +35,7 @@ science: $(BIN)/snakemake
 	cat results/tables/findings.md
 
 # The loop against closed forms: gaussian and kde generators on Gaussian vectors, replicates of
-# every run, and the findings table with its T.* rows (README: Known answers). numpy only: every
+# every run, and the findings table with its T.* rows (docs/known-answers.md). numpy only: every
 # job is the warm light server's.
 theory: $(BIN)/snakemake
 	OMP_WAIT_POLICY=PASSIVE $(WARM) $(BIN)/snakemake --cores $(CORES) theory
