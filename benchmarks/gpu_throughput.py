@@ -1,4 +1,4 @@
-"""Throughput on one device and what it projects for Figure 3 (README: GPU throughput).
+"""Throughput on one device and what it projects for Figure 3 (docs/gpu.md).
 
 Measures, on random data and random weights (no network):
 - training images/s with 1, 2 and 4 trainings running at once on the device (separate processes,
@@ -43,7 +43,7 @@ def fig3_hours(train_ips: float, sample_ips: float, feature_ips: dict[str, float
 
     Every training sees epochs × N images; every model samples N images of ``inference_steps``
     steps (G_n, and iteration 8's for its metrics); each extractor's features cover D_1 and every
-    G_n. Selection and metrics are left out (minutes; README: Performance).
+    G_n. Selection and metrics are left out (minutes; docs/performance.md).
     """
     sets = trainings + 1  # the real D_1 and one G_n per model
     hours = {

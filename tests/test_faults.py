@@ -1,5 +1,5 @@
 """Faults through the real snakemake CLI on a tiny config: Snakemake SIGKILLed mid-training and
-mid-selection, config mistakes, and bad files between jobs (README: Reliability)."""
+mid-selection, config mistakes, and bad files between jobs (docs/reliability.md)."""
 
 import base64
 import json

@@ -1,6 +1,6 @@
 """The generator registry: the contract every registered generator passes (ddpm, gaussian, kde,
 config.yaml's generators:, yours while you write it: OUROBOROS_GENERATORS=my_generator.py pytest
-tests/test_generators.py -k contract, and the README's walk-through), the closed-form
+tests/test_generators.py -k contract, and the walk-through of docs/extending.md), the closed-form
 generators' known answers, vector data, and the import graph of the registries."""
 
 import json
@@ -109,18 +109,18 @@ def test_contract_bad_parameters_fail_when_config_yaml_is_read(name):
     parse({**raw, "datasets": {"d": {**entry, "model_params": example_params(g)}}})  # and the example passes
 
 
-def readme_generator() -> str:
-    """The module of README's "Adding a generator" walk-through, as written there."""
-    text = (REPO / "README.md").read_text()
-    section = text[text.index("### Adding a generator"):]
+def docs_generator() -> str:
+    """The module of the "Adding a generator" walk-through (docs/extending.md), as written there."""
+    text = (REPO / "docs" / "extending.md").read_text()
+    section = text[text.index("## Adding a generator"):]
     return textwrap.dedent(re.search(r"```python\n(.*?)```", section, re.S)[1])
 
 
-def test_the_readme_walk_through_passes_the_contract(tmp_path):
-    """The README's example generator, written to a file and named in OUROBOROS_GENERATORS, passes
+def test_the_docs_walk_through_passes_the_contract(tmp_path):
+    """The docs' example generator, written to a file and named in OUROBOROS_GENERATORS, passes
     this file's contract tests in a fresh interpreter."""
     plugin = tmp_path / "my_generator.py"
-    plugin.write_text(readme_generator())
+    plugin.write_text(docs_generator())
     env = {**os.environ, "OUROBOROS_GENERATORS": str(plugin)}
     proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:xdist",
                            str(Path(__file__)), "-k", "contract and box"],

@@ -1,5 +1,5 @@
 """Generators whose collapse under the loop has a closed form: the known answers the workflow is
-checked against (README: Known answers). numpy only: their jobs start in well under a second.
+checked against (docs/known-answers.md). numpy only: their jobs start in well under a second.
 
 ``gaussian``: the maximum-likelihood Gaussian of D_n (mean, covariance with divisor N), sampled
 exactly. Refitted on its own N samples, the expected covariance shrinks by (N − 1)/N per

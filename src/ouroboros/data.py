@@ -164,7 +164,7 @@ def _folder(root: str | None, dataset_hint: str) -> tuple[np.ndarray, np.ndarray
     if not files:
         raise OuroborosError(
             f"{folder.resolve()}: no .png or .jpg images; point datasets.{dataset_hint}.root at a folder of "
-            "same-size images (e.g. FFHQ downsampled to 32×32, see the README)"
+            "same-size images (e.g. FFHQ downsampled to 32×32, see docs/configuration.md)"
         )
     arrays = []
     for f in files:

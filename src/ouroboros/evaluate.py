@@ -43,7 +43,7 @@ def compute(train: np.ndarray, generated: np.ndarray, real: np.ndarray, train_pi
     values["authenticity"] = metrics.authenticity(train, generated)  # against D_n, what the model saw
     values |= metrics.prdc(real, generated, k=5)
     # the maximum-likelihood fit's moments in the data space (divisor N): what the closed forms of
-    # the gaussian and kde generators predict (README: Known answers)
+    # the gaussian and kde generators predict (docs/known-answers.md)
     x = np.asarray(train_pixels, dtype=np.float64)
     values["train_variance_mle"] = float(np.var(x, axis=0).sum())
     values["train_grand_mean"] = float(x.mean())

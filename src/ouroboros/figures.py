@@ -3,7 +3,8 @@
 Each figure is drawn from the tidy table (ouroboros.tables) and, for image figures, from the
 samples, features and manifests on disk (ouroboros.grids). A figure whose runs are missing is
 skipped with one log line saying which. Every figure is written to results/figures/ as PNG and
-PDF, with a wide TSV beside it holding exactly the numbers it plots.
+PDF, with a wide TSV beside it holding exactly the numbers it plots. The training loss of each run
+(ouroboros.loss_curves) is drawn from its ``train-stats.jsonl`` files, not from the table.
 
 Evidence: a line is the mean over replicates with a shaded 95 % Student-t band when a point has
 ≥ 2 replicates, the plain line otherwise; each run keeps one colour in every figure. Statistics
@@ -22,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ouroboros import grids, stats
+from ouroboros import grids, loss_curves, stats
 from ouroboros.metrics import PIXEL_METRICS
 from ouroboros.tables import by_design, paper_loop, scan, tidy
 
@@ -477,6 +478,11 @@ def build(results: str | Path, out_dir: str | Path | None = None, log=print) -> 
         log(f"wrote {name}")
     for name, fig in grids.sample_grids(results, log=log).items():
         written += _save(fig, figures_dir / name)
+        plt.close(fig)
+    for name, (fig, data) in loss_curves.loss_curves(results, log=log).items():
+        written += _save(fig, figures_dir / name)
+        data.to_csv(figures_dir / f"{name}.tsv", sep="\t", index=False)
+        written.append(figures_dir / f"{name}.tsv")
         plt.close(fig)
     return written
 

@@ -16,8 +16,8 @@ checked when config.yaml is read, and the train and sample rules run it with no 
 
 The shipped generators: ``ddpm`` (ouroboros.models; its presets are names of their own:
 ``model: micro8``), and the closed-form ``gaussian`` and ``kde`` (ouroboros.closed_form), whose
-collapse under the loop has known answers (README: Known answers). A generator of one's own lives
-in a module that config.yaml's ``generators:`` list names (README: Adding a generator); every
+collapse under the loop has known answers (docs/known-answers.md). A generator of one's own lives
+in a module that config.yaml's ``generators:`` list names (docs/extending.md); every
 registered generator must pass the contract test (tests/test_generators.py).
 
 This module imports no generator: the built-in ones are loaded by name, like plug-ins, on the

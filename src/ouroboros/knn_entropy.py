@@ -1,6 +1,6 @@
 """A selection method added as a plug-in: greedy maximisation of the kNN entropy estimate.
 
-The worked example of the README's "Adding a selection method": this module is all there is to
+The worked example of "Adding a selection method" (docs/extending.md): this module is all there is to
 it. config.yaml names it (``selectors: [ouroboros.knn_entropy]``) and a run uses it
 (``selection: knn_entropy``, ``eps: 1.0e-10``); no rule, schema or other module changes.
 

@@ -6,7 +6,7 @@ of feature rows. One call of :func:`register` makes it available to every run, i
 become run keys validated when config.yaml is read, and no rule or schema changes. The paper's
 methods register themselves the same way in ``ouroboros.select``; a method of one's own lives in
 a module that config.yaml's ``selectors:`` list names (a module path, or a ``.py`` file relative
-to the working directory), e.g. ``ouroboros.knn_entropy`` (README: Adding a selection method).
+to the working directory), e.g. ``ouroboros.knn_entropy`` (docs/extending.md).
 
 Every registered method must pass the contract test (tests/test_selectors.py): exactly ``n``
 distinct pool indices, the same for the same seed, a clear error for a pool smaller than ``n``,
