@@ -38,8 +38,9 @@ PARTS = ("train", "sample", "features")
 SHARES = {"train": 0.45, "sample": 0.25, "features": 0.30}
 
 
-class Overrun(Exception):
-    """An in-process part passed its share of the budget."""
+class Overrun(BaseException):
+    """An in-process part passed its share of the budget (a BaseException, as KeyboardInterrupt: no
+    library's ``except Exception`` turns it into another error on its way up)."""
 
 
 def _gpu_check():

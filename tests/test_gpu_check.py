@@ -31,7 +31,7 @@ def test_the_allowances_add_up_to_the_budget():
     assert sum(gpu_check.SHARES.values()) == pytest.approx(1)
     assert whole["loop"] / whole["select"] == pytest.approx(gpu_check.SHARES["loop"] / gpu_check.SHARES["select"])
     some = gpu_check.allowances(100, ["sample", "select"])  # the shares of the phases that run, renormalised
-    assert some == pytest.approx({"sample": 97 * 5 / 9, "select": 97 * 4 / 9})
+    assert some == pytest.approx({"sample": 97 * 4 / 7, "select": 97 * 3 / 7})
 
 
 def test_a_failing_and_an_overrunning_phase_are_recorded_within_the_budget(tmp_path, monkeypatch, capsys):

@@ -32,9 +32,11 @@ def test_the_sweep_times_the_dinov2_models_the_cifar_config_uses():
 
 def test_a_budget_too_small_stops_every_part_at_its_share(tmp_path, forced_gpu):
     out = tmp_path / "t.json"
-    result = gpu_throughput.main([*TINY, "--out", str(out), "--budget", "2"])
+    # work that takes seconds on any CPU (64 images × 200 steps; 32 images through two ViTs and InceptionV3) in 1 s
+    result = gpu_throughput.main([*TINY, "--sample-batches", "64", "--sample-steps", "200", "--feature-images", "32",
+                                  "--out", str(out), "--budget", "1"])
     assert [p["status"].split(":")[0] for p in result["parts"].values()] == ["overrun"] * 3
-    # the training worker (a process importing torch) is killed at its share of 0.9 s
+    # the training worker (a process importing torch) is killed at its share of 0.45 s
     assert result["parts"]["train"]["seconds"] < 10
     assert json.loads(out.read_text())["parts"] == result["parts"]
 
