@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 TORCH := torch==2.14.1 torchvision==0.29.1
 CORES ?= 2
 
-.PHONY: demo science theory test test-fast lint docs clean
+.PHONY: demo science theory test test-fast lint docs clean wheelhouse
 
 $(BIN)/snakemake: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -66,6 +66,15 @@ lint: $(BIN)/snakemake
 # successor is not a finding.
 docs: $(BIN)/snakemake
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
+
+# What an air-gapped GPU node (its own Python with torch, torchvision, transformers, scipy, Pillow)
+# lacks for benchmarks/gpu_check.sh, as wheels for its Python, never torch: diffusers, snakemake and
+# its dependencies, torch-fidelity, faiss-cpu (48 MiB for CPython 3.12; benchmarks/wheelhouse.py).
+# Copy the repository with wheelhouse/ to the node; the check installs from it offline.
+NODE_PYTHON ?= 3.12
+NODE_TORCH ?= 2.11
+wheelhouse: $(BIN)/snakemake
+	$(BIN)/python benchmarks/wheelhouse.py --out wheelhouse --python $(NODE_PYTHON) --torch $(NODE_TORCH) --max-mib 60
 
 clean:
 	rm -rf results logs .snakemake report.html site

@@ -1,34 +1,54 @@
-"""The arithmetic of benchmarks/gpu_throughput.py's Figure 3 projection, with known answers."""
+"""benchmarks/gpu_throughput.py on the CPU (forced GPU policy, tiny arguments): every part measures
+and writes its JSON, FLOP/s by ouroboros.costs; a budget too small for the parts stops each at its
+share and records it, and the JSON still holds what came before."""
 
 import importlib.util
+import json
 from pathlib import Path
 
 import pytest
+
+from ouroboros import costs
 
 spec = importlib.util.spec_from_file_location("gpu_throughput", Path(__file__).parents[1] / "benchmarks/gpu_throughput.py")
 gpu_throughput = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(gpu_throughput)
 
-
-def test_fig3_hours_count_every_training_sample_and_feature():
-    n, epochs, steps, trainings = 32768, 500, 1000, 15
-    # throughputs chosen so that each part takes exactly one hour
-    sets = (trainings + 1) * n / 3600
-    hours = gpu_throughput.fig3_hours(trainings * epochs * n / 3600, trainings * n * steps / 3600,
-                                      {"dinov2": sets, "fd_dinov2": sets / 2, "inception": sets})
-    assert hours == pytest.approx({"train": 1, "sample": 1, "dinov2": 1, "fd_dinov2": 2, "inception": 1, "total": 6})
+TINY = ["--preset", "tiny8", "--train-steps", "3", "--batch-size", "8", "--images", "32", "--concurrency", "1",
+        "--sample-batches", "4", "--sample-steps", "2", "--feature-images", "4", "--tiny"]
 
 
-def test_fig3_flops_and_the_peak_table():
-    # one FLOP per UNet forward: 15 trainings × (500 epochs × 32,768 images × 3 + 32,768 samples × 1,000 steps)
-    assert gpu_throughput.fig3_flops(1, {}) == 15 * (500 * 32768 * 3 + 32768 * 1000)
-    assert gpu_throughput.fig3_flops(0, {"dinov2": 1, "inception": 1}) == 2 * 16 * 32768
-    assert gpu_throughput.peak_flops("NVIDIA H200") == 989e12
-    assert gpu_throughput.peak_flops("NVIDIA H100 PCIe") == 756e12
-    assert gpu_throughput.peak_flops("cpu") is None
+@pytest.fixture
+def forced_gpu(monkeypatch):
+    monkeypatch.setenv("OUROBOROS_POLICY", "gpu")
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
 
 
-def test_the_projection_times_the_dinov2_models_the_cifar_config_uses():
+def test_the_sweep_times_the_dinov2_models_the_cifar_config_uses():
     sizes = gpu_throughput.dinov2_sizes()
     assert sizes == {"dinov2": "facebook/dinov2-small", "fd_dinov2": "facebook/dinov2-large"}
-    assert {k for k in gpu_throughput.DINOV2_DIMS if any(k in m for m in sizes.values())} == {"small", "large"}
+    assert {costs.dinov2_size(m) for m in sizes.values()} == {"small", "large"}
+
+
+def test_a_budget_too_small_stops_every_part_at_its_share(tmp_path, forced_gpu):
+    out = tmp_path / "t.json"
+    # work that takes seconds on any CPU (64 images × 200 steps; 32 images through two ViTs and InceptionV3) in 1 s
+    result = gpu_throughput.main([*TINY, "--sample-batches", "64", "--sample-steps", "200", "--feature-images", "32",
+                                  "--out", str(out), "--budget", "1"])
+    assert [p["status"].split(":")[0] for p in result["parts"].values()] == ["overrun"] * 3
+    # the training worker (a process importing torch) is killed at its share of 0.45 s
+    assert result["parts"]["train"]["seconds"] < 10
+    assert json.loads(out.read_text())["parts"] == result["parts"]
+
+
+@pytest.mark.cli  # a training worker process and the feature networks: half a minute on one core
+def test_every_part_measures_and_writes_its_numbers(tmp_path, forced_gpu):
+    out = tmp_path / "t.json"
+    result = gpu_throughput.main([*TINY, "--out", str(out), "--budget", "400"])
+    assert {k: p["status"] for k, p in result["parts"].items()} == {"train": "ok", "sample": "ok", "features": "ok"}
+    assert result["train_images_per_second"]["1"] > 0 and result["sample_images_steps_per_second"]["4"] > 0
+    assert set(result["feature_images_per_second"]) == {"dinov2 (facebook/dinov2-small: dinov2-small)",
+                                                        "fd_dinov2 (facebook/dinov2-large: dinov2-large)", "inception_v3"}
+    flops = result["flops_per_second"]
+    assert flops["train, 1 at once"] == pytest.approx(result["train_images_per_second"]["1"] * 3 * costs.forward_flops("tiny8"))
+    assert json.loads(out.read_text()) == json.loads(json.dumps(result))
