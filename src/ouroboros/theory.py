@@ -48,6 +48,7 @@ import pandas as pd
 
 from ouroboros import stats
 from ouroboros.paths import PER_REPLICATE, SHARED, fresh_images, real_images
+from ouroboros.verdicts import verdict
 
 FAMILY_ERROR = 0.05  # of the equality rows of one table (Bonferroni)
 SIMULATED_REPLICATES = 4000
@@ -156,8 +157,6 @@ STATEMENTS = {
 
 def claims(t: pd.DataFrame, results: str | Path | None = None) -> list[dict]:
     """Every T row the table's closed-form runs allow (see the module's docstring)."""
-    from ouroboros.findings import verdict  # the findings' own reading of an interval (findings imports this module)
-
     planned = []
     for kind, part, s in _cases(t):
         measured = _expected(kind, s, part, Path(results) if results is not None else None)
