@@ -103,6 +103,10 @@ def _expected(kind: str, s: dict, part: pd.DataFrame, results: Path | None) -> t
     """(the measured replicate × iteration table, the expected value per iteration, the statistic),
     or why the rows cannot be formed; ``part`` holds the run's rows of the tidy table."""
     a = (s["n"] - 1) / s["n"]
+    metric = {"gaussian_mean": "train_grand_mean", "kde_coalescence": "common_ancestor_share",
+              "kde_selection_coalescence": "common_ancestor_share"}.get(kind, "train_variance_mle")
+    if 1 not in _chains(part, metric).columns:
+        return f"no {metric} at iteration 1 in the table"
     if kind in ("gaussian_variance",):
         v = _chains(part, "train_variance_mle")
         return v.div(v[1], axis=0), a ** (v.columns.to_numpy() - 1.0), "tr Σ̂_n / tr Σ̂_1 (MLE covariance of D_n)"
