@@ -605,6 +605,13 @@ def test_a_declared_claim_without_data_says_not_run_and_a_claim_on_many_scopes_m
         findings.findings(replace_run(-0.5), config={"primary": {"nope": []}})
 
 
+def test_replicate_0_belongs_to_a_group_of_replicates_that_draw_their_own_d1():
+    group = {"datasets": ["digits"], "runs": ["replace"], "iterations": 5, "replicates": 2, "real_subset": "per_replicate"}
+    t = replace_run(-0.5, replicates=3).assign(real_subset=lambda f: np.where(f.replicate == 0, "shared", "per_replicate"))
+    chosen = findings.Experiment("mine", (group,)).select(t)
+    assert sorted(chosen.replicate.unique()) == [0, 1]  # replicate 0 (the dataset's D_1) and draw1; not 2
+
+
 def test_no_pixel_yardstick_claim_on_vectors():
     vectors = replace_run(-0.5).assign(generator="gaussian")
     claims = set(findings.findings(vectors).claim)

@@ -693,7 +693,8 @@ class Experiment:
         for g in self.groups:
             keep |= (tidy.dataset.isin(g["datasets"]) & tidy.run.isin(g["runs"])
                      & (replicate < int(g.get("replicates", 1))) & (tidy.iteration <= int(g["iterations"]))
-                     & (design == g.get("real_subset", SHARED)))
+                     # replicate 0 trains on the dataset's D_1 in either design (tables.by_design)
+                     & ((design == g.get("real_subset", SHARED)) | (replicate == 0)))
         return tidy[keep]
 
 

@@ -126,8 +126,12 @@ def _pooled(kind: str, s: dict, part: pd.DataFrame) -> tuple[np.ndarray, float, 
     if kind == "gaussian_step_ratio":
         v = _chains(part, "train_variance_mle")
         steps = v.columns.to_numpy()
+        if len(steps) < 2:
+            return "one iteration: no step"
         ratios = v[steps[1:]].to_numpy() / v[steps[:-1]].to_numpy()  # consecutive iterations
-        values, theory = np.nanmean(ratios, axis=1), a
+        done = np.isfinite(ratios).sum(axis=1)
+        values = np.where(np.isfinite(ratios), ratios, 0.0).sum(axis=1)[done > 0] / done[done > 0]  # replicates with a step
+        theory = a
         statistic = "tr Σ̂_(n+1) / tr Σ̂_n, per replicate the mean over its steps (E = (N−1)/N at every step)"
     else:
         source = "real" if kind == "accumulate_real_share" else "fresh"
@@ -147,8 +151,6 @@ def _pooled(kind: str, s: dict, part: pd.DataFrame) -> tuple[np.ndarray, float, 
             values = c.mean(axis=1).to_numpy()
             theory, statistic = take / s["n"], "share of D_n from the fresh rows, per replicate the mean over n ≥ 2"
             values = np.round(values, 12)  # a ratio of counts: exact up to the mean's rounding
-    if len(steps) < 2 and kind == "gaussian_step_ratio":
-        return "one iteration: no step"
     span = f"n = {int(steps[0])}…{int(steps[-1])}"
     return np.asarray(values, dtype=float), float(theory), statistic, span
 
