@@ -816,6 +816,8 @@ def _claimed(r) -> str:
 def _family_line(name: str, primary: pd.DataFrame) -> str:
     m = int(primary.holm_family_size.dropna().max()) if primary.holm_family_size.notna().any() else 0
     who = "the ad-hoc family of this table" if not name else f"experiment `{name}`"
+    if not m:  # the T rows: a Bonferroni family of their own (ouroboros.theory), no Holm
+        return f"{who}: {len(primary)} primary findings, {_tally(primary)}."
     return (f"{who}: {len(primary)} primary findings, {_tally(primary)}; Holm's correction over its {m} hypotheses "
             f"(each row's 'statistic = null' and, with a margin, its equivalence test) keeps their family-wise error "
             f"at {ALPHA:.0%}.")
@@ -828,8 +830,8 @@ def _families(table: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
 
 def _headline(table: pd.DataFrame) -> list[str]:
     """The lines above the tables: each experiment's primary family and its tally."""
-    level = table.level.dropna()
-    lines = [f"Intervals at {level.iloc[0] if len(level) else 1 - ALPHA:.0%}; Holm's correction within each experiment's "
+    lines = [f"Intervals at {1 - ALPHA:.0%} (T rows: each at its Bonferroni level, in findings.tsv); Holm's correction "
+             "within each experiment's "
              "primary family. Each experiment's primary claims are declared in config.yaml (`primary`) before its run "
              "and decided within that experiment only: holds / "
              "fails (the interval on the claimed / the other side), no effect (within the declared margin of the null: "

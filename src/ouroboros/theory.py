@@ -60,7 +60,7 @@ import pandas as pd
 
 from ouroboros import stats
 from ouroboros.paths import PER_REPLICATE, SHARED, fresh_images, real_images
-from ouroboros.verdicts import verdict
+from ouroboros.verdicts import HOLDS, TOO_FEW, verdict
 
 FAMILY_ERROR = 0.05  # of the equality rows of one table (Bonferroni)
 SIMULATED_REPLICATES = 4000
@@ -114,6 +114,7 @@ def _cases(t: pd.DataFrame) -> list[tuple[str, str, pd.DataFrame, dict]]:
     return out
 
 
+COUNTS = ("kde_coalescence", "kde_selection_coalescence", "kde_greedy_coalescence")  # shares of pairs: counts
 POOLED = ("gaussian_step_ratio", "accumulate_real_share", "fresh_share")  # one row per run, every step pooled
 
 
@@ -266,6 +267,11 @@ def claims(t: pd.DataFrame, results: str | Path | None = None) -> list[dict]:
             method = f"{iv.method} at {iv.level:.0%}"
         else:
             method = f"{iv.method}, Bonferroni over {equalities} theory rows ({iv.level:.4g} each)"
+        decided = verdict(iv.low, iv.high, side, theory)
+        if kind in COUNTS and iv.sd == 0 and decided != HOLDS:
+            # a share of pairs is a count: a few replicates can agree exactly, and a zero-width
+            # interval then says nothing about the spread it would need
+            decided, method = TOO_FEW, f"{method}; every replicate gives the same count: no spread to form an interval"
         bandwidth = f", h = {s['params']['bandwidth']}" if "bandwidth" in s["params"] else ""
         at = f"{n}, pooled" if isinstance(n, str) else f"n = {n}"
         rows.append({"claim": f"T.{kind}", "role": "primary", "scope": f"{s['dataset']} · {s['run']}{bandwidth} · {at}",
@@ -276,6 +282,6 @@ def claims(t: pd.DataFrame, results: str | Path | None = None) -> list[dict]:
                      "p_value": math.nan, "p_holm": math.nan, "holm_family_size": None,
                      "level": iv.level, "method": method, "replicates": iv.n, "points": iv.n,
                      "replicates_needed": math.nan, "_effect": math.nan, "_spread": math.nan,
-                     "verdict": verdict(iv.low, iv.high, side, theory)})
+                     "verdict": decided})
     return rows
 
