@@ -887,7 +887,8 @@ def report_rst(table: pd.DataFrame) -> str:
     lines = ["Primary findings", "----------------", ""]
     if table.empty:
         return "\n".join([*lines, "No claim could be checked: results/ holds none of the runs the claims compare.", ""])
-    lines += [_rst(line) for line in _headline(table)]
+    for line in _headline(table)[1:]:  # the families' tallies, a paragraph each; the verdicts' words are in the caption
+        lines += [_rst(line.removeprefix("- ")), ""]
     for name, rows in _families(table):
         lines += ["", _rst(f"Experiment {name}" if name else "This table"), "",
                   ".. list-table::", "   :header-rows: 1", "   :widths: 10 20 36 20 7 7", "",
