@@ -613,9 +613,11 @@ def test_replicate_0_belongs_to_a_group_of_replicates_that_draw_their_own_d1():
 
 
 def test_no_pixel_yardstick_claim_on_vectors():
-    vectors = replace_run(-0.5).assign(generator="gaussian")
+    vectors = replace_run(-0.5).assign(generator="kde", data_dim=16)
     claims = set(findings.findings(vectors).claim)
     assert "I.gs_falls" in claims and not claims & {"I.copies_rise", "I.memorization_rises"}
+    images = replace_run(-0.5).assign(generator="kde", data_dim=math.nan)  # a kde of images: copies are copies
+    assert {"I.copies_rise", "I.memorization_rises"} <= set(findings.findings(images).claim)
 
 
 def _decided(values, side, null=0.0, margin=math.nan):

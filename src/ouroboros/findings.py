@@ -31,7 +31,8 @@ many replicates a study of the observed effect and spread would need to decide w
 
 Where the claim is about every iteration, the scope's row is the mean over the iterations every
 replicate reached, and the per-iteration rows are secondary. Claims apply only where they fit the
-data: no pixel-yardstick claim (memorization, copies) on vectors (``VECTOR_GENERATORS``).
+data: no pixel-yardstick claim (memorization, copies) on vectors (a dataset whose metrics record
+``data_dim``: ``source: gaussian``), whatever generator fits them.
 
 Intervals: Student t over replicates for per-replicate values (paired differences, per-replicate
 slopes); a chain bootstrap (``stats.chain_bootstrap``) for statistics that pool the iterations of
@@ -71,10 +72,7 @@ from ouroboros.errors import OuroborosError
 from ouroboros.metrics import PIXEL_METRICS
 from ouroboros.paths import SHARED
 from ouroboros.tables import RUN_OPTIONS, by_design, is_default
-from ouroboros.verdicts import FAILS, HOLDS, INCONCLUSIVE, NO_EFFECT, NOT_APPLICABLE, NOT_RUN, SIDES, TOO_FEW, VERDICTS, verdict
-
-__all__ = ["FAILS", "HOLDS", "INCONCLUSIVE", "NO_EFFECT", "NOT_APPLICABLE", "NOT_RUN", "SIDES", "TOO_FEW", "VERDICTS",
-           "verdict"]  # the words, re-exported for readers of this module
+from ouroboros.verdicts import FAILS, HOLDS, INCONCLUSIVE, NO_EFFECT, NOT_APPLICABLE, NOT_RUN, TOO_FEW, VERDICTS, verdict
 
 SEED = 0  # the bootstrap's stream: findings.tsv is the same on every rebuild of the same table
 ALPHA = 0.05  # the family-wise error of the primary verdicts (Holm), and 1 − the intervals' level
@@ -82,7 +80,6 @@ POWER = 0.8  # the power at which replicates_needed decides
 PRIMARY, SECONDARY = "primary", "secondary"
 NO_EXPERIMENT = "none"  # the experiment column of rows of data no experiment holds
 DEMO = "demo"  # the primary key that names config.yaml's targets (what `snakemake` builds with no target)
-VECTOR_GENERATORS = ("gaussian", "kde")  # vectors, not images: no pixel-yardstick claim applies
 COLUMNS = ["experiment", "claim", "role", "scope", "family", "dataset", "runs", "iteration", "feature_extractor",
            "statement", "statistic", "side", "null", "margin", "estimate", "ci_low", "ci_high", "p_value", "p_no_effect",
            "p_holm", "p_holm_no_effect", "holm_family_size", "level", "method", "replicates", "points",
@@ -104,7 +101,7 @@ class Run:
     selection: str
     samples: float
     options: str = ""  # the run options beyond the paper's loop ("fresh 0.5, init previous"); "" = none
-    vectors: bool = False  # a closed-form generator's vectors, not images
+    vectors: bool = False  # vectors (source: gaussian), not images
 
     @property
     def label(self) -> str:
@@ -158,10 +155,10 @@ def _options(row) -> str:
 
 def run_list(t: pd.DataFrame) -> list[Run]:
     """Every (dataset, run) of the table with its settings."""
-    cols = ["family", "dataset", "run", "dataset_size", "paradigm", "selection", "samples_per_iteration", "generator"]
-    first = t.assign(**{k: t[k] if k in t else None for k in [*RUN_OPTIONS, "generator"]}).drop_duplicates(["dataset", "run"])
+    cols = ["family", "dataset", "run", "dataset_size", "paradigm", "selection", "samples_per_iteration", "data_dim"]
+    first = t.assign(**{k: t[k] if k in t else None for k in [*RUN_OPTIONS, "data_dim"]}).drop_duplicates(["dataset", "run"])
     return [Run(str(r.family), str(r.dataset), str(r.run), float(r.dataset_size), str(r.paradigm), str(r.selection),
-                float(r.samples_per_iteration), _options(r), r.generator in VECTOR_GENERATORS)
+                float(r.samples_per_iteration), _options(r), bool(pd.notna(r.data_dim)))
             for r in first.sort_values(["family", "dataset", "run"])[cols + RUN_OPTIONS].itertuples(index=False)]
 
 
