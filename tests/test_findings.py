@@ -2,13 +2,16 @@
 
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 from scipy import stats as sps
 
 from ouroboros import findings, stats
+from ouroboros.errors import OuroborosError
 
 ROLES = {  # run name: (paradigm, selection, samples per iteration)
     "replace": ("replace", "all", 1),
@@ -522,3 +525,127 @@ def test_primary_rows_come_first_and_every_claim_scope_has_one():
     s5 = claim(out, "S5.entropy_higher")
     assert s5.role.tolist() == ["primary", "secondary", "secondary"] and s5.iteration.isna().tolist()[0]
     assert set(out.verdict) <= set(findings.VERDICTS)
+
+
+# ---------------------------------------------------------------------------------------------
+# Experiments: each decides its own declared family, whatever else results/ holds
+
+SHIPPED = yaml.safe_load((Path(__file__).parent.parent / "config.yaml").read_text())
+SCIENCE_ROLES = ROLES | {"replace-fresh": ("replace", "all", 1), "accumulate-equal": ("accumulate", "random", 1),
+                         "mine": ("accumulate", "knn_entropy", 1)}
+OPTIONS = {"replace-fresh": {"fresh": 0.5}, "accumulate-equal": {"share": "equal"}}
+
+
+def science_like(runs: dict[str, tuple[list[str], int, int]], seed: int = 0) -> pd.DataFrame:
+    """A tidy table of the metrics the science claims read: runs[name] = (datasets, replicates, iterations).
+    Copies rise and GS falls under replace, the selections keep more entropy, larger N generalizes more."""
+    rng = np.random.default_rng(seed)
+    sizes = {"digits-sci-32": 32, "digits-sci": 48, "digits-sci-64": 64, "digits-sci-96": 96}
+    out = []
+    for run, (datasets, replicates, iterations) in runs.items():
+        better = 0.0 if run in ("replace", "replace-2n", "accumulate") else 1.0
+        for dataset in datasets:
+            size = sizes[dataset]
+            for rep in range(replicates):
+                for n in range(1, iterations + 1):
+                    gs = (1 + 0.2 * math.log(size)) * math.exp(-0.15 * n + 0.05 * better * n) * (1 + 0.02 * rng.normal())
+                    values = {"generalization_score": gs, "copy_share": min(1.0, 0.1 * n) + 0.01 * rng.normal(),
+                              "train_entropy": 30 * math.log(gs) + 5 * better * n + rng.normal(),
+                              "train_covariance_trace": 3 + rng.normal(), "fid": 2 - 0.2 * better * n + 0.05 * rng.normal(),
+                              "real_share": 1 / n + 0.2 * better + 0.02 * rng.normal()}
+                    for r in rows(dataset, run, rep, n, values, role=SCIENCE_ROLES[run], family="digits-sci", size=size):
+                        out.append(r | OPTIONS.get(run, {}))
+    return pd.DataFrame(out)
+
+
+SCIENCE = {"replace": (["digits-sci-32", "digits-sci", "digits-sci-64", "digits-sci-96"], 4, 5),
+           **{run: (["digits-sci"], 8, 4) for run in ("replace-2n", "replace-greedy", "accumulate", "greedy")}}
+
+
+def test_an_experiments_findings_do_not_change_with_what_else_results_holds():
+    """science alone; then with beyond-digits beside it (which shares its replace, accumulate and greedy
+    runs, at fewer iterations, and adds runs of its own on the same dataset) and a user's own target on its
+    datasets (a run of one's own, and more replicates of greedy): science's rows are identical."""
+    alone = science_like(SCIENCE)
+    beside = pd.concat([alone, science_like({"replace-fresh": (["digits-sci"], 3, 4),
+                                             "accumulate-equal": (["digits-sci"], 3, 4),
+                                             "mine": (["digits-sci"], 3, 4)}, seed=1),
+                        science_like({"greedy": (["digits-sci"], 10, 4)}, seed=2).query("replicate >= 8")],
+                       ignore_index=True)
+    first = findings.findings(alone, config=SHIPPED)
+    second = findings.findings(beside, config=SHIPPED)
+    science = first[first.experiment == "science"].reset_index(drop=True)
+    pd.testing.assert_frame_equal(science, second[second.experiment == "science"].reset_index(drop=True))
+    primary = science[science.role == "primary"]
+    declared = SHIPPED["primary"]["science"]
+    assert len(primary) == len(declared) and set(primary.claim) == {p["claim"] for p in declared}
+    assert (primary.holm_family_size == 2 * len(declared)).all()  # each row's test and its equivalence test
+    assert "not run" not in set(primary.verdict)
+    assert set(primary[primary.claim.str.startswith(("S5", "F1", "I.", "II."))].verdict) == {"holds"}, primary
+    # the rest: beyond-digits decides its own family; the user's run gets secondary rows only
+    assert set(second.experiment) == {"science", "beyond-digits", "none"}
+    mine = second[second.runs.astype(str).str.contains("mine")]
+    assert not mine.empty and (mine.role == "secondary").all() and set(mine.experiment) == {"none"}
+    fresh = second[(second.experiment == "beyond-digits") & (second.role == "primary")]
+    assert fresh.claim.tolist() == ["X.fid_vs_paper"] and fresh.runs.tolist() == ["replace-fresh vs replace"]
+
+
+def test_a_declared_claim_without_data_says_not_run_and_a_claim_on_many_scopes_must_pick_one():
+    cfg = {"experiments": {"mine": [{"datasets": ["digits"], "runs": ["replace"], "iterations": 5, "replicates": 3}]},
+           "primary": {"mine": [{"claim": "S5.fid_lower", "dataset": "digits", "runs": "greedy vs accumulate"},
+                                {"claim": "I.gs_falls"}]}}
+    two_spaces = pd.concat([replace_run(-0.5), replace_run(-0.5, space="dinov2")])
+    with pytest.raises(OuroborosError, match=r"primary.mine\[1\] \(I.gs_falls\) matches 2 rows"):
+        findings.findings(two_spaces, config=cfg)
+    cfg["primary"]["mine"][1]["space"] = "pixels"
+    out = findings.findings(two_spaces, config=cfg)
+    primary = out[out.role == "primary"]
+    assert primary.verdict.tolist() == ["holds", "not run"] and primary.claim.tolist() == ["I.gs_falls", "S5.fid_lower"]
+    with pytest.raises(OuroborosError, match="primary.nope names no experiment"):
+        findings.findings(replace_run(-0.5), config={"primary": {"nope": []}})
+
+
+def test_replicate_0_belongs_to_a_group_of_replicates_that_draw_their_own_d1():
+    group = {"datasets": ["digits"], "runs": ["replace"], "iterations": 5, "replicates": 2, "real_subset": "per_replicate"}
+    t = replace_run(-0.5, replicates=3).assign(real_subset=lambda f: np.where(f.replicate == 0, "shared", "per_replicate"))
+    chosen = findings.Experiment("mine", (group,)).select(t)
+    assert sorted(chosen.replicate.unique()) == [0, 1]  # replicate 0 (the dataset's D_1) and draw1; not 2
+
+
+def test_no_pixel_yardstick_claim_on_vectors():
+    vectors = replace_run(-0.5).assign(generator="kde", data_dim=16)
+    claims = set(findings.findings(vectors).claim)
+    assert "I.gs_falls" in claims and not claims & {"I.copies_rise", "I.memorization_rises"}
+    images = replace_run(-0.5).assign(generator="kde", data_dim=math.nan)  # a kde of images: copies are copies
+    assert {"I.copies_rise", "I.memorization_rises"} <= set(findings.findings(images).claim)
+
+
+def _decided(values, side, null=0.0, margin=math.nan):
+    row = findings._t_row("c", "s", "", "", side, stats.t_interval(values), len(values), "", null=null)
+    table = pd.DataFrame([row | {"margin": margin}], columns=findings.COLUMNS + findings._HIDDEN)
+    return findings.decide(table).iloc[0]
+
+
+@pytest.mark.parametrize("values, side, null, margin, want", [
+    ([0.50, 0.52, 0.49, 0.51, 0.50], ">", 0.0, 0.1, "holds"),
+    ([-0.50, -0.52, -0.49, -0.51, -0.50], ">", 0.0, 0.1, "fails"),
+    ([0.001, -0.002, 0.0, 0.002, -0.001], ">", 0.0, 0.1, "no effect"),  # within ±0.1 of 0: decided against
+    ([0.001, -0.002, 0.0, 0.002, -0.001], ">", 0.0, math.nan, "inconclusive"),  # no margin declared: no such verdict
+    ([0.02, -0.3, 0.4, -0.1, 0.15], "<", 0.0, 0.1, "inconclusive"),  # neither: too noisy for both tests
+    ([0.905, 0.912, 0.908, 0.915, 0.91], "=", 0.91, 0.02, "holds"),  # within ±0.02 of the paper's value
+    ([0.971, 0.969, 0.975, 0.97, 0.972], "=", 0.91, 0.02, "fails"),
+])
+def test_a_primary_row_ends_holds_fails_no_effect_or_inconclusive(values, side, null, margin, want):
+    row = _decided(values, side, null, margin)
+    assert row.verdict == want
+    assert row.holm_family_size == (2 if np.isfinite(margin) else 1)  # a margin brings its equivalence test
+
+
+def test_no_effect_is_two_one_sided_tests_against_the_margin():
+    """TOST's p is the larger one-sided p at null ± margin: with a t interval, the 90 % interval lies inside
+    ±margin exactly when it is below 5 %."""
+    values = [0.03, 0.05, 0.04, 0.06, 0.02]
+    iv = stats.t_interval(values, 0.90)
+    for margin in (iv.high - 1e-9, iv.high + 1e-9):
+        p = findings.p_no_effect(stats.t_interval(values).p_value, np.mean(values), 0.0, margin)
+        assert (p < 0.05) == (margin > iv.high)

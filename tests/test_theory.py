@@ -1,6 +1,8 @@
 """The theory rows: the reference simulator against the closed form it can be checked on, T rows
 that fail when the measured loop departs from theory, and the `theory` experiment through the CLI."""
 
+import contextlib
+import io
 import json
 
 import numpy as np
@@ -8,7 +10,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from ouroboros import data, simulate, theory
+from ouroboros import closed_form, data, paths, select, simulate, theory
 
 from cli import REPO, make_workdir, snakemake
 
@@ -47,8 +49,11 @@ def test_a_loop_that_loses_variance_as_theory_says_holds_and_one_that_does_not_f
         assert len(variance) == 3 and set(variance.iteration) == {2, 3, 4}
         assert np.allclose(variance["null"], a ** (variance.iteration - 1))
         assert set(variance.verdict) == {verdict} if verdict == "holds" else "fails" in set(variance.verdict)
-        # a Bonferroni level shared by the equality rows of the table (6: variance and mean at n = 2, 3, 4)
-        assert np.allclose(rows.level, 1 - 0.05 / 6)
+        # a Bonferroni level shared by the equality rows of the table (7: variance and mean at n = 2, 3, 4, and
+        # the step ratio pooled over them)
+        assert np.allclose(rows.level, 1 - 0.05 / 7)
+        step = rows[rows.claim == "T.gaussian_step_ratio"].iloc[0]
+        assert step["null"] == a and pd.isna(step.iteration) and step.verdict == verdict
 
 
 def test_kde_rows_compare_coalescence_with_wright_fisher_and_variance_with_its_recursion():
@@ -79,10 +84,96 @@ def test_the_theory_experiment_runs_and_its_rows_hold(tmp_path):
     table = pd.read_csv(work / "results/tables/findings.tsv", sep="\t")
     rows = table[table.claim.str.startswith("T.")]
     assert set(rows.claim) == {f"T.{k}" for k in theory.STATEMENTS}
-    assert len(rows) == 2 * (len(theory.STATEMENTS) + 2)  # iterations 2 and 3; kde rows for two datasets
+    # iterations 2 and 3 (kde rows for two datasets); pooled rows one per run; greedy's reference at n = 2 only
+    per_iteration = len(theory.STATEMENTS) - len(theory.POOLED) - 1 + 2
+    assert len(rows) == 2 * per_iteration + len(theory.POOLED) + 1
+    assert (rows.experiment == "theory").all() and (rows.role == "primary").all()
     assert "fails" not in set(rows.verdict), rows[["claim", "scope", "null", "ci_low", "ci_high", "verdict"]]
     # the numpy jobs load no torch, and no features job runs for vectors
     logs = work / "logs"
     assert not list(logs.rglob("features-*.log"))
     for log in logs.glob("theory-*/**/train.log"):
         assert "libraries loaded: none of torch, diffusers, transformers" in log.read_text(), log
+
+
+# --- known answers that can fail: each plausible bug planted in the production function the loop calls --
+SOURCE = {"dim": 16, "decay": 0.5, "count": 1024, "seed": 0}
+WIDE = {"dim": 32, "decay": 0.0, "count": 1024, "seed": 0}  # d ≫ N: the step ratio's spread is smallest
+SMALL = {"seed": 0, "datasets": {
+    "g": {"source": "gaussian", "gaussian": WIDE, "size": 8, "model": "gaussian", "features": "identity",
+          "fid_features": "identity"},
+    "k": {"source": "gaussian", "gaussian": SOURCE, "size": 32, "model": "kde", "model_params": {"bandwidth": 0.3},
+          "features": "identity", "fid_features": "identity"}},
+    "runs": {"replace": {"paradigm": "replace", "selection": "all"},
+             "accumulate": {"paradigm": "accumulate", "selection": "random"},
+             "replace-fresh": {"paradigm": "replace", "selection": "all", "fresh": 0.25},
+             "replace-greedy": {"paradigm": "replace", "selection": "greedy", "samples": 2}}}
+LOOPS = {  # (dataset, run): (replicates, iterations), small but with the power to see each bug
+    ("g", "replace"): (16, 6), ("g", "accumulate"): (6, 4), ("g", "replace-fresh"): (4, 3), ("k", "replace"): (8, 4),
+    ("k", "replace-greedy"): (8, 2)}
+
+
+def _covariance_over_n_minus_1(monkeypatch):
+    monkeypatch.setattr(closed_form, "mle_covariance", lambda x: np.atleast_2d(np.cov(x, rowvar=False, ddof=1)))
+
+
+def _bandwidth_times_root_2(monkeypatch):
+    right = closed_form.bandwidth_of
+    monkeypatch.setattr(closed_form, "bandwidth_of", lambda params, real: right(params, real) * np.sqrt(2))
+
+
+def _accumulate_without_the_real_data(monkeypatch):
+    right = paths.pool
+    monkeypatch.setattr(paths, "pool", lambda *a: [s for s in right(*a) if s.name != paths.REAL] or right(*a))
+
+
+def _fresh_at_half_its_lambda(monkeypatch):
+    right = paths._fresh_count
+    monkeypatch.setattr(paths, "_fresh_count", lambda *a: right(*a) // 2)
+
+
+def _greedy_that_ignores_its_scores(monkeypatch):
+    monkeypatch.setattr(select, "greedy", lambda features, n, *, seed, **_: select.shuffled_pool(features, n, seed)[0][:n])
+
+
+MUTATIONS = {  # the bug: (plant it, the (dataset, run) whose T rows must catch it)
+    "Gaussian covariance divided by N − 1": (_covariance_over_n_minus_1, ("g", "replace")),
+    "KDE bandwidth off by √2": (_bandwidth_times_root_2, ("k", "replace")),
+    "accumulate that drops the real data": (_accumulate_without_the_real_data, ("g", "accumulate")),
+    "fresh data mixed at the wrong λ": (_fresh_at_half_its_lambda, ("g", "replace-fresh")),
+    "a selection that ignores its scores": (_greedy_that_ignores_its_scores, ("k", "replace-greedy")),
+}
+
+
+def _t_rows(where, loops, monkeypatch):
+    import loop
+
+    where.mkdir()
+    monkeypatch.chdir(where)
+    with contextlib.redirect_stdout(io.StringIO()):  # each stage prints what it did
+        for (dataset, run), (replicates, iterations) in loops.items():
+            loop.run(SMALL, dataset, run, replicates, iterations)
+    return loop.t_rows()
+
+
+def test_each_planted_bug_fails_a_t_row_and_the_unmutated_loop_fails_none(tmp_path, monkeypatch):
+    """The control (every loop, nothing planted) passes every T row; then each bug, planted in the
+    function the loop calls, makes at least one T row of its loop fail. In-process (tests/loop.py):
+    the stage functions of data, train, sample, select and evaluate in the workflow's order."""
+    # the reference simulations at a quarter of their replicates: their Monte Carlo error stays far inside the rows'
+    monkeypatch.setattr(theory, "SIMULATED_REPLICATES", 1000)
+    monkeypatch.setattr(theory, "SIMULATED_GREEDY_REPLICATES", 1000)
+    control = _t_rows(tmp_path / "control", LOOPS, monkeypatch)
+    kinds = {"T.gaussian_variance", "T.gaussian_mean", "T.gaussian_step_ratio", "T.gaussian_accumulate",
+             "T.accumulate_real_share", "T.gaussian_fresh", "T.fresh_share", "T.kde_coalescence", "T.kde_variance",
+             "T.kde_selection_coalescence", "T.kde_greedy_coalescence"}
+    assert set(control.claim) == kinds
+    assert (control.verdict == "holds").all(), control[["claim", "scope", "null", "ci_low", "ci_high", "verdict"]]
+    caught = {}
+    for i, (bug, (plant, key)) in enumerate(MUTATIONS.items()):
+        with monkeypatch.context() as m:
+            plant(m)
+            rows = _t_rows(tmp_path / f"bug{i}", {key: LOOPS[key]}, m)
+        caught[bug] = sorted(set(rows[rows.verdict == "fails"].claim))
+    print("\nT rows that fail, per planted bug:", caught)
+    assert all(caught.values()), caught

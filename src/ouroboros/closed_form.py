@@ -114,13 +114,19 @@ def _gaussian_sample(model: Model, start: int, count: int, *, seed: int, **_) ->
     return from_space(rows, model.kind, model.item_shape), np.full(count, -1, dtype=np.int64)
 
 
+def mle_covariance(x: np.ndarray) -> np.ndarray:
+    """The maximum-likelihood covariance of the rows of x: divisor N, not N − 1 (the known answer
+    (N − 1)/N per generation is this divisor's; tests/test_theory.py plants N − 1 here)."""
+    centred = x - x.mean(axis=0)
+    return centred.T @ centred / len(x)
+
+
 @register("gaussian", load=load, save=save, sample=_gaussian_sample)
 def gaussian(data: np.ndarray, labels: np.ndarray | None, out_dir: str | Path, *, params: dict, seed: int,
              **_) -> dict:
     """The maximum-likelihood Gaussian of D_n (covariance with divisor N), sampled exactly."""
     x = to_space(data)
-    mean = x.mean(axis=0)
-    cov = (x - mean).T @ (x - mean) / len(x)
+    mean, cov = x.mean(axis=0), mle_covariance(x)
     # a square root of the covariance that also serves a singular one (N ≤ d): V diag(√w)
     w, v = np.linalg.eigh(cov)
     root = v * np.sqrt(np.clip(w, 0.0, None))
@@ -138,6 +144,16 @@ def auto_bandwidth(real: np.ndarray) -> float:
 
     x = to_space(real)
     return median_nn_distance(x.astype(np.float32)) / float(np.sqrt(x.shape[1]))
+
+
+def bandwidth_of(params: dict, real: np.ndarray | None) -> float:
+    """The kernel's standard deviation per coordinate: ``bandwidth``, or measured on D_1 when auto."""
+    h = params["bandwidth"]
+    if h == AUTO:
+        if real is None:
+            raise OuroborosError("kde: bandwidth auto is measured on D_1, which this fit was not given")
+        return auto_bandwidth(real)
+    return float(h)
 
 
 def _kde_sample(model: Model, start: int, count: int, *, seed: int, **_) -> tuple[np.ndarray, np.ndarray]:
@@ -158,11 +174,7 @@ def kde(data: np.ndarray, labels: np.ndarray | None, out_dir: str | Path, *, par
         real: np.ndarray | None = None, **_) -> dict:
     """A Gaussian kernel density estimate: a parent row of D_n plus h·z, with the parent's label."""
     x = to_space(data)
-    h = params["bandwidth"]
-    if h == AUTO:
-        if real is None:
-            raise OuroborosError("kde: bandwidth auto is measured on D_1, which this fit was not given")
-        h = auto_bandwidth(real)
+    h = bandwidth_of(params, real)
     labels = np.full(len(x), -1, dtype=np.int64) if labels is None else np.asarray(labels, dtype=np.int64)
     if len(labels) != len(x):
         raise OuroborosError(f"kde: {len(labels)} labels for {len(x)} training items")

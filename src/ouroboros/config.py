@@ -380,6 +380,10 @@ def parse(raw: Mapping[str, Any]) -> Config:
         for dataset in group.get("datasets", []):  # a run's own selection space against each dataset it runs on
             for run in group.get("runs", []):
                 cfg.select_features(dataset, run)
+    for name in raw.get("primary") or {}:  # the findings' primary families: one per experiment (demo: targets)
+        if name != "demo" and name not in cfg.experiments:
+            raise OuroborosError(f"config.yaml: primary.{name} names no experiment; experiments: {sorted(cfg.experiments)} "
+                                 "(demo: targets)")
     return cfg
 
 

@@ -1,27 +1,38 @@
 """The paper's claims, one row each, with a statistic, its 95 % interval and a verdict.
 
-Verdicts (no tuned threshold; the interval and its test decide):
-
-- ``holds``: the interval lies wholly on the claimed side of the null value;
-- ``fails``: it lies wholly on the other side;
-- ``inconclusive``: it contains the null value;
-- ``too few replicates``: no interval can be formed (one replicate, one chain);
-- ``not applicable``: the claim's premise is absent (one dataset size for a test across sizes).
+Verdicts (``ouroboros.verdicts``; no tuned threshold, the interval and its tests decide): ``holds``,
+``fails``, ``no effect`` (a primary row whose equivalence test puts it within its declared margin of
+the null), ``inconclusive``, ``too few replicates``, ``not applicable``, ``not run``.
 
 A two-sided claim that a statistic equals a value (side ``=``, null = the value, e.g. a closed-form
-theory or the paper's r = 0.91) holds when the interval contains the value and fails otherwise
-(after Holm's correction, a primary ``=`` row fails only where the adjusted test rejects the value;
-an interval that misses it without that is inconclusive).
+theory or the paper's r = 0.91) holds when the interval contains the value and fails otherwise; as a
+primary row with a margin it holds where the equivalence test puts it within the margin of the value
+and fails where the test of equality rejects it (inconclusive otherwise).
 
-Primary and secondary rows: each claim has one primary row per scope (dataset or size family,
-runs, feature space); where the claim is about every iteration, the primary row is the mean over
-the iterations every replicate reached, and the per-iteration rows are secondary (column
-``role``). Holm's correction runs over the primary rows of one table that have a test
-(``holm_family_size`` says how many): a primary row is decided only where its Holm-adjusted
-p-value (``p_holm``) is below 5 %, so the family-wise error over the table's primary verdicts stays
-at most 5 %. Secondary rows keep their own unadjusted verdict and never change a primary one.
-An inconclusive primary row says how many replicates a study of the observed effect and spread
-would need to decide with 80 % power (``replicates_needed``, ``replicates_needed``'s docstring).
+Experiments and their primary families. config.yaml's ``primary`` declares, for each experiment
+(a name of ``experiments``, or ``demo`` for ``targets``), the claims it was run to decide, each at
+one scope (dataset or family, runs, feature space) with an equivalence margin in the statistic's
+units, before the run. Each experiment's rows are computed from its own targets only (its datasets,
+runs, replicates and iterations: whatever else results/ holds never enters them), its declared
+rows are its primary family and Holm's correction runs within that family only; every other row
+of the experiment is ``secondary`` (exploratory, unadjusted, never changing a primary verdict).
+Adding another experiment's results, or a target of one's own on the same datasets, never changes
+an experiment's verdicts. Rows of data no experiment holds (a user's own targets) are secondary
+only. Called without a config (``findings(tidy)``, the library on a table of one's own), the whole
+table is one ad-hoc family whose primary rows are each claim's row per scope.
+
+Within a family each primary row with a test carries two hypotheses: statistic = null (its
+rejection, on the claimed side, is ``holds``; on the other side ``fails``), and |statistic − null| ≥
+margin (two one-sided tests, TOST; its rejection is ``no effect``). At most one of a row's two is
+true, and Holm's correction runs over all of them (``holm_family_size`` says how many), so the
+family-wise error of the primary verdicts stays at most 5 %. An inconclusive primary row says how
+many replicates a study of the observed effect and spread would need to decide with 80 % power
+(``replicates_needed``).
+
+Where the claim is about every iteration, the scope's row is the mean over the iterations every
+replicate reached, and the per-iteration rows are secondary. Claims apply only where they fit the
+data: no pixel-yardstick claim (memorization, copies) on vectors (a dataset whose metrics record
+``data_dim``: ``source: gaussian``), whatever generator fits them.
 
 Intervals: Student t over replicates for per-replicate values (paired differences, per-replicate
 slopes); a chain bootstrap (``stats.chain_bootstrap``) for statistics that pool the iterations of
@@ -37,57 +48,43 @@ A row that checks a measured statistic against a closed-form value is
 ``_t_row(claim, scope, statement, statistic, "=", stats.t_interval(values), points, detail,
 null=theory)``: it holds when the theory lies in the interval and fails when it does not.
 
-Usage outside Snakemake: ``python -m ouroboros.findings results/`` reads
+Usage outside Snakemake: ``python -m ouroboros.findings results/ [config.yaml]`` reads
 results/tables/metrics.tsv (or scans results/ when it is absent), writes
 results/tables/findings.tsv (with findings.md and findings.rst beside it) and
-results/tables/summary.tsv, and prints the report.
+results/tables/summary.tsv, and prints the report; with the config the results were made with,
+the experiments' primary families decide (without it, one ad-hoc family over the table).
 """
 
 from __future__ import annotations
 
 import math
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from ouroboros import stats
+from ouroboros import stats, theory
+from ouroboros.errors import OuroborosError
+from ouroboros.metrics import PIXEL_METRICS
+from ouroboros.paths import SHARED
 from ouroboros.tables import RUN_OPTIONS, by_design, is_default
+from ouroboros.verdicts import FAILS, HOLDS, INCONCLUSIVE, NO_EFFECT, NOT_APPLICABLE, NOT_RUN, TOO_FEW, VERDICTS, verdict
 
 SEED = 0  # the bootstrap's stream: findings.tsv is the same on every rebuild of the same table
 ALPHA = 0.05  # the family-wise error of the primary verdicts (Holm), and 1 − the intervals' level
 POWER = 0.8  # the power at which replicates_needed decides
-HOLDS, FAILS, INCONCLUSIVE = "holds", "fails", "inconclusive"
-TOO_FEW, NOT_APPLICABLE = "too few replicates", "not applicable"
-VERDICTS = (HOLDS, FAILS, INCONCLUSIVE, TOO_FEW, NOT_APPLICABLE)
 PRIMARY, SECONDARY = "primary", "secondary"
-SIDES = (">", "<", "=")
-COLUMNS = ["claim", "role", "scope", "family", "dataset", "runs", "iteration", "feature_extractor", "statement",
-           "statistic", "side", "null", "estimate", "ci_low", "ci_high", "p_value", "p_holm", "holm_family_size",
-           "level", "method", "replicates", "points", "replicates_needed", "verdict"]
-_HIDDEN = ["_effect", "_spread"]  # what replicates_needed works from; not written
-
-
-def verdict(low: float, high: float, side: str, null: float = 0.0) -> str:
-    """The verdict from where the interval lies relative to the null value.
-
-    side ``>`` or ``<``: holds / fails when the interval lies wholly on the claimed / the other
-    side, inconclusive when it contains the null. Side ``=``: holds when low ≤ null ≤ high, fails
-    otherwise. An interval that cannot be formed (NaN) is too few replicates.
-    """
-    if side not in SIDES:
-        raise ValueError(f"side must be one of {SIDES}, not {side!r}")
-    if not (np.isfinite(low) and np.isfinite(high)):
-        return TOO_FEW
-    if side == "=":
-        return HOLDS if low <= null <= high else FAILS
-    above, below = low > null, high < null
-    if side == ">":
-        return HOLDS if above else FAILS if below else INCONCLUSIVE
-    return HOLDS if below else FAILS if above else INCONCLUSIVE
+NO_EXPERIMENT = "none"  # the experiment column of rows of data no experiment holds
+DEMO = "demo"  # the primary key that names config.yaml's targets (what `snakemake` builds with no target)
+COLUMNS = ["experiment", "claim", "role", "scope", "family", "dataset", "runs", "iteration", "feature_extractor",
+           "statement", "statistic", "side", "null", "margin", "estimate", "ci_low", "ci_high", "p_value", "p_no_effect",
+           "p_holm", "p_holm_no_effect", "holm_family_size", "level", "method", "replicates", "points",
+           "replicates_needed", "verdict"]
+_HIDDEN = ["_effect", "_spread", "_test"]  # replicates_needed's inputs, and the row's test (null -> two-sided p)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -104,6 +101,7 @@ class Run:
     selection: str
     samples: float
     options: str = ""  # the run options beyond the paper's loop ("fresh 0.5, init previous"); "" = none
+    vectors: bool = False  # vectors (source: gaussian), not images
 
     @property
     def label(self) -> str:
@@ -157,10 +155,10 @@ def _options(row) -> str:
 
 def run_list(t: pd.DataFrame) -> list[Run]:
     """Every (dataset, run) of the table with its settings."""
-    cols = ["family", "dataset", "run", "dataset_size", "paradigm", "selection", "samples_per_iteration"]
-    first = t.assign(**{k: t[k] if k in t else None for k in RUN_OPTIONS}).drop_duplicates(["dataset", "run"])
+    cols = ["family", "dataset", "run", "dataset_size", "paradigm", "selection", "samples_per_iteration", "data_dim"]
+    first = t.assign(**{k: t[k] if k in t else None for k in [*RUN_OPTIONS, "data_dim"]}).drop_duplicates(["dataset", "run"])
     return [Run(str(r.family), str(r.dataset), str(r.run), float(r.dataset_size), str(r.paradigm), str(r.selection),
-                float(r.samples_per_iteration), _options(r))
+                float(r.samples_per_iteration), _options(r), bool(pd.notna(r.data_dim)))
             for r in first.sort_values(["family", "dataset", "run"])[cols + RUN_OPTIONS].itertuples(index=False)]
 
 
@@ -177,19 +175,21 @@ def _row(claim: str, scope: str, statement: str, statistic: str, side: str, esti
          high: float, level: float, method: str, replicates: int, points: int, *, family: str = "",
          dataset: str = "", runs: str = "", iteration: int | None = None, space: str = "",
          p_value: float = math.nan, null: float = 0.0, primary: bool = True, effect: float = math.nan,
-         spread: float = math.nan, applicable: bool = True) -> dict:
+         spread: float = math.nan, applicable: bool = True, test: Callable[[float], float] | None = None) -> dict:
     """One findings row. ``p_value`` is the two-sided test of statistic = null that the interval
     inverts (it enters Holm's correction when the row is primary); ``effect`` and ``spread`` (the
     difference from the null and one replicate's sd, on the test's scale) size the study that would
-    decide an inconclusive row; ``applicable=False`` marks a claim whose premise is absent."""
-    return {"claim": claim, "role": PRIMARY if primary else SECONDARY, "scope": scope, "family": family,
+    decide an inconclusive row; ``applicable=False`` marks a claim whose premise is absent; ``test``
+    (null value -> the two-sided p of statistic = that value) gives the equivalence test its p."""
+    return {"experiment": "", "claim": claim, "role": PRIMARY if primary else SECONDARY, "scope": scope, "family": family,
             "dataset": dataset, "runs": runs, "iteration": iteration, "feature_extractor": space,
-            "statement": statement, "statistic": statistic, "side": side, "null": null, "estimate": estimate,
-            "ci_low": low, "ci_high": high, "p_value": p_value, "p_holm": math.nan, "holm_family_size": math.nan,
+            "statement": statement, "statistic": statistic, "side": side, "null": null, "margin": math.nan,
+            "estimate": estimate, "ci_low": low, "ci_high": high, "p_value": p_value, "p_no_effect": math.nan,
+            "p_holm": math.nan, "p_holm_no_effect": math.nan, "holm_family_size": math.nan,
             "level": level, "method": method, "replicates": replicates, "points": points,
             "replicates_needed": math.nan,
             "verdict": verdict(low, high, side, null) if applicable else NOT_APPLICABLE,
-            "_effect": effect, "_spread": spread}
+            "_effect": effect, "_spread": spread, "_test": test}
 
 
 def _t_row(claim: str, scope: str, statement: str, statistic: str, side: str, iv: stats.Interval, points: int,
@@ -197,7 +197,8 @@ def _t_row(claim: str, scope: str, statement: str, statistic: str, side: str, iv
     """A row from a Student t interval over replicates (its p-value: the one-sample t-test)."""
     method = f"{iv.method} ({detail}, scipy.stats.t.interval), {iv.level:.0%}, n = {iv.n} replicates"
     return _row(claim, scope, statement, statistic, side, iv.mean, iv.low, iv.high, iv.level, method, iv.n,
-                points, null=null, p_value=iv.p_value(null), effect=iv.mean - null, spread=iv.sd, **where)
+                points, null=null, p_value=iv.p_value(null), effect=iv.mean - null, spread=iv.sd, test=iv.p_value,
+                **where)
 
 
 def _chain_row(claim: str, scope: str, statement: str, statistic: str, side: str, iv: stats.ChainInterval,
@@ -206,7 +207,7 @@ def _chain_row(claim: str, scope: str, statement: str, statistic: str, side: str
     method = iv.method + (f"; {detail}" if detail else "")
     return _row(claim, scope, statement, statistic, side, iv.estimate, iv.low, iv.high, iv.level, method,
                 iv.chains, iv.points, null=null, p_value=iv.p_value(null), effect=iv.effect(null),
-                spread=iv.spread, **where)
+                spread=iv.spread, test=iv.p_value, **where)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -263,6 +264,8 @@ def trend_claims(t: pd.DataFrame, all_runs: list[Run]) -> Iterator[dict]:
     """
     for run in filter(vanilla_replace, all_runs):
         for trend in TRENDS:
+            if run.vectors and trend.metric in PIXEL_METRICS:
+                continue  # a yardstick of pixels: no claim about copies of images on vectors
             for space, part in _values(t, run, trend.metric).groupby("feature_extractor"):
                 y = np.log(part.value.where(part.value > 0)) if trend.log else part.value  # Vendi ≥ 1: nothing left out
                 part = part.assign(y=y).dropna(subset=["y"])
@@ -571,24 +574,62 @@ CLAIMS = [trend_claims, size_claims, correlation_claims, selection_claims, real_
           option_claims]
 
 
-def decide(table: pd.DataFrame, alpha: float = ALPHA) -> pd.DataFrame:
-    """Holm's correction over the primary rows that have a test, and the replicates they need.
+def _one_sided(test: Callable[[float], float], estimate: float, x: float, greater: bool) -> float:
+    """The p of 'statistic ≤ x' (``greater``) or 'statistic ≥ x' from the two-sided test at x."""
+    p2 = test(x)
+    if not np.isfinite(p2):
+        return math.nan
+    return p2 / 2 if (estimate > x if greater else estimate < x) else 1 - p2 / 2
 
-    A primary row whose Holm-adjusted p is not below alpha is not decided: ``holds``/``fails`` on
-    a one-sided claim becomes ``inconclusive``. On an ``=`` claim, ``holds`` (the value lies in the
-    interval) stays, and ``fails`` stands only where Holm rejects the equality; an interval that
-    misses the value without Holm's rejection is ``inconclusive``. Secondary rows are left as they
-    are.
+
+def p_no_effect(test: Callable[[float], float] | None, estimate: float, null: float, margin: float) -> float:
+    """Two one-sided tests (TOST) of |statistic − null| ≥ margin: the larger of the two p-values.
+    Small: the statistic lies within the margin of the null. NaN without a margin or a test."""
+    if test is None or not (np.isfinite(margin) and margin > 0 and np.isfinite(estimate)):
+        return math.nan
+    with np.errstate(all="ignore"):  # a Fisher-scale test has no p beyond r = ±1: NaN, no decision
+        return max(_one_sided(test, estimate, null - margin, True), _one_sided(test, estimate, null + margin, False))
+
+
+def decide(table: pd.DataFrame, alpha: float = ALPHA) -> pd.DataFrame:
+    """Holm's correction over the hypotheses of the primary rows, the verdicts it allows, and the
+    replicates an undecided row needs. Each primary row with a test brings 'statistic = null'
+    (``p_value``) and, where it declares a margin, 'the statistic lies at least the margin away'
+    (``p_no_effect``, TOST); at most one of a row's two is true, and Holm runs over all of them.
+
+    Side ``>``/``<``: ``holds``/``fails`` (the interval's side) where Holm rejects the null;
+    else ``no effect`` where Holm rejects the second; else ``inconclusive``. Side ``=``: ``holds``
+    where Holm rejects the second (within the margin of the value), ``fails`` where Holm rejects
+    the value, else ``inconclusive``; without a margin, ``holds`` (the value lies in the interval)
+    stays and ``fails`` stands only where Holm rejects the value. Secondary rows are left as they are.
     """
     out = table.copy()
-    primary = (out.role == PRIMARY) & np.isfinite(out.p_value.astype(float))
-    m = int(primary.sum())
-    out.loc[primary, "p_holm"] = stats.holm(out.loc[primary, "p_value"].astype(float))
-    out.loc[out.role == PRIMARY, "holm_family_size"] = m
-    kept = primary & (out.p_holm >= alpha)
-    out.loc[kept & out.side.isin([">", "<"]) & out.verdict.isin([HOLDS, FAILS]), "verdict"] = INCONCLUSIVE
-    out.loc[kept & (out.side == "=") & (out.verdict == FAILS), "verdict"] = INCONCLUSIVE
-    open_rows = (out.role == PRIMARY) & (out.verdict == INCONCLUSIVE)
+    for col in ("margin", "p_no_effect", "p_holm", "p_holm_no_effect", "holm_family_size"):
+        out[col] = out[col].astype(float)
+    role = out.role == PRIMARY
+    out.loc[role, "p_no_effect"] = [p_no_effect(test, e, n, m) for test, e, n, m in
+                                    zip(out.loc[role, "_test"], out.loc[role, "estimate"].astype(float),
+                                        out.loc[role, "null"].astype(float), out.loc[role, "margin"], strict=True)]
+    tested = role & np.isfinite(out.p_value.astype(float))
+    equivalent = role & np.isfinite(out.p_no_effect)
+    p = np.concatenate([out.loc[tested, "p_value"].astype(float), out.loc[equivalent, "p_no_effect"]])
+    adjusted = stats.holm(p) if len(p) else p
+    out.loc[tested, "p_holm"] = adjusted[: int(tested.sum())]
+    out.loc[equivalent, "p_holm_no_effect"] = adjusted[int(tested.sum()):]
+    m = len(p)
+    out.loc[role, "holm_family_size"] = m
+    differs, within = tested & (out.p_holm < alpha), equivalent & (out.p_holm_no_effect < alpha)
+    open_verdict = out.verdict.isin([HOLDS, FAILS, INCONCLUSIVE])
+    directional = out.side.isin([">", "<"])
+    out.loc[tested & directional & ~differs & open_verdict, "verdict"] = INCONCLUSIVE
+    out.loc[directional & ~differs & within & open_verdict, "verdict"] = NO_EFFECT
+    margin = np.isfinite(out.margin)
+    equality = tested & (out.side == "=")
+    out.loc[equality & ~margin & ~differs & (out.verdict == FAILS), "verdict"] = INCONCLUSIVE
+    out.loc[equality & margin & open_verdict, "verdict"] = INCONCLUSIVE
+    out.loc[equality & margin & differs & open_verdict, "verdict"] = FAILS
+    out.loc[equality & margin & within & open_verdict, "verdict"] = HOLDS
+    open_rows = role & (out.verdict == INCONCLUSIVE)
     out.loc[open_rows, "replicates_needed"] = [replicates_needed(e, s, max(m, 1), alpha)
                                                for e, s in zip(out.loc[open_rows, "_effect"], out.loc[open_rows, "_spread"],
                                                                strict=True)]
@@ -610,18 +651,126 @@ def replicates_needed(effect: float, spread: float, family_size: int, alpha: flo
     return stats.replicates_for_power(effect, spread, alpha=alpha / family_size, power=POWER)
 
 
-def findings(tidy: pd.DataFrame, results: str | Path | None = None) -> pd.DataFrame:
-    """One row per claim × scope (dataset or family, runs, iteration, feature space): the primary
-    rows first, Holm's correction over them (``decide``), then the secondary rows. With ``results``
-    (the results/ folder), also the theory rows (ouroboros.theory), which read D_1 from it."""
-    from ouroboros import theory
+# ---------------------------------------------------------------------------------------------
+# Experiments: what each one holds, and its primary family, from config.yaml
 
+
+SCOPE_KEYS = ("dataset", "family", "runs", "space")  # what a primary claim may name to pick its one scope
+
+
+@dataclass(frozen=True)
+class Primary:
+    """A claim an experiment declares primary before its run, at one scope, with its equivalence
+    margin (in the statistic's units; NaN: no margin, so no row of it can end ``no effect``)."""
+
+    claim: str
+    where: tuple[tuple[str, str], ...] = ()  # (key of SCOPE_KEYS, value) the row must match
+    margin: float = math.nan
+
+    def matches(self, row: Mapping[str, Any]) -> bool:
+        column = {"space": "feature_extractor"}
+        return row["claim"] == self.claim and all(str(row[column.get(k, k)]) == v for k, v in self.where)
+
+    @property
+    def scope(self) -> str:
+        return " · ".join(v for _, v in self.where) or "every scope"
+
+
+@dataclass(frozen=True)
+class Experiment:
+    name: str
+    groups: tuple[Mapping[str, Any], ...]  # config.yaml's target groups: datasets, runs, iterations, replicates
+    primaries: tuple[Primary, ...] = ()
+
+    def select(self, tidy: pd.DataFrame) -> pd.DataFrame:
+        """The rows of the tidy table this experiment's targets hold, and nothing else."""
+        keep = pd.Series(False, index=tidy.index)
+        replicate = tidy["replicate"] if "replicate" in tidy else pd.Series(0, index=tidy.index)
+        design = tidy["real_subset"].fillna(SHARED) if "real_subset" in tidy else pd.Series(SHARED, index=tidy.index)
+        for g in self.groups:
+            keep |= (tidy.dataset.isin(g["datasets"]) & tidy.run.isin(g["runs"])
+                     & (replicate < int(g.get("replicates", 1))) & (tidy.iteration <= int(g["iterations"]))
+                     # replicate 0 trains on the dataset's D_1 in either design (tables.by_design)
+                     & ((design == g.get("real_subset", SHARED)) | (replicate == 0)))
+        return tidy[keep]
+
+
+def experiments_of(config: Mapping[str, Any]) -> list[Experiment]:
+    """Every experiment of config.yaml (``demo`` is ``targets``) with its declared primary claims."""
+    groups = {name: tuple(gs) for name, gs in (config.get("experiments") or {}).items()}
+    if config.get("targets"):
+        groups = {DEMO: (config["targets"],), **groups}
+    declared = config.get("primary") or {}
+    for name in declared:
+        if name not in groups:
+            raise OuroborosError(f"config.yaml: primary.{name} names no experiment; experiments: {sorted(groups)} "
+                                 f"({DEMO} is targets)")
+    out = []
+    for name, gs in groups.items():
+        primaries = []
+        for i, spec in enumerate(declared.get(name) or []):
+            where = tuple((k, str(spec[k])) for k in SCOPE_KEYS if k in spec)
+            primaries.append(Primary(str(spec["claim"]), where, float(spec.get("margin", math.nan))))
+            if len(set(primaries)) < len(primaries):
+                raise OuroborosError(f"config.yaml: primary.{name}[{i}] repeats a claim and scope; remove one")
+        out.append(Experiment(name, gs, tuple(primaries)))
+    return out
+
+
+def _roles(rows: pd.DataFrame, experiment: Experiment) -> pd.DataFrame:
+    """The experiment's declared claims primary (a ``not run`` row for each that has no row), every
+    other row secondary."""
+    candidates = rows[rows.role == PRIMARY]  # each claim's row per scope (not per iteration or size)
+    out = rows.assign(role=SECONDARY, experiment=experiment.name)
+    missing = []
+    for i, primary in enumerate(experiment.primaries):
+        hits = [k for k, r in candidates.iterrows() if primary.matches(r)]
+        tested = [k for k in hits if np.isfinite(float(rows.at[k, "p_value"]))]
+        if len(tested) > 1:
+            scopes = "; ".join(rows.loc[tested, "scope"])
+            raise OuroborosError(f"config.yaml: primary.{experiment.name}[{i}] ({primary.claim}) matches {len(tested)} "
+                                 f"rows; name its {', '.join(SCOPE_KEYS)} to pick one of: {scopes}")
+        out.loc[hits, ["role", "margin"]] = [PRIMARY, primary.margin]
+        if not hits:
+            missing.append(_row(primary.claim, primary.scope, "A primary claim of this experiment: none of its data "
+                                "are in results/.", "", ">", math.nan, math.nan, math.nan, math.nan,
+                                "no row: its runs are not in results/", 0, 0, applicable=False)
+                           | {"experiment": experiment.name, "margin": primary.margin, "verdict": NOT_RUN})
+    return pd.concat([out, pd.DataFrame(missing, columns=out.columns)]) if missing else out
+
+
+def _rows(tidy: pd.DataFrame, results: str | Path | None) -> pd.DataFrame:
+    """Every claim's rows for one tidy table (default roles: each claim's row per scope primary)."""
     t = complete(tidy)
     if t.empty:
-        return pd.DataFrame(columns=COLUMNS)
+        return pd.DataFrame(columns=COLUMNS + _HIDDEN)
     all_runs = run_list(t)
     rows = [row for claims in CLAIMS for row in claims(t, all_runs)] + theory.claims(t, results)
-    out = decide(pd.DataFrame(rows, columns=COLUMNS + _HIDDEN))
+    return pd.DataFrame(rows, columns=COLUMNS + _HIDDEN)
+
+
+def findings(tidy: pd.DataFrame, results: str | Path | None = None,
+             config: Mapping[str, Any] | None = None) -> pd.DataFrame:
+    """One row per claim × scope (dataset or family, runs, iteration, feature space), per
+    experiment: primary rows first, experiment by experiment, each family decided alone (``decide``),
+    then the secondary rows. With ``results`` (the results/ folder), also the theory rows
+    (ouroboros.theory), which read D_1 from it. Without ``config``: one ad-hoc family over the table."""
+    if tidy.empty:
+        return pd.DataFrame(columns=COLUMNS)
+    if config is None:
+        parts = [decide(_rows(tidy, results))]
+    else:
+        parts, seen = [], pd.Series(False, index=tidy.index)
+        for experiment in experiments_of(config):
+            part = experiment.select(tidy)
+            seen |= tidy.index.isin(part.index)
+            if not part.empty:
+                parts.append(decide(_roles(_rows(part, results), experiment)))
+        if not seen.all():  # data of no experiment: secondary rows, where no experiment has the same scope
+            rest = _rows(tidy, results).assign(role=SECONDARY, experiment=NO_EXPERIMENT)
+            known = {(r.claim, r.scope) for p in parts for r in p.itertuples()}
+            parts.append(rest[[(r.claim, r.scope) not in known for r in rest.itertuples()]])
+    out = pd.concat([p for p in parts if not p.empty] or [parts[0]], ignore_index=True)
     out = out.sort_values("role", kind="stable", key=lambda r: r != PRIMARY).reset_index(drop=True)
     out["iteration"] = out["iteration"].astype("Int64")
     out["holm_family_size"] = out["holm_family_size"].astype("Int64")
@@ -656,14 +805,35 @@ def _tally(rows: pd.DataFrame) -> str:
     return ", ".join(f"{counts.get(v, 0)} {v}" for v in VERDICTS if counts.get(v, 0)) or "none"
 
 
-def _headline(table: pd.DataFrame) -> list[str]:
-    """The lines above the tables: the primary tally, Holm's family and what a few replicates would add."""
-    primary = table[table.role == PRIMARY]
+def _claimed(r) -> str:
+    margin = f" (margin {r.margin:g})" if isinstance(r.margin, float) and np.isfinite(r.margin) else ""
+    return f"{r.side} {r.null:g}{margin}"
+
+
+def _family_line(name: str, primary: pd.DataFrame) -> str:
     m = int(primary.holm_family_size.dropna().max()) if primary.holm_family_size.notna().any() else 0
-    level = table.level.dropna()
-    lines = [f"{len(primary)} primary findings: {_tally(primary)}. Intervals at {level.iloc[0]:.0%}; Holm's "
-             f"correction over the {m} primary rows with a test keeps the family-wise error of their verdicts at "
-             f"{ALPHA:.0%} (p_holm)."]
+    who = "the ad-hoc family of this table" if not name else f"experiment `{name}`"
+    if not m:  # the T rows: a Bonferroni family of their own (ouroboros.theory), no Holm
+        return f"{who}: {len(primary)} primary findings, {_tally(primary)}."
+    return (f"{who}: {len(primary)} primary findings, {_tally(primary)}; Holm's correction over its {m} hypotheses "
+            f"(each row's 'statistic = null' and, with a margin, its equivalence test) keeps their family-wise error "
+            f"at {ALPHA:.0%}.")
+
+
+def _families(table: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
+    primary = table[table.role == PRIMARY]
+    return [(str(name), rows) for name, rows in primary.groupby(primary.experiment.fillna(""), sort=False)]
+
+
+def _headline(table: pd.DataFrame) -> list[str]:
+    """The lines above the tables: each experiment's primary family and its tally."""
+    lines = [f"Intervals at {1 - ALPHA:.0%} (T rows: each at its Bonferroni level, in findings.tsv); Holm's correction "
+             "within each experiment's "
+             "primary family. Each experiment's primary claims are declared in config.yaml (`primary`) before its run "
+             "and decided within that experiment only: holds / "
+             "fails (the interval on the claimed / the other side), no effect (within the declared margin of the null: "
+             "two one-sided tests), inconclusive. Every other row is secondary: exploratory, unadjusted."]
+    lines += [f"- {_family_line(name, rows)}" for name, rows in _families(table)]
     if (table.verdict == TOO_FEW).any():
         lines.append(f"{int((table.verdict == TOO_FEW).sum())} rows say {TOO_FEW}: every interval here is over "
                      "replicates, so one replicate decides nothing; a second replicate gives each paired difference "
@@ -673,28 +843,32 @@ def _headline(table: pd.DataFrame) -> list[str]:
 
 
 def report(table: pd.DataFrame) -> str:
-    """Markdown for the terminal and findings.md: the primary rows first (claim, scope, estimate
-    [low, high], Holm-adjusted p, replicates, replicates needed, verdict, statement), then the
-    secondary rows (per iteration, per size; unadjusted, never changing a primary verdict)."""
+    """Markdown for the terminal and findings.md: the primary rows of each experiment first (claim,
+    scope, estimate [low, high], Holm-adjusted p, replicates, replicates needed, verdict, statement),
+    then the secondary rows (per iteration, per size, undeclared; unadjusted, never changing a
+    primary verdict)."""
     if table.empty:
         return "No claim could be checked: results/ holds none of the runs the claims compare."
-    lines = [*_headline(table), "", "## Primary findings", "",
-             "| claim | scope | claimed | estimate [low, high] | p (Holm) | n | replicates needed | verdict | statement |",
-             "|---|---|---|---|---|---|---|---|---|"]
-    for r in table[table.role == PRIMARY].itertuples(index=False):
-        n = f"{r.replicates} rep" + (f", {r.points} pts" if r.points != r.replicates else "")
-        lines.append(f"| {r.claim} | {r.scope} | {r.side} {r.null:g} | {_interval(r)} | {_p(r.p_holm)} | {n} | "
-                     f"{_needed(r.replicates_needed)} | {r.verdict} | {r.statement} |")
+    lines = [*_headline(table)]
+    for name, rows in _families(table):
+        lines += ["", f"## Primary findings: {name or 'this table'}", "",
+                  "| claim | scope | claimed | estimate [low, high] | p (Holm) | p no effect (Holm) | n | replicates needed "
+                  "| verdict | statement |", "|---|---|---|---|---|---|---|---|---|---|"]
+        for r in rows.itertuples(index=False):
+            n = f"{r.replicates} rep" + (f", {r.points} pts" if r.points != r.replicates else "")
+            lines.append(f"| {r.claim} | {r.scope} | {_claimed(r)} | {_interval(r)} | {_p(r.p_holm)} | "
+                         f"{_p(r.p_holm_no_effect)} | {n} | {_needed(r.replicates_needed)} | {r.verdict} | {r.statement} |")
     secondary = table[table.role == SECONDARY]
     if not secondary.empty:
-        lines += ["", "## Secondary rows", "",
-                  f"Per iteration and per size: {_tally(secondary)}. Unadjusted 95 % intervals, each read alone; "
-                  "they detail the primary rows above and never change their verdicts.", "",
-                  "| claim | scope | claimed | estimate [low, high] | p | n | verdict |", "|---|---|---|---|---|---|---|"]
+        lines += ["", "## Secondary rows (exploratory)", "",
+                  f"Per iteration, per size and every claim no experiment declared: {_tally(secondary)}. Unadjusted "
+                  "95 % intervals, each read alone; they never change a primary verdict.", "",
+                  "| experiment | claim | scope | claimed | estimate [low, high] | p | n | verdict |",
+                  "|---|---|---|---|---|---|---|---|"]
         for r in secondary.itertuples(index=False):
             n = f"{r.replicates} rep" + (f", {r.points} pts" if r.points != r.replicates else "")
-            lines.append(f"| {r.claim} | {r.scope} | {r.side} {r.null:g} | {_interval(r)} | {_p(r.p_value)} | {n} | "
-                         f"{r.verdict} |")
+            lines.append(f"| {r.experiment if isinstance(r.experiment, str) else ''} | {r.claim} | {r.scope} | "
+                         f"{r.side} {r.null:g} | {_interval(r)} | {_p(r.p_value)} | {n} | {r.verdict} |")
     return "\n".join(lines)
 
 
@@ -704,24 +878,27 @@ def _rst(text: str) -> str:
 
 
 def report_rst(table: pd.DataFrame) -> str:
-    """The primary findings as reStructuredText, for the first screen of ``snakemake --report``
-    (workflow/report/workflow.rst includes it): verdict, estimate, interval, Holm's p and the
-    replicates needed per claim and scope."""
+    """The primary findings of each experiment as reStructuredText, for the first screen of
+    ``snakemake --report`` (workflow/report/workflow.rst includes it): verdict, estimate, interval,
+    Holm's p and the replicates needed per claim and scope."""
     lines = ["Primary findings", "----------------", ""]
     if table.empty:
         return "\n".join([*lines, "No claim could be checked: results/ holds none of the runs the claims compare.", ""])
-    lines += [_rst(line) for line in _headline(table)]
-    lines += ["", ".. list-table::", "   :header-rows: 1", "   :widths: 10 20 36 20 7 7", "",
-              "   * - verdict", "     - claim", "     - scope", "     - estimate [95 % interval]", "     - p (Holm)",
-              "     - replicates (needed)"]
-    for r in table[table.role == PRIMARY].itertuples(index=False):
-        needed = _needed(r.replicates_needed)
-        cells = [f"**{r.verdict}**", _rst(f"{r.claim} ({r.side} {r.null:g})"), _rst(r.scope), _rst(_interval(r)),
-                 _p(r.p_holm), f"{r.replicates}" + (f" ({_rst(needed)})" if needed != "—" else "")]
-        lines += [f"   * - {cells[0]}"] + [f"     - {c}" for c in cells[1:]]
+    for line in _headline(table)[1:]:  # the families' tallies, a paragraph each; the verdicts' words are in the caption
+        lines += [_rst(line.removeprefix("- ")), ""]
+    for name, rows in _families(table):
+        lines += ["", _rst(f"Experiment {name}" if name else "This table"), "",
+                  ".. list-table::", "   :header-rows: 1", "   :widths: 10 20 36 20 7 7", "",
+                  "   * - verdict", "     - claim", "     - scope", "     - estimate [95 % interval]", "     - p (Holm)",
+                  "     - replicates (needed)"]
+        for r in rows.itertuples(index=False):
+            needed = _needed(r.replicates_needed)
+            cells = [f"**{r.verdict}**", _rst(f"{r.claim} ({_claimed(r)})"), _rst(r.scope), _rst(_interval(r)),
+                     _p(r.p_holm), f"{r.replicates}" + (f" ({_rst(needed)})" if needed != "—" else "")]
+            lines += [f"   * - {cells[0]}"] + [f"     - {c}" for c in cells[1:]]
     n_secondary = int((table.role == SECONDARY).sum())
-    lines += ["", _rst(f"{n_secondary} secondary rows (per iteration, per size) and each claim's statement and method "
-                       "are in findings.tsv under Findings; the figures are under Figures."), ""]
+    lines += ["", _rst(f"{n_secondary} secondary rows (exploratory: per iteration, per size, undeclared) and each "
+                       "claim's statement and method are in findings.tsv under Findings; the figures are under Figures."), ""]
     return "\n".join(lines)
 
 
@@ -736,12 +913,12 @@ def load(results: str | Path) -> pd.DataFrame:
 
 
 def write(tidy: pd.DataFrame, findings_out: str | Path, summary_out: str | Path,
-          results: str | Path | None = None) -> pd.DataFrame:
+          results: str | Path | None = None, config: Mapping[str, Any] | None = None) -> pd.DataFrame:
     """findings.tsv, the readable findings.md and the report's findings.rst beside it, and
     summary.tsv from a tidy table."""
     from ouroboros.io import save_text
 
-    table = findings(tidy, results)
+    table = findings(tidy, results, config)
     text = report(table)
     save_text(findings_out, table.to_csv(sep="\t", index=False))
     save_text(Path(findings_out).with_suffix(".md"), text + "\n")
@@ -751,14 +928,25 @@ def write(tidy: pd.DataFrame, findings_out: str | Path, summary_out: str | Path,
     return table
 
 
-def stage(table: str, findings_out: str, summary_out: str) -> pd.DataFrame:
-    """The workflow's findings step: from results/tables/metrics.tsv."""
-    return write(pd.read_csv(table, sep="\t"), findings_out, summary_out, results=Path(table).parent.parent)
+def stage(table: str, findings_out: str, summary_out: str, config: Mapping[str, Any] | None = None) -> pd.DataFrame:
+    """The workflow's findings step: from results/tables/metrics.tsv, with config.yaml's experiments."""
+    return write(pd.read_csv(table, sep="\t"), findings_out, summary_out, results=Path(table).parent.parent,
+                 config=config)
 
 
 def main(argv: list[str]) -> int:
+    """``python -m ouroboros.findings [results/] [config.yaml]``."""
+    import yaml
+
     results = Path(argv[0] if argv else "results")
-    write(load(results), results / "tables" / "findings.tsv", results / "tables" / "summary.tsv", results=results)
+    config = None
+    if len(argv) > 1:
+        config_file = Path(argv[1])
+        if not config_file.is_file():
+            raise OuroborosError(f"{config_file}: no such config; name the config.yaml the results were made with")
+        config = yaml.safe_load(config_file.read_text())
+    write(load(results), results / "tables" / "findings.tsv", results / "tables" / "summary.tsv", results=results,
+          config=config)
     return 0
 
 

@@ -148,43 +148,95 @@ def vendi(x: np.ndarray, *, q: float = 1.0) -> float:
     return float(math.exp(entropy))
 
 
-def _within(a: np.ndarray, b: np.ndarray, radii_b: np.ndarray, chunk: int = 2048):
-    """Yield, chunk by chunk over a, the boolean block 'a_i lies strictly within radius_j of b_j'
-    (distance < radius: a ball of radius 0 holds nothing).
+# prdc's one arithmetic route. A ball test must compare a distance and a radius computed the same way,
+# or a copy lying exactly on a neighbour's ball boundary falls inside or outside by rounding (a
+# radius from float32 direct differences against a distance from the float64 expansion
+# ‖a‖² − 2a·b + ‖b‖² did exactly that). Every distance prdc compares is the float64 direct
+# difference √Σ(a − b)² of the float64 inputs (``_exact``). The float64 expansion, a matrix product,
+# only sorts pairs out: its rounding is below _SLACK × (‖a‖² + ‖b‖²) (about d·2⁻⁵² for d features), so
+# a pair whose expanded square lies that far from the radius's square is decided by it, and every
+# other pair is decided by its exact distance. Large sets keep the matrix product's speed; the
+# exact route runs on the few pairs near a boundary (and on exact copies, which all are).
+_SLACK = 1e-9
+_PRDC_CHUNK = 1024  # queries per block: a block holds chunk × len(base) float64 values, a few times
 
-    Never holds more than chunk × len(b) distances (no n × n matrix).
-    """
-    a64, b64 = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    b_sq = (b64**2).sum(1)[None, :]
-    for lo in range(0, len(a64), chunk):
-        block = a64[lo : lo + chunk]
-        d2 = (block**2).sum(1)[:, None] - 2 * block @ b64.T + b_sq
-        yield np.sqrt(np.maximum(d2, 0)) < radii_b[None, :]
+
+def _exact(a: np.ndarray, b: np.ndarray, i: np.ndarray, j: np.ndarray) -> np.ndarray:
+    """Distances of the row pairs (a[i], b[j]): float64 direct differences, the one route prdc compares.
+    In batches: a collapsed set has millions of pairs of copies near a boundary."""
+    out = np.empty(len(i))
+    step = max(1, (1 << 22) // max(a.shape[1], 1))
+    for lo in range(0, len(i), step):
+        out[lo : lo + step] = np.sqrt(((a[i[lo : lo + step]] - b[j[lo : lo + step]]) ** 2).sum(-1))
+    return out
+
+
+def _expanded(queries: np.ndarray, base: np.ndarray, chunk: int):
+    """Yield (lo, squared distances by the expansion, their rounding bound) block by block over queries."""
+    q_sq, b_sq = np.einsum("ij,ij->i", queries, queries), np.einsum("ij,ij->i", base, base)
+    for lo in range(0, len(queries), chunk):
+        block = queries[lo : lo + chunk]
+        d2 = q_sq[lo : lo + chunk, None] - 2 * block @ base.T + b_sq[None, :]
+        yield lo, d2, _SLACK * (q_sq[lo : lo + chunk, None] + b_sq[None, :])
+
+
+def _kth_radii(x: np.ndarray, k: int, chunk: int = _PRDC_CHUNK) -> np.ndarray:
+    """Each point's distance to its k-th nearest other point (other by index: a copy counts, at 0).
+
+    Every point whose exact distance can be at most the k-th is a candidate: its expanded square,
+    less the rounding bound, is at most the k-th smallest expanded square plus the bound. The
+    candidates' exact distances give the k-th exactly."""
+    radii = np.empty(len(x))
+    for lo, d2, slack in _expanded(x, x, chunk):
+        own = np.arange(len(d2))
+        d2[own, lo + own] = np.inf  # the point itself, by index
+        upper = np.partition(d2 + slack, k - 1, axis=1)[:, k - 1]
+        rows, cols = np.nonzero(d2 - slack <= upper[:, None])
+        dist = _exact(x, x, lo + rows, cols)
+        order = np.lexsort((dist, rows))  # by row, then by distance
+        first = np.searchsorted(rows[order], own)  # each row's first candidate (every row has ≥ k)
+        radii[lo : lo + len(d2)] = dist[order][first + k - 1]
+    return radii
+
+
+def _within(queries: np.ndarray, base: np.ndarray, radii: np.ndarray, chunk: int = _PRDC_CHUNK):
+    """Yield, block by block over queries, 'query i lies strictly within radius_j of base_j'
+    (exact distance < radius: a ball of radius 0 holds nothing). No n × n matrix."""
+    r_sq = radii[None, :] ** 2
+    for lo, d2, slack in _expanded(queries, base, chunk):
+        inside = d2 + slack < r_sq * (1 - 1e-12)  # sure, whatever the rounding (of the radius's square too)
+        unsure = ~inside & (d2 - slack <= r_sq * (1 + 1e-12))
+        rows, cols = np.nonzero(unsure)
+        inside[rows, cols] = _exact(queries, base, lo + rows, cols) < radii[cols]
+        yield inside
 
 
 def prdc(real: np.ndarray, generated: np.ndarray, k: int = 5) -> dict[str, float]:
     """Precision, recall, density, coverage (Naeem et al. 2020) with k-NN radii.
 
     A point lies in a k-NN ball when its distance is strictly less than the radius, as the paper
-    defines it and clovaai's ``prdc`` package computes it (tested equal on sets with exact
-    duplicates). That matters for collapsing sets: a point with k exact copies has radius 0, and
-    its ball holds nothing, so copies piled on one point earn no precision, recall or coverage from
-    that ball. There is no ``≤`` variant: it would let a pile of copies cover itself and hide the
-    collapse these metrics are meant to show, and it would no longer compare with published PRDC.
+    defines it and clovaai's ``prdc`` package computes it. That matters for collapsing sets: a point
+    with k exact copies has radius 0, and its ball holds nothing, so copies piled on one point earn
+    no precision, recall or coverage from that ball; a copy of a neighbour lies exactly on the
+    boundary, outside. There is no ``≤`` variant: it would let a pile of copies cover itself and
+    hide the collapse these metrics are meant to show, and it would no longer compare with
+    published PRDC. Radii and ball distances come from one arithmetic route (float64 direct
+    differences, see ``_exact``), so such ties are ties, never decided by rounding (tested equal to
+    clovaai's algorithm on exact distances, on sets with exact duplicates).
     """
-    real_radii = knn(real, real, k, exclude_self=True)[0][:, k - 1]
-    fake_radii = knn(generated, generated, k, exclude_self=True)[0][:, k - 1]
-    precise, density = 0, 0
+    real, generated = np.asarray(real, np.float64), np.asarray(generated, np.float64)
+    real_radii, fake_radii = _kth_radii(real, k), _kth_radii(generated, k)
+    precise, density, covered = 0, 0, np.zeros(len(real), dtype=bool)
     for block in _within(generated, real, real_radii):  # each generated point against every real ball
         precise += int(block.any(axis=1).sum())
         density += int(block.sum())
+        covered |= block.any(axis=0)  # a real ball holding a generated point: the nearest one is inside
     recalled = sum(int(block.any(axis=1).sum()) for block in _within(real, generated, fake_radii))
-    nearest_fake = knn(real, generated, 1)[0][:, 0]
     return {
         "precision": precise / len(generated),
         "recall": recalled / len(real),
         "density": density / (k * len(generated)),
-        "coverage": float((nearest_fake < real_radii).mean()),
+        "coverage": float(covered.mean()),
     }
 
 

@@ -49,3 +49,35 @@ def gaussian_loop(real: np.ndarray, iterations: int, *, paradigm: str, fresh: np
                 raise ValueError(f"paradigm must be accumulate or replace, not {paradigm!r}")
             traces[r, i] = np.var(d, axis=0).sum()
     return traces.mean(axis=0)
+
+
+def _farthest_first(x: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+    """k-center greedy (the paper's Algorithm 1): a uniformly random first point, then each time the
+    point farthest from everything chosen so far."""
+    chosen = [int(rng.integers(len(x)))]
+    nearest = ((x - x[chosen[0]]) ** 2).sum(1)
+    for _ in range(n - 1):
+        chosen.append(int(np.argmax(nearest)))
+        nearest = np.minimum(nearest, ((x - x[chosen[-1]]) ** 2).sum(1))
+    return np.asarray(chosen)
+
+
+def kde_greedy_coalescence(real: np.ndarray, iterations: int, *, bandwidth: float, samples: int = 2,
+                           replicates: int = 1000, seed: int = 0) -> np.ndarray:
+    """E[share of pairs of D_n with one D_1 ancestor | D_1], n = 1 … iterations, for replace with a
+    KDE (a uniformly chosen parent of D_n plus bandwidth·z) sampled ``samples``·N times and Greedy
+    Selection keeping N: the mean over ``replicates`` simulated loops."""
+    rng = np.random.default_rng(seed)
+    real = np.asarray(real, dtype=np.float64)
+    n = len(real)
+    shares = np.zeros((replicates, iterations))
+    for r in range(replicates):
+        d, ancestors = real, np.arange(n)
+        for i in range(1, iterations):
+            parents = rng.integers(n, size=samples * n)
+            pool = d[parents] + bandwidth * rng.standard_normal((samples * n, d.shape[1]))
+            keep = _farthest_first(pool, n, rng)
+            d, ancestors = pool[keep], ancestors[parents[keep]]
+            counts = np.unique(ancestors, return_counts=True)[1]
+            shares[r, i] = (counts * (counts - 1)).sum() / (n * (n - 1))
+    return shares.mean(axis=0)

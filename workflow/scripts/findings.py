@@ -12,4 +12,5 @@ warm.start(snakemake)
 with logged(snakemake.log[0], snakemake.threads):
     from ouroboros import findings
 
-    findings.stage(snakemake.input[0], snakemake.output.findings, snakemake.output.summary)
+    findings.stage(snakemake.input[0], snakemake.output.findings, snakemake.output.summary,
+                   config=snakemake.params.findings_config)
