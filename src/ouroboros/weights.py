@@ -80,7 +80,10 @@ def torch_hub_dir() -> str:
 
 
 def _hub_cached(model: str, filename: str) -> bool:
-    from huggingface_hub import try_to_load_from_cache
+    try:  # transformers brings huggingface_hub; an environment without it has no hub cache to look in
+        from huggingface_hub import try_to_load_from_cache
+    except ImportError:
+        return False
 
     found = try_to_load_from_cache(model, filename)
     return isinstance(found, str) and os.path.isfile(found)
