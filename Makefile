@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 TORCH := torch==2.14.1 torchvision==0.29.1
 CORES ?= 2
 
-.PHONY: demo science theory test test-fast lint docs clean wheelhouse
+.PHONY: demo science theory flow test test-fast lint docs clean wheelhouse
 
 $(BIN)/snakemake: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,13 @@ science: $(BIN)/snakemake
 	OMP_WAIT_POLICY=PASSIVE $(WARM) $(BIN)/snakemake --cores $(CORES) --resources=gpu=$(CORES) science
 	$(BIN)/snakemake --cores 1 figures findings
 	cat results/tables/findings.md
+
+# Flow matching against the DDPM under the same loop on the same D_1 (docs/flow.md): replace,
+# accumulate and greedy at N = 48, 3 replicates each, then the findings.
+flow: $(BIN)/snakemake
+	OMP_WAIT_POLICY=PASSIVE $(WARM) $(BIN)/snakemake --cores $(CORES) --resources=gpu=$(CORES) beyond-flow
+	$(BIN)/snakemake --cores 1 findings
+	grep -E "^\| (claim|[IS5G]+\.)" results/tables/findings.md | head -40
 
 # The loop against closed forms: gaussian and kde generators on Gaussian vectors, replicates of
 # every run, and the findings table with its T.* rows (docs/known-answers.md). numpy only: every
