@@ -41,7 +41,7 @@ rule all:
         default_targets(),
 
 
-# One target per named experiment (config.yaml: experiments), e.g. `snakemake -n fig03` plans
+# One target per named experiment (config.yaml, or an experiments/*.yaml passed), e.g. `snakemake -n fig03` plans
 # the runs behind Figure 3 and `snakemake --cores 8 fig03` computes them.
 for _name in CFG.experiments:
 
@@ -50,3 +50,13 @@ for _name in CFG.experiments:
             _name
         input:
             experiment_targets(_name),
+
+
+# The project's own experiments whose file (experiments/*.yaml) was not passed: the target says which to pass.
+for _name in EXPERIMENT_FILES:
+
+    rule:
+        name:
+            _name
+        input:
+            experiment_file_needed(_name),

@@ -10,7 +10,7 @@ import pytest
 import yaml
 from scipy import stats as sps
 
-from ouroboros import findings, stats
+from ouroboros import experiments, findings, stats
 from ouroboros.errors import OuroborosError
 
 ROLES = {  # run name: (paradigm, selection, samples per iteration)
@@ -530,7 +530,9 @@ def test_primary_rows_come_first_and_every_claim_scope_has_one():
 # ---------------------------------------------------------------------------------------------
 # Experiments: each decides its own declared family, whatever else results/ holds
 
-SHIPPED = yaml.safe_load((Path(__file__).parent.parent / "config.yaml").read_text())
+REPO = Path(__file__).parent.parent
+SHIPPED = yaml.safe_load((REPO / "config.yaml").read_text())  # the user's file alone: no experiments/*.yaml passed
+SCIENCE_FILE = REPO / "experiments/science.yaml"
 SCIENCE_ROLES = ROLES | {"replace-fresh": ("replace", "all", 1), "accumulate-equal": ("accumulate", "random", 1),
                          "mine": ("accumulate", "knn_entropy", 1)}
 OPTIONS = {"replace-fresh": {"fresh": 0.5}, "accumulate-equal": {"share": "equal"}}
@@ -577,17 +579,35 @@ def test_an_experiments_findings_do_not_change_with_what_else_results_holds():
     science = first[first.experiment == "science"].reset_index(drop=True)
     pd.testing.assert_frame_equal(science, second[second.experiment == "science"].reset_index(drop=True))
     primary = science[science.role == "primary"]
-    declared = SHIPPED["primary"]["science"]
+    declared = yaml.safe_load(SCIENCE_FILE.read_text())["primary"]["science"]
     assert len(primary) == len(declared) and set(primary.claim) == {p["claim"] for p in declared}
     assert (primary.holm_family_size == 2 * len(declared)).all()  # each row's test and its equivalence test
     assert "not run" not in set(primary.verdict)
     assert set(primary[primary.claim.str.startswith(("S5", "F1", "I.", "II."))].verdict) == {"holds"}, primary
-    # the rest: beyond-digits decides its own family; the user's run gets secondary rows only
-    assert set(second.experiment) == {"science", "beyond-digits", "none"}
+    # the rest: beyond-digits and beyond-flow decide their own families; the user's run gets secondary rows only
+    assert set(second.experiment) == {"science", "beyond-digits", "beyond-flow", "none"}  # beyond-flow shares digits-sci
     mine = second[second.runs.astype(str).str.contains("mine")]
     assert not mine.empty and (mine.role == "secondary").all() and set(mine.experiment) == {"none"}
     fresh = second[(second.experiment == "beyond-digits") & (second.role == "primary")]
     assert fresh.claim.tolist() == ["X.fid_vs_paper"] and fresh.runs.tolist() == ["replace-fresh vs replace"]
+
+
+def test_sciences_findings_are_the_same_whether_or_not_its_file_is_passed():
+    """experiments/science.yaml passed (`make science`) or not (`snakemake findings` after it, or with
+    config.yaml alone): the same experiments, primary families and verdicts, row for row, and the same
+    findings parameters (what the findings rule reruns on)."""
+    data = pd.concat([science_like(SCIENCE), science_like({"replace-fresh": (["digits-sci"], 3, 4)}, seed=1)],
+                     ignore_index=True)
+    passed = experiments.load(REPO / "config.yaml", SCIENCE_FILE)
+    assert "science" not in SHIPPED.get("experiments", {}) and "science" in passed["experiments"]
+    without, with_file = findings.findings(data, config=SHIPPED), findings.findings(data, config=passed)
+    pd.testing.assert_frame_equal(without, with_file)
+    assert set(without[without.role == "primary"].experiment) >= {"science", "beyond-digits"}
+    assert experiments.for_findings(SHIPPED) == experiments.for_findings(passed)
+    assert list(experiments.for_findings(SHIPPED)["experiments"]) == list(experiments.for_findings(passed)["experiments"])
+    # the primary claims name the renamed run by its results directory, as the rows do
+    claims = experiments.for_findings(SHIPPED)["primary"]["science"]
+    assert {"runs": "greedy vs accumulate"}.items() <= next(c for c in claims if c["claim"] == "S5.fid_lower").items()
 
 
 def test_a_declared_claim_without_data_says_not_run_and_a_claim_on_many_scopes_must_pick_one():

@@ -8,6 +8,7 @@ Every error names the key.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -147,7 +148,7 @@ class Run:
     name: str
     paradigm: str
     selection: str
-    samples: int = 1  # G_n holds samples × N images
+    samples: int = 1  # G_n holds samples × N images (config.yaml: ``samples: 2N``)
     params: Mapping[str, Any] = field(default_factory=dict)  # the selection method's own run keys
     share: str = "uniform"  # accumulate + random: uniform over the union, or equal per source
     fresh: float = 0.0  # share of D_n replaced by real images outside D_1, new ones each iteration
@@ -155,6 +156,9 @@ class Run:
     train: Mapping[str, Any] = field(default_factory=dict)  # overrides of the dataset's train for n ≥ 2
     select_features: str | None = None  # the space selection runs in (None: the dataset's)
     description: str = ""
+    # results/{dataset}/{directory}/: the run's name, or the name it had before it was renamed, so
+    # that its results keep their paths (and that old name still names the run: ``Config.run``)
+    directory: str = ""
 
     @property
     def tau0(self) -> Tau0 | None:
@@ -181,6 +185,7 @@ class Config:
     experiments: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     selectors: tuple[str, ...] = ()  # modules registering selection methods of the user's own
     generators: tuple[str, ...] = ()  # modules registering generators of the user's own
+    notes: tuple[str, ...] = ()  # deprecations: an old name or form still read, with its new one (the workflow prints them)
 
     def dataset(self, name: str) -> Dataset:
         if name not in self.datasets:
@@ -188,9 +193,13 @@ class Config:
         return self.datasets[name]
 
     def run(self, name: str) -> Run:
-        if name not in self.runs:
-            raise OuroborosError(f"config.yaml: unknown run {name!r}; runs: {sorted(self.runs)}")
-        return self.runs[name]
+        """A run by its name, or by its results directory (a renamed run's old name: the paths say it)."""
+        if name in self.runs:
+            return self.runs[name]
+        for run in self.runs.values():
+            if run.directory == name:
+                return run
+        raise OuroborosError(f"config.yaml: unknown run {name!r}; runs: {sorted(self.runs)}")
 
     def selection_params(self, dataset: str, run: str) -> dict[str, Any]:
         """The parameters a run's selection method gets on a dataset: the run's keys, defaults
@@ -203,7 +212,7 @@ class Config:
             fallback, where = {"tau0": d.tau0}, f"datasets.{dataset}"
         else:
             fallback, where = {}, None
-        return selectors.validate(r.selection, r.params, f"runs.{run}", fallback=fallback, fallback_where=where)
+        return selectors.validate(r.selection, r.params, f"runs.{r.name}", fallback=fallback, fallback_where=where)
 
     def dataset_select_features(self, dataset: str) -> str:
         d = self.dataset(dataset)
@@ -365,18 +374,24 @@ def parse(raw: Mapping[str, Any]) -> Config:
                 f"set datasets.{name}.classes (the number of labels) or remove the guidance scale"
             )
     selectors.load_plugins(list(raw.get("selectors") or []))
-    runs = {name: _run(name, dict(r)) for name, r in (raw.get("runs") or {}).items()}
-    cfg = Config(seed=int(raw.get("seed", 0)), datasets=datasets, runs=runs, targets=dict(raw.get("targets") or {}),
+    notes: list[str] = []
+    runs = {name: _run(name, dict(r), notes) for name, r in (raw.get("runs") or {}).items()}
+    directories = run_directories(raw.get("runs") or {})
+    # target groups name runs; their files (paths.target_files) and the findings name results directories
+    targets = _directories_of(dict(raw.get("targets") or {}), directories, "targets", notes)
+    experiments = {k: [_directories_of(dict(g), directories, f"experiments.{k}[{i}]", notes) for i, g in enumerate(v)]
+                   for k, v in (raw.get("experiments") or {}).items()}
+    cfg = Config(seed=int(raw.get("seed", 0)), datasets=datasets, runs=runs, targets=targets,
                  selectors=tuple(raw.get("selectors") or ()), generators=tuple(raw.get("generators") or ()),
-                 experiments={k: [dict(g) for g in v] for k, v in (raw.get("experiments") or {}).items()})
+                 experiments=experiments, notes=tuple(notes))
     groups = [("targets", cfg.targets)] + [
         (f"experiments.{name}[{i}]", g) for name, gs in cfg.experiments.items() for i, g in enumerate(gs)
     ]
     for where, group in groups:
-        for key, known in (("datasets", cfg.datasets), ("runs", cfg.runs)):
-            for name in group.get(key, []):
-                if name not in known:
-                    raise OuroborosError(f"config.yaml: {where}.{key} names unknown {key[:-1]} {name!r}; {key}: {sorted(known)}")
+        for dataset in group.get("datasets", []):
+            if dataset not in cfg.datasets:
+                raise OuroborosError(f"config.yaml: {where}.datasets names unknown dataset {dataset!r}; "
+                                     f"datasets: {sorted(cfg.datasets)}")
         for dataset in group.get("datasets", []):  # a run's own selection space against each dataset it runs on
             for run in group.get("runs", []):
                 cfg.select_features(dataset, run)
@@ -387,9 +402,53 @@ def parse(raw: Mapping[str, Any]) -> Config:
     return cfg
 
 
-def _run(name: str, r: dict[str, Any]) -> Run:
+def run_directories(runs: Mapping[str, Any]) -> dict[str, str]:
+    """Each name a run answers to (its key, and its ``directory``: the name it had before it was
+    renamed) → its results directory. Two runs may not share a directory: their results would mix."""
+    owner: dict[str, str] = {}  # directory → the run's key
+    for name, r in runs.items():
+        directory = (r or {}).get("directory") or name
+        if directory != name and directory in runs:  # e.g. an old config's greedy kept beside accumulate-greedy
+            raise OuroborosError(f"config.yaml: runs.{name}.directory = {directory} is the name of runs.{directory} too; "
+                                 f"remove runs.{directory} (runs.{name} is it, renamed) or the directory key")
+        if directory in owner:
+            raise OuroborosError(f"config.yaml: runs.{name} and runs.{owner[directory]} both write "
+                                 f"results/{{dataset}}/{directory}/; give one another name or directory")
+        owner[directory] = name
+    return {directory: directory for directory in owner} | {name: directory for directory, name in owner.items()}
+
+
+def _directories_of(group: dict[str, Any], directories: Mapping[str, str], where: str, notes: list[str]) -> dict[str, Any]:
+    """A target group with its runs named by their results directories. A renamed run's old name
+    (its directory) still names it, with a note that says the new name."""
+    if "runs" not in group:
+        return group
+    for name in group["runs"]:
+        if name not in directories:
+            raise OuroborosError(f"config.yaml: {where}.runs names unknown run {name!r}; "
+                                 f"runs: {sorted(directories)}")
+        renamed = [k for k, d in directories.items() if d == name and k != name]
+        if renamed:
+            notes.append(f"config.yaml: {where}.runs names {name}, the old name of runs.{renamed[0]} (deprecated): name it "
+                         f"{renamed[0]}; its results stay in results/{{dataset}}/{name}/")
+    return group | {"runs": [directories[name] for name in group["runs"]]}
+
+
+def samples_factor(value: int | str, where: str, notes: list[str]) -> int:
+    """``samples: 2N`` (G_n holds 2N images) → 2. The bare number of older configs still works, with a note."""
+    if isinstance(value, int):
+        notes.append(f"{where}: {value} means {value}N images per iteration (deprecated): write samples: {value}N")
+        return value
+    if not re.fullmatch(r"[1-9][0-9]*N", str(value)):
+        raise OuroborosError(f"{where} = {value!r}: write the images of G_n as a multiple of N, e.g. 2N")
+    return int(str(value)[:-1])
+
+
+def _run(name: str, r: dict[str, Any], notes: list[str]) -> Run:
     """One run entry: the run keys, and the rest checked as the selection method's parameters."""
     where = f"runs.{name}"
+    r["samples"] = samples_factor(r.get("samples", "1N"), f"config.yaml: {where}.samples", notes)
+    r.setdefault("directory", name)
     try:
         selector = selectors.get(r["selection"])
     except OuroborosError as exc:
@@ -407,7 +466,7 @@ def _run(name: str, r: dict[str, Any]) -> Run:
     if run.paradigm == "replace" and not selector.keeps_all and run.samples < 2:
         raise OuroborosError(
             f"config.yaml: {where}: replace with selection {run.selection!r} needs samples ≥ 2 (the pool "
-            f"G_(n-1) holds samples × N images and N are selected); set {where}.samples"
+            f"G_(n-1) holds samples × N images and N are selected); set {where}.samples: 2N"
         )
     if run.share == "equal" and (run.paradigm, run.selection) != ("accumulate", "random"):
         raise OuroborosError(

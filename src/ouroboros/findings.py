@@ -768,7 +768,11 @@ class Experiment:
 
 
 def experiments_of(config: Mapping[str, Any]) -> list[Experiment]:
-    """Every experiment of config.yaml (``demo`` is ``targets``) with its declared primary claims."""
+    """Every experiment of config.yaml (``demo`` is ``targets``) and every one the workflow ships in
+    experiments/*.yaml, passed or not (ouroboros.experiments), with its declared primary claims."""
+    from ouroboros import experiments
+
+    config = experiments.for_findings(config)
     groups = {name: tuple(gs) for name, gs in (config.get("experiments") or {}).items()}
     if config.get("targets"):
         groups = {DEMO: (config["targets"],), **groups}

@@ -277,16 +277,20 @@ def train_files(cfg: Config, dataset: str, run: str, n: int) -> list[str]:
     return [f for source in pool(cfg, dataset, run, n) for f in source.files] + fresh
 
 
+# what a target group (config.yaml's targets, or a group of an experiment) leaves out
+GROUP_DEFAULTS = {"iterations": 1, "replicates": 1, "real_subset": SHARED}
+
+
 def target_files(group: dict) -> list[str]:
     """metrics.json and fid.json of every (dataset, run, replicate, iteration) of a target group
-    (config.yaml's ``targets`` or one group of an ``experiments`` entry; its ``real_subset``
-    decides whether replicates r ≥ 1 are repR or drawR)."""
-    design = group.get("real_subset", SHARED)
+    (config.yaml's ``targets`` or one group of an ``experiments`` entry, its runs named by their
+    results directories; its ``real_subset`` decides whether replicates r ≥ 1 are repR or drawR)."""
+    group = GROUP_DEFAULTS | group
     return [
-        f"{iteration_dir(d, with_replicate(r, rep, design), n)}/{name}.json"
+        f"{iteration_dir(d, with_replicate(r, rep, group['real_subset']), n)}/{name}.json"
         for d in group.get("datasets", [])
         for r in group.get("runs", [])
-        for rep in range(int(group.get("replicates", 1)))
-        for n in range(1, int(group.get("iterations", 1)) + 1)
+        for rep in range(int(group["replicates"]))
+        for n in range(1, int(group["iterations"]) + 1)
         for name in ("metrics", "fid")
     ]

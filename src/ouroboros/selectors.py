@@ -32,7 +32,8 @@ from ouroboros.errors import OuroborosError
 AUTO = "auto"
 _REQUIRED = object()
 # a run's own keys, and the names the select job passes a method: no parameter may take them
-RUN_KEYS = ("paradigm", "selection", "samples", "share", "fresh", "init", "train", "select_features", "description")
+RUN_KEYS = ("paradigm", "selection", "samples", "share", "fresh", "init", "train", "select_features", "description",
+            "directory")
 RESERVED = frozenset(RUN_KEYS) | {"method", "real_images", "seed", "device", "n", "features"}
 
 

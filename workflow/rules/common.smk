@@ -10,7 +10,7 @@ sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 
 import re  # noqa: E402
 
-from ouroboros import features, generators, paths, seeds, selectors  # noqa: E402
+from ouroboros import experiments, features, generators, paths, seeds, selectors  # noqa: E402
 from ouroboros.config import AUTO, RUN_OPTION_DEFAULTS  # noqa: E402
 from ouroboros.config import check as check_config  # noqa: E402
 from ouroboros.errors import OuroborosError  # noqa: E402
@@ -26,6 +26,9 @@ TABLE = "results/tables/metrics.tsv"
 # so that the same command resumes (ouroboros.locks). Jobs that Snakemake spawns skip this.
 if workflow.is_main_process:
     from ouroboros import locks
+
+    for _note in CFG.notes:  # an old name or form, still read: what to write instead
+        print(f"Note: {_note}", file=sys.stderr)
 
     locks.clear_stale(log=lambda message: print(message, file=sys.stderr))
     locks.register()
@@ -62,6 +65,24 @@ def experiment_targets(name):
     return [f for group in CFG.experiments[name] for f in paths.target_files(group)]
 
 
+# The project's own experiments (experiments/*.yaml) whose file was not passed: naming one says which
+EXPERIMENT_FILES = experiments.missing(CFG.experiments, Path(workflow.basedir) / "experiments")
+
+
+def experiment_file_needed(name):
+    def fail(wildcards):
+        file = EXPERIMENT_FILES[name]
+        file = file.relative_to(Path.cwd()) if file.is_relative_to(Path.cwd()) else file
+        raise OuroborosError(f"{name} is an experiment of {file}; pass it: snakemake --configfile {file} {name}")
+
+    return fail
+
+
+def findings_config():
+    """What decides the findings (ouroboros.experiments.for_findings): the same whatever experiment files were passed."""
+    return experiments.for_findings(config, Path(workflow.basedir) / "experiments")
+
+
 def _n(wildcards):
     return int(wildcards.iter)
 
@@ -78,11 +99,19 @@ def _replicate(wildcards):
     return paths.replicate_of(ref)[1] if ref else 0
 
 
+def _run_at(name):
+    """The run whose results directory ``name`` is: a renamed run's new name is no path of its own."""
+    run = CFG.run(name)
+    if run.directory != name:
+        raise OuroborosError(f"config.yaml: runs.{run.name} writes results/{{dataset}}/{run.directory}/; name that path")
+    return run
+
+
 def _check_run(wildcards):
     """Unknown names in a target fail here, naming the config key."""
     CFG.dataset(wildcards.dataset)
     if getattr(wildcards, "run", paths.REAL) != paths.REAL:
-        CFG.run(_run_name(wildcards.run))
+        _run_at(_run_name(wildcards.run))
     if _n(wildcards) < 1:
         raise OuroborosError(f"iterations count from 1: iter{wildcards.iter} does not exist")
 
@@ -108,7 +137,7 @@ def train_input(wildcards):
             raise OuroborosError(f"results/{wildcards.dataset}/real holds iteration 1 only")
         images = [paths.real_images(wildcards.dataset, branch)]
     else:
-        CFG.run(_run_name(branch))
+        _run_at(_run_name(branch))
         if n < 2:
             raise OuroborosError(f"iteration 1 is shared: its model is results/{wildcards.dataset}/real/iter01/model")
         images = paths.train_files(CFG, wildcards.dataset, branch, n)
@@ -139,7 +168,7 @@ def sample_input(wildcards):
     branch, n, _ = paths.parse_producer(wildcards.producer)
     CFG.dataset(wildcards.dataset)
     if _run_name(branch) != paths.REAL:
-        CFG.run(_run_name(branch))
+        _run_at(_run_name(branch))
     return {"model": paths.model_dir(wildcards.dataset, branch, n)}
 
 

@@ -14,7 +14,8 @@ rule findings:
         "../../envs/plot.yaml"
     threads: 1
     params:
-        # what decides the verdicts: a change to an experiment's targets or primary family reruns this
-        findings_config={k: config.get(k) for k in ("targets", "experiments", "primary")},
+        # what decides the verdicts, every shipped experiment's included, passed or not: a change to an
+        # experiment's targets or primary family reruns this
+        findings_config=findings_config(),
     script:
         "../scripts/findings.py"
