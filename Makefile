@@ -31,14 +31,14 @@ demo: $(BIN)/snakemake
 # and the paper's runs at one size, then the figures and the findings table (the findings read every
 # experiments/*.yaml, so they need no --configfile).
 science: $(BIN)/snakemake
-	OMP_WAIT_POLICY=PASSIVE $(WARM) $(BIN)/snakemake --cores $(CORES) --resources=gpu=$(CORES) --configfile experiments/science.yaml science
+	OMP_WAIT_POLICY=PASSIVE $(WARM) $(BIN)/snakemake --cores $(CORES) --resources=gpu=$(CORES) --configfile experiments/science.yaml -- science
 	$(BIN)/snakemake --cores 1 figures findings
 	cat results/tables/findings.md
 
 # Flow matching against the DDPM under the same loop on the same D_1 (docs/flow.md): replace,
 # accumulate and greedy at N = 48, 3 replicates each, then the findings.
 flow: $(BIN)/snakemake
-	OMP_WAIT_POLICY=PASSIVE $(WARM) $(BIN)/snakemake --cores $(CORES) --resources=gpu=$(CORES) --configfile experiments/science.yaml beyond-flow
+	OMP_WAIT_POLICY=PASSIVE $(WARM) $(BIN)/snakemake --cores $(CORES) --resources=gpu=$(CORES) --configfile experiments/science.yaml -- beyond-flow
 	$(BIN)/snakemake --cores 1 findings
 	grep -E "^\| (claim|[IS5G]+\.)" results/tables/findings.md | head -40
 
@@ -46,7 +46,7 @@ flow: $(BIN)/snakemake
 # every run, and the findings table with its T.* rows (docs/known-answers.md). numpy only: every
 # job is the warm light server's.
 theory: $(BIN)/snakemake
-	OMP_WAIT_POLICY=PASSIVE $(WARM) $(BIN)/snakemake --cores $(CORES) --configfile experiments/theory.yaml theory
+	OMP_WAIT_POLICY=PASSIVE $(WARM) $(BIN)/snakemake --cores $(CORES) --configfile experiments/theory.yaml -- theory
 	$(BIN)/snakemake --cores 1 findings
 	grep -E "^\| (claim|T\.)" results/tables/findings.md
 

@@ -22,7 +22,8 @@ WITH_SCIENCE = experiments.load(REPO / "config.yaml", REPO / "experiments/scienc
 
 MISTAKES = {
     "unknown top-level key": (setting("seeds", 1), ["'seeds' was unexpected"]),
-    "unknown key in a run": (setting("runs.accumulate-greedy.selction", "greedy"), ["runs.accumulate-greedy.selction: unknown key"]),
+    "unknown key in a run": (setting("runs.accumulate-greedy.selction", "greedy"),
+                             ["runs.accumulate-greedy.selction: unknown key"]),
     "wrong type": (setting("datasets.digits.size", "many"), ["['datasets']['digits']['size']", "'many'"]),
     "wrong type, nested": (setting("datasets.digits.train.lr", "fast"), ["['datasets']['digits']['train']['lr']"]),
     "unknown dataset in targets": (setting("targets.datasets", ["digits", "nope"]),
@@ -218,7 +219,8 @@ def test_every_default_a_comment_quotes_is_the_codes(file):
     assert said == len(quoted) + text.count('quoted as "default: X"'), (file, quoted)
     for path, default, number in quoted:
         want = code_default(path, experiments.load(REPO / "config.yaml", file))
-        assert _same(default, want, path[-1]), f"{file.name}:{number}: {'.'.join(path)} quotes default {default}, the code's is {want!r}"
+        where = f"{file.name}:{number}: {'.'.join(path)}"
+        assert _same(default, want, path[-1]), f"{where} quotes default {default}, the code's is {want!r}"
 
 
 def test_the_schemas_descriptions_quote_the_codes_defaults():
@@ -238,7 +240,7 @@ def test_the_schemas_descriptions_quote_the_codes_defaults():
     assert found and all(path[-1] in expect for path, _ in found), found
     for path, quoted in found:
         want = expect[path[-1]]
-        assert quoted in (want, f"the dataset's") or quoted.startswith(str(want)), (path, quoted)
+        assert quoted in (want, "the dataset's") or quoted.startswith(str(want)), (path, quoted)
     assert config.Run.__dataclass_fields__["samples"].default == config.samples_factor("1N", "", [])
     assert config.Dataset.__dataclass_fields__["select_features"].default is None  # None: the dataset's features
     assert config.Dataset.__dataclass_fields__["generator_choice"].default is None  # None: the family model implies

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ouroboros import costs, models
+from ouroboros import costs, experiments, models
 from ouroboros.errors import OuroborosError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -150,7 +150,8 @@ def test_job_work_of_the_shipped_cifar_config():
         assert costs.job_work(rule, wildcards, RAW) is None
     digits = costs.job_work("train", {"dataset": "digits", "branch": "real", "iter": "01"}, RAW)
     assert digits.flops == pytest.approx(750 * 64 * 3 * costs.forward_flops("micro8"))
-    assert costs.job_work("train", {"dataset": "theory-gaussian", "branch": "real", "iter": "01"}, RAW).kind == "cpu"
+    theory = experiments.load(ROOT / "config.yaml", ROOT / "experiments/theory.yaml")
+    assert costs.job_work("train", {"dataset": "theory-gaussian", "branch": "real", "iter": "01"}, theory).kind == "cpu"
     assert costs.job_work("classifier", {"dataset": "digits"}, RAW).kind == "cpu"
 
 

@@ -7,9 +7,14 @@ import numpy as np
 import pytest
 import yaml
 
+from ouroboros import experiments
+
 from cli import REPO, make_workdir, snakemake, tiny_config
 
 SHIPPED = yaml.safe_load((REPO / "config.yaml").read_text())
+FILES = experiments.files()  # the project's own experiments, passed with --configfile
+EVERYTHING = experiments.load(REPO / "config.yaml", *FILES)
+PASS_ALL = ("--configfile", *map(str, FILES))
 
 
 def jobs(proc) -> dict[str, int]:
@@ -28,11 +33,13 @@ def plan(groups):
 
 @pytest.mark.cli
 def test_every_figure_is_a_target_and_the_figures_plan_their_runs_once(tmp_path):
-    """One dry run of all the paper's figures: each name is a target, and runs shared between
-    figures (and iteration 1 shared between runs) are planned once."""
-    names = sorted(SHIPPED["experiments"])
-    counts = jobs(snakemake(make_workdir(tmp_path, SHIPPED), "-n", *names))
-    want = plan([g for name in names for g in SHIPPED["experiments"][name]])
+    """One dry run of all the paper's figures and the project's experiments (every experiments/*.yaml
+    passed): each name is a target, and runs shared between them (and iteration 1 shared between runs)
+    are planned once."""
+    names = sorted(EVERYTHING["experiments"])
+    assert set(SHIPPED["experiments"]) < set(names)
+    counts = jobs(snakemake(make_workdir(tmp_path, SHIPPED), "-n", *PASS_ALL, "--", *names))
+    want = plan([g for name in names for g in EVERYTHING["experiments"][name]])
     assert {k: counts[k] for k in want} == want
     assert want["train"] > 200  # the whole paper, not a stub
 
@@ -40,9 +47,18 @@ def test_every_figure_is_a_target_and_the_figures_plan_their_runs_once(tmp_path)
 @pytest.mark.cli
 @pytest.mark.parametrize("name", ["fig03", "science"])
 def test_one_figure_plans_only_its_own_runs(name, tmp_path):
-    counts = jobs(snakemake(make_workdir(tmp_path, SHIPPED), "-n", name))
-    want = plan(SHIPPED["experiments"][name])
+    extra = () if name in SHIPPED["experiments"] else ("--configfile", str(REPO / "experiments/science.yaml"))
+    counts = jobs(snakemake(make_workdir(tmp_path, SHIPPED), "-n", *extra, "--", name))
+    want = plan(EVERYTHING["experiments"][name])
     assert {k: counts[k] for k in want} == want
+
+
+@pytest.mark.cli
+def test_a_project_experiment_without_its_file_says_which_file_to_pass(tmp_path):
+    proc = snakemake(make_workdir(tmp_path, SHIPPED), "-n", "theory", check=False)
+    assert proc.returncode != 0
+    out = proc.stdout + proc.stderr
+    assert "theory is an experiment of" in out and "--configfile" in out and "theory.yaml -- theory" in out, out[-2000:]
 
 
 @pytest.mark.cli

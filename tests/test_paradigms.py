@@ -83,7 +83,7 @@ def test_the_plugin_method_ran_from_config_alone(done):
 
 def test_the_shipped_config_plans_every_option(tmp_path):
     shutil.copy(REPO / "config.yaml", tmp_path / "config.yaml")
-    out = snakemake(tmp_path, "-n", "beyond").stdout
+    out = snakemake(tmp_path, "-n", "--configfile", str(REPO / "experiments/beyond.yaml"), "--", "beyond").stdout
     for rule in ("fresh", "select", "train"):
         assert f"\nrule {rule}:" in out or f"\n{rule} " in out, rule
     for run in ("accumulate-equal", "replace-fresh", "replace-finetune", "greedy-pixels", "knn-entropy"):

@@ -8,9 +8,8 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-import yaml
 
-from ouroboros import closed_form, data, paths, select, simulate, theory
+from ouroboros import closed_form, data, experiments, paths, select, simulate, theory
 
 from cli import REPO, make_workdir, snakemake
 
@@ -75,7 +74,7 @@ def test_the_theory_experiment_runs_and_its_rows_hold(tmp_path):
     """The shipped `theory` experiment, shrunk to 2 replicates (the fewest that form an interval)
     and 3 iterations (the recursion over two generations): every T row is there, and none fails
     (a failing one is a bug in the loop, the derivation or the estimator)."""
-    cfg = yaml.safe_load((REPO / "config.yaml").read_text())
+    cfg = experiments.load(REPO / "config.yaml", REPO / "experiments/theory.yaml")  # as `make theory` passes it
     for group in cfg["experiments"]["theory"]:
         group.update(replicates=2, iterations=3)
     work = make_workdir(tmp_path, cfg)

@@ -73,7 +73,7 @@ def experiment_file_needed(name):
     def fail(wildcards):
         file = EXPERIMENT_FILES[name]
         file = file.relative_to(Path.cwd()) if file.is_relative_to(Path.cwd()) else file
-        raise OuroborosError(f"{name} is an experiment of {file}; pass it: snakemake --configfile {file} {name}")
+        raise OuroborosError(f"{name} is an experiment of {file}; pass it: snakemake --configfile {file} -- {name}")
 
     return fail
 
