@@ -219,7 +219,7 @@ MISTAKES = {
     "unknown dataset in a target path": (None, ["results/nope/greedy/iter02/fid.json"], ["unknown dataset 'nope'"]),
     "unknown iteration in a target path": (None, [f"{RUN}/iter00/fid.json"], ["iter00 does not exist"]),
     "threshold without tau0": (setting("datasets.digits.tau0", None), ["results/digits/threshold/iter02/fid.json"],
-                               ["runs.threshold.tau0", "datasets.digits.tau0"]),
+                               ["runs.accumulate-threshold.tau0", "datasets.digits.tau0"]),
 }
 
 

@@ -64,6 +64,19 @@ def test_results_of_the_previous_release_are_not_replanned(tmp_path):
         os.utime(path)
     plan = run(new / "Snakefile", workdir, "-n")
     assert "Nothing to be done" in plan, plan[-3000:]
+    # the same config in this release's words: greedy renamed accumulate-greedy (its results directory
+    # kept), samples as multiples of N; the same results, nothing replanned (its experiments still name
+    # greedy: the old name, read with a note)
+    renamed = dict(cfg, runs={("accumulate-greedy" if k == "greedy" else k): dict(v) for k, v in cfg["runs"].items()})
+    renamed["runs"]["accumulate-greedy"]["directory"] = "greedy"
+    for spec in renamed["runs"].values():
+        if isinstance(spec.get("samples"), int):
+            spec["samples"] = f"{spec['samples']}N"
+    renamed["targets"] = dict(cfg["targets"], runs=["accumulate-greedy"])
+    make_workdir(workdir, renamed)
+    os.utime(workdir / "config.yaml", (0, 0))  # not newer than the results (an edit is no rerun trigger anyway)
+    plan = run(new / "Snakefile", workdir, "-n")
+    assert "Nothing to be done" in plan and "names greedy, the old name of runs.accumulate-greedy" in plan, plan[-3000:]
     # and what the previous release trained still samples with this one
     proc = subprocess.run([sys.executable, "-c", (
         "import sys; sys.path.insert(0, sys.argv[1]); from ouroboros import generators; "
