@@ -18,8 +18,11 @@ rows are its primary family and Holm's correction runs within that family only; 
 of the experiment is ``secondary`` (exploratory, unadjusted, never changing a primary verdict).
 Adding another experiment's results, or a target of one's own on the same datasets, never changes
 an experiment's verdicts. Rows of data no experiment holds (a user's own targets) are secondary
-only. Called without a config (``findings(tidy)``, the library on a table of one's own), the whole
-table is one ad-hoc family whose primary rows are each claim's row per scope.
+only. With a config, the project's own experiments (experiments/*.yaml: science, theory, beyond, ...)
+count too, whether or not their file was passed (ouroboros.experiments.for_findings), and runs are
+named by their results directories, as metrics.json names them. Called without a config
+(``findings(tidy)``, the library on a table of one's own), the whole table is one ad-hoc family
+whose primary rows are each claim's row per scope.
 
 Within a family each primary row with a test carries two hypotheses: statistic = null (its
 rejection, on the claimed side, is ``holds``; on the other side ``fails``), and |statistic − null| ≥
