@@ -78,3 +78,15 @@ def test_reference_stage_holds_every_image_of_the_source(tmp_path):
     data.reference_stage("digits", None, dataset="digits", images_out=str(out))
     images = np.load(out)
     assert images.shape == (1797, 8, 8, 1) and images.dtype == np.uint8
+
+
+@pytest.mark.cli
+def test_a_renamed_run_plans_under_its_old_directory_and_its_new_name_is_no_path(tmp_path):
+    """accumulate-greedy's results are results/{dataset}/greedy/ (the path they had as `greedy`);
+    results/digits/accumulate-greedy/… would be a second copy of the same run, so it is refused."""
+    work = make_workdir(tmp_path, tiny_config(["accumulate-greedy"], 2))
+    plan = snakemake(work, "-n")
+    assert "results/digits/greedy/iter02/fid.json" in plan.stdout and "accumulate-greedy/" not in plan.stdout
+    wrong = snakemake(work, "-n", "results/digits/accumulate-greedy/iter02/fid.json", check=False)
+    assert wrong.returncode != 0
+    assert "runs.accumulate-greedy writes results/{dataset}/greedy/" in wrong.stdout + wrong.stderr
