@@ -104,8 +104,15 @@ def test_every_shipped_experiment_lives_in_one_file_and_the_paper_ones_in_config
     assert set(SHIPPED["primary"]) == {"demo"}
 
 
-OLD_NAMES = {"greedy": "accumulate-greedy", "threshold": "accumulate-threshold",
+OLD_NAMES = {"greedy": "accumulate-greedy", "threshold": "accumulate-threshold", "greedy-pixels": "accumulate-greedy-pixels",
+             "knn-entropy": "accumulate-knn-entropy",
              **{f"threshold-0.{d}": f"accumulate-threshold-0.{d}" for d in ("60", "70", "90", "95")}}
+
+
+def test_every_shipped_run_is_named_by_its_paradigm_first_and_the_renamed_keep_their_directories():
+    runs = check(copy.deepcopy(SHIPPED), SCHEMA).runs
+    assert all(name.startswith(run.paradigm) for name, run in runs.items()), sorted(runs)
+    assert {run.directory: name for name, run in runs.items() if run.directory != name} == OLD_NAMES
 
 
 @pytest.mark.parametrize("old", OLD_NAMES)

@@ -94,4 +94,5 @@ def test_the_shipped_config_plans_every_option(tmp_path):
     # knn_entropy on the 32,768 set: its pool × N matrix cannot fit, and the plan says so
     bad = snakemake(tmp_path, "-n", "results/cifar/knn-entropy/iter02/fid.json", check=False)
     assert bad.returncode != 0
-    assert "runs.knn-entropy on datasets.cifar, iter02: knn_entropy keeps a pool × N distance matrix" in bad.stdout + bad.stderr
+    why = "runs.accumulate-knn-entropy on datasets.cifar, iter02: knn_entropy keeps a pool × N distance matrix"
+    assert why in bad.stdout + bad.stderr
