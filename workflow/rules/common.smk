@@ -262,7 +262,9 @@ def select_input(wildcards):
     if method.fits is not None:  # e.g. knn_entropy's distance matrix: fail now, not after the GPU work before it
         why = method.fits(paths.pool_size(CFG, wildcards.dataset, wildcards.run, _n(wildcards)), dataset_params(wildcards).size)
         if why:
-            raise OuroborosError(f"config.yaml: runs.{CFG.run(name).name} on datasets.{wildcards.dataset}, iter{wildcards.iter}: {why}")
+            raise OuroborosError(
+                f"config.yaml: runs.{CFG.run(name).name} on datasets.{wildcards.dataset}, iter{wildcards.iter}: {why}"
+            )
     extractor = select_features(wildcards)
     files = [f for _, f in pool_sources(wildcards)]
     out = {"images": files, "features": [paths.features_of(f, extractor) for f in files]}
