@@ -160,6 +160,10 @@ class Run:
     # that its results keep their paths (and that old name still names the run: ``Config.run``)
     directory: str = ""
 
+    def __post_init__(self) -> None:
+        if not self.directory:
+            object.__setattr__(self, "directory", self.name)
+
     @property
     def tau0(self) -> Tau0 | None:
         return self.params.get("tau0")
@@ -448,7 +452,6 @@ def _run(name: str, r: dict[str, Any], notes: list[str]) -> Run:
     """One run entry: the run keys, and the rest checked as the selection method's parameters."""
     where = f"runs.{name}"
     r["samples"] = samples_factor(r.get("samples", "1N"), f"config.yaml: {where}.samples", notes)
-    r.setdefault("directory", name)
     try:
         selector = selectors.get(r["selection"])
     except OuroborosError as exc:
