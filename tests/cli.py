@@ -14,7 +14,8 @@ REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
 # every paradigm and selection method once: replace with all of N or 2N, threshold decay on a 2N
 # replace pool, accumulate with random and greedy (replace-greedy and accumulate-threshold add no
-# rule, paradigm or method: the conditional loop and the unit tests cover those combinations)
+# rule, paradigm or method: the conditional loop and the unit tests cover those combinations).
+# greedy is accumulate-greedy's old name and results directory: these runs also read the old name
 RUNS = ["replace", "replace-2n", "replace-threshold", "accumulate", "greedy"]
 ITERATIONS = 2  # iteration 2 already runs every stage of every paradigm (select, pools of G_1 and of real ∪ G_1)
 N = 32  # |D_n| of the tiny config

@@ -16,7 +16,7 @@ from cli import REPO, N, make_workdir, numpy_config, snakemake
 
 pytestmark = pytest.mark.cli
 
-RUNS = ["accumulate-equal", "replace-fresh", "knn-entropy"]  # as shipped in config.yaml
+RUNS = ["accumulate-equal", "replace-fresh", "knn-entropy"]  # as shipped (knn-entropy: accumulate-knn-entropy's old name)
 # iteration 2 runs every new path (the rule fresh, equal quotas, fine-tuning, the plug-in); later
 # iterations only repeat it: three-source quotas and consecutive fresh rows are unit-tested
 # (tests/test_selectors.py), and each CLI iteration costs the suite a minute of CPU
