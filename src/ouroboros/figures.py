@@ -494,5 +494,13 @@ def _save(fig, stem: Path) -> list[Path]:
     return paths
 
 
+def run(args) -> int:
+    """``ouroboros figures`` and ``python -m ouroboros.figures`` (their parser: ouroboros.cli.figures_arguments)."""
+    build(args.results, args.out)
+    return 0
+
+
 if __name__ == "__main__":
-    build(sys.argv[1] if len(sys.argv) > 1 else "results")
+    from ouroboros.cli import module_main
+
+    sys.exit(module_main("figures"))
