@@ -276,6 +276,12 @@ def run_report(args: argparse.Namespace) -> int:
     print(f"$ {' '.join(report)} > {log}", flush=True)
     if args.print:
         return 0
+    figures = Path(args.directory) / "results" / "figures"
+    if figures.is_dir() and not (figures / "first_screen.rst").is_file():
+        # figures drawn by an older version, which the figures job keeps (it reruns when results/ change)
+        from ouroboros.figures import write_first_screen
+
+        write_first_screen(figures)
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("w") as out:
         code = subprocess.run(report, stdout=out, stderr=subprocess.STDOUT).returncode
