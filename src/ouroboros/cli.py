@@ -168,6 +168,8 @@ def run_command(args: argparse.Namespace, machine: Machine, slots_per_gpu: int =
     if not _has_option(extra, "--cores", "-c", "--jobs", "-j"):
         cmd += ["--cores", str(args.cores or machine.cores)]
     if not _has_option(extra, "--resources", "--res"):
+        # on a CPU box the cores asked for, not the machine's: "gpu" there counts concurrent model jobs
+        machine = Machine(args.cores or machine.cores, machine.gpus, machine.cuda)
         cmd.append(f"--resources=gpu={args.gpu_slots or gpu_slots(machine, slots_per_gpu)}")
     cmd += extra
     if args.targets:
@@ -438,14 +440,22 @@ def _split(argv: list[str]) -> tuple[list[str], list[str]]:
     return argv, []
 
 
-def main(argv: list[str] | None = None) -> int:
-    own, passed = _split(list(sys.argv[1:] if argv is None else argv))
-    args = parser().parse_args(own)
+def parse(argv: list[str]) -> argparse.Namespace:
+    """The subcommand's arguments, with what follows -- in its snakemake_args (or check_args)."""
+    own, passed = _split(argv)
+    p = parser()
+    args = p.parse_args(own)
     for key in ("snakemake_args", "check_args"):
         if hasattr(args, key):
             setattr(args, key, [*getattr(args, key), *passed])
-    if passed and not hasattr(args, "snakemake_args") and not hasattr(args, "check_args"):
-        parser().error(f"{args.command} takes no arguments after --")
+            return args
+    if passed:
+        p.error(f"{args.command} takes no arguments after --")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(list(sys.argv[1:] if argv is None else argv))
     try:
         return args.run(args)
     except OuroborosError as exc:
