@@ -109,7 +109,9 @@ def this_machine(gpu_count: int | str = "auto") -> Machine:
     from ouroboros import devices
 
     cuda = os.path.exists("/dev/nvidiactl")
-    return Machine(cores=len(os.sched_getaffinity(0)), gpus=tuple(devices.visible_devices(gpu_count)) if cuda else (),
+    # the affinity where the system has one (Linux: a cpuset, taskset or SLURM allocation narrows it)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return Machine(cores=cores, gpus=tuple(devices.visible_devices(gpu_count)) if cuda else (),
                    cuda=cuda)
 
 
