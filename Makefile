@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 # project's torch>=… range then installs nothing more.
 TORCH := torch==2.14.1 torchvision==0.29.1
 
-.PHONY: demo science theory test test-fast lint docs clean wheelhouse
+.PHONY: demo science theory flow test test-fast lint docs clean wheelhouse
 
 $(BIN)/snakemake: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,13 @@ demo: $(BIN)/snakemake
 science: $(BIN)/snakemake
 	$(RUN) science
 	$(BIN)/ouroboros report
+
+# Flow matching against the DDPM under the same loop on the same D_1 (docs/flow.md): replace,
+# accumulate and greedy at N = 48, 3 replicates each, then the findings.
+flow: $(BIN)/snakemake
+	$(RUN) beyond-flow
+	$(RUN) findings
+	grep -E "^\| (claim|[IS5G]+\.)" results/tables/findings.md | head -40
 
 # The loop against closed forms: gaussian and kde generators on Gaussian vectors, replicates of
 # every run, and the findings table with its T.* rows (docs/known-answers.md). numpy only: every

@@ -649,3 +649,46 @@ def test_no_effect_is_two_one_sided_tests_against_the_margin():
     for margin in (iv.high - 1e-9, iv.high + 1e-9):
         p = findings.p_no_effect(stats.t_interval(values).p_value, np.mean(values), 0.0, margin)
         assert (p < 0.05) == (margin > iv.high)
+
+
+# --- another UNet family against the DDPM on the same D_1 -----------------------------------------
+
+def family_pair(copy_gap, replicates=4, iterations=4):
+    """digits-sci (the DDPM) and digits-flow (flow matching, base: digits-sci: the same root, the same N)
+    under replace; the flow's copy share exceeds the DDPM's by ``copy_gap`` plus replicate noise that
+    both datasets of one replicate share (the same D_1), and its GS is lower by the same gap."""
+    rng = np.random.default_rng(3)
+    out = []
+    for rep in range(replicates):
+        shared = 0.05 * rng.normal()  # what one D_1 does to both families
+        for n in range(1, iterations + 1):
+            ddpm = 0.1 * n + shared + 0.005 * rng.normal()
+            flow = ddpm + copy_gap + 0.005 * rng.normal()
+            for dataset, copies, generator in (("digits-sci", ddpm, "ddpm"), ("digits-flow", flow, "flow")):
+                part = rows(dataset, "replace", rep, n, {"copy_share": copies, "generalization_score": 1.5 - copies,
+                                                         "train_entropy": -20 * copies}, family="digits-sci", size=48)
+                out.append([r | {"generator": generator} for r in part])
+    return table(out)
+
+
+@pytest.mark.parametrize(("gap", "want"), [(0.2, "holds"), (-0.2, "fails"), (0.0, "inconclusive")])
+def test_another_family_against_the_ddpm_pairs_replicates_on_their_shared_d1(gap, want):
+    t = family_pair(gap)
+    out = findings.findings(t)
+    row = primary(out, "G.copies_more").iloc[0]
+    assert row.scope.startswith("digits-flow vs digits-sci · replace") and row.dataset == "digits-flow"
+    assert row.verdict == want
+    # the estimate is the mean over replicates of each replicate's mean difference over n = 1…4: iteration 1
+    # counts, since the two datasets train their own iteration 1 on the one D_1
+    wide = t[t.metric == "copy_share"].pivot_table(index=["replicate", "iteration"], columns="dataset", values="value")
+    assert row.estimate == pytest.approx((wide["digits-flow"] - wide["digits-sci"]).groupby("replicate").mean().mean())
+    assert primary(out, "G.gs_lower").iloc[0].verdict == {"holds": "holds", "fails": "fails"}.get(want, want)
+
+
+def test_a_flow_dataset_built_on_a_ddpm_sweep_is_a_family_of_its_own_for_pooled_claims():
+    """III's r and Finding I's slope over N pool one generator: the flow dataset shares the DDPM's root
+    (and D_1) but not its family."""
+    t = family_pair(0.2)
+    out = findings.findings(t)
+    assert set(out[out.claim == "I.copies_rise"].family) == {"digits-sci", "digits-sci · flow"}
+    assert findings.run_list(findings.complete(t))[0].root == "digits-sci"

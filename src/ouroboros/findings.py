@@ -102,6 +102,8 @@ class Run:
     samples: float
     options: str = ""  # the run options beyond the paper's loop ("fresh 0.5, init previous"); "" = none
     vectors: bool = False  # vectors (source: gaussian), not images
+    generator: str = "ddpm"  # the family that trained it (ouroboros.generators): ddpm, flow, gaussian, kde
+    root: str = ""  # the `base:` chain's root: datasets of one root share D_1 (family adds a non-DDPM UNet family)
 
     @property
     def label(self) -> str:
@@ -143,8 +145,25 @@ def complete(tidy: pd.DataFrame) -> pd.DataFrame:
     if "replicate" not in t:
         t["replicate"] = 0
     t["family"] = t["family"].fillna(t["dataset"]) if "family" in t else t["dataset"]
+    t["root"] = t["family"]
+    if "generator" in t:
+        # a size sweep pools one generator: a flow dataset built on a DDPM one (base:) shares its D_1,
+        # and its root, but is a family of its own for III's pooled r and Finding I's slope over N
+        t["generator"] = t["generator"].fillna("ddpm")
+        other = t["generator"].map({g: _other_unet_family(g) for g in t["generator"].unique()})
+        t["family"] = t["family"].where(~other, t["family"] + " · " + t["generator"])
     t["value"] = pd.to_numeric(t["value"], errors="coerce")
     return by_design(t)  # replicates with a D_1 of their own are a dataset apart: no claim mixes designs
+
+
+def _other_unet_family(name: str) -> bool:
+    """A UNet generator other than the DDPM (flow): the families the G.* claims compare with it."""
+    from ouroboros import generators
+
+    try:
+        return name != "ddpm" and generators.get(name).unet
+    except OuroborosError:  # a generator of one's own, not loaded here: compared with nothing
+        return False
 
 
 def _options(row) -> str:
@@ -155,10 +174,13 @@ def _options(row) -> str:
 
 def run_list(t: pd.DataFrame) -> list[Run]:
     """Every (dataset, run) of the table with its settings."""
-    cols = ["family", "dataset", "run", "dataset_size", "paradigm", "selection", "samples_per_iteration", "data_dim"]
-    first = t.assign(**{k: t[k] if k in t else None for k in [*RUN_OPTIONS, "data_dim"]}).drop_duplicates(["dataset", "run"])
+    cols = ["family", "dataset", "run", "dataset_size", "paradigm", "selection", "samples_per_iteration", "data_dim",
+            "generator", "root"]
+    extra = [*RUN_OPTIONS, "data_dim", "generator", "root"]
+    first = t.assign(**{k: t[k] if k in t else None for k in extra}).drop_duplicates(["dataset", "run"])
     return [Run(str(r.family), str(r.dataset), str(r.run), float(r.dataset_size), str(r.paradigm), str(r.selection),
-                float(r.samples_per_iteration), _options(r), bool(pd.notna(r.data_dim)))
+                float(r.samples_per_iteration), _options(r), bool(pd.notna(r.data_dim)),
+                str(r.generator) if pd.notna(r.generator) else "ddpm", str(r.root) if pd.notna(r.root) else str(r.family))
             for r in first.sort_values(["family", "dataset", "run"])[cols + RUN_OPTIONS].itertuples(index=False)]
 
 
@@ -570,8 +592,58 @@ def option_claims(t: pd.DataFrame, all_runs: list[Run]) -> Iterator[dict]:
     yield from _compare(t, pairs, OPTION_VS_PAPER)
 
 
+# ---------------------------------------------------------------------------------------------
+# Beyond the paper: another UNet family (flow matching) against the DDPM, the same run on the same D_1
+
+
+FAMILY_VS_DDPM = [
+    Comparison("G.copies_more", "copy_share", ">", "the share of G_n that copies a training image is higher"),
+    Comparison("G.gs_lower", "generalization_score", "<", "the generalization score is lower"),
+    Comparison("G.entropy_lower", "train_entropy", "<", "the entropy of D_n is lower"),
+]
+
+
+def _across(t: pd.DataFrame, a: Run, b: Run, metric: str) -> pd.DataFrame:
+    """a − b per (feature space, replicate, iteration), iteration 1 included: two datasets do not
+    share their iteration 1, only its training set."""
+    both = _values(t, a, metric).merge(_values(t, b, metric), on=["feature_extractor", "replicate", "iteration"],
+                                       suffixes=("_a", "_b"))
+    return both.assign(value=both.value_a - both.value_b)
+
+
+def family_claims(t: pd.DataFrame, all_runs: list[Run]) -> Iterator[dict]:
+    """The same run of the loop under two generator families that share D_1: a dataset of another
+    UNet family (flow) built on a DDPM dataset with ``base:`` (same root, same N). Replicate r of
+    each trains on the same D_1 in either real-subset design (the root's permutation, drawn with r),
+    so replicates pair by their index; their random streams differ (seeds derive from the dataset's
+    name), as two independent loops on one D_1 should. The primary row is the mean difference over
+    every iteration all replicates reached, a t interval over replicates; a row at each n besides.
+    The sides say the other family collapses faster than the DDPM (the direction the flow pilot
+    showed at N = 48; docs/flow.md); ``fails`` reads the other way."""
+    pairs = [(a, b) for a in all_runs for b in all_runs
+             if a.generator != b.generator and b.generator == "ddpm" and _other_unet_family(a.generator)
+             and a.root == b.root and a.size == b.size and a.name == b.name and a.options == b.options
+             and a.vectors == b.vectors]
+    for a, b in pairs:
+        for c in FAMILY_VS_DDPM:
+            if a.vectors and c.metric in PIXEL_METRICS:
+                continue
+            d = _across(t, a, b, c.metric)
+            if d.empty:
+                continue
+
+            def sentence(when: str, c=c, a=a, b=b) -> str:
+                return (f"Under {a.label}, with {a.generator} ({a.dataset}) {c.says} than with the DDPM ({b.dataset}) "
+                        f"on the same D_1, {when}.")
+
+            yield from _per_iteration(
+                c.claim, d, c.side, f"{a.dataset} vs {b.dataset} · {a.name}", sentence,
+                f"mean difference of {c.metric} ({a.generator} − ddpm)", "paired by replicate (the same D_1)",
+                family=a.root, dataset=a.dataset, runs=a.name)
+
+
 CLAIMS = [trend_claims, size_claims, correlation_claims, selection_claims, real_share_claims, two_n_claims,
-          option_claims]
+          option_claims, family_claims]
 
 
 def _one_sided(test: Callable[[float], float], estimate: float, x: float, greater: bool) -> float:
