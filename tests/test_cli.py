@@ -144,6 +144,22 @@ def test_the_headline_is_each_runs_last_iteration_averaged_over_replicates():
     assert head.loc["replace", "entropy of D_n"] == -3
 
 
+
+def test_the_ending_stays_short_for_many_runs_and_claims(tmp_path):
+    tables = tmp_path / "results" / "tables"
+    tables.mkdir(parents=True)
+    pd.DataFrame([("digits", f"run{i:02d}", 0, 1, "generalization_score", 0.5) for i in range(40)],
+                 columns=["dataset", "run", "replicate", "iteration", "metric", "value"]).to_csv(
+        tables / "metrics.tsv", sep="\t", index=False)
+    pd.DataFrame({"experiment": "science", "role": "primary", "verdict": "holds", "claim": [f"C{i}" for i in range(30)],
+                  "scope": "digits", "estimate": 1.0, "ci_low": 0.5, "ci_high": 1.5}).to_csv(
+        tables / "findings.tsv", sep="\t", index=False)
+    text = ending.text(tmp_path, tmp_path / "report.html")
+    assert len(text.splitlines()) <= ending.MAX_LINES, text
+    assert "25 more runs: summary.tsv" in text and "more lines: findings.md" in text
+    assert "  holds: C0, digits: 1 [0.5, 1.5]" in text and "More replicates narrow the intervals" in text
+
+
 def test_the_makefiles_demo_runs_then_reports_through_the_command_line():
     text = (REPO / "Makefile").read_text()
     recipe = re.search(r"(?m)^demo:.*\n((?:\t.*\n)+)", text)[1].split("\n")

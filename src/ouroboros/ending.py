@@ -22,6 +22,7 @@ import pandas as pd
 # (metric, column): the collapse at a glance. The copy share rises, GS and the entropy of D_n fall.
 HEADLINE = [("copy_share", "copy share"), ("generalization_score", "GS"), ("train_entropy", "entropy of D_n")]
 MAX_FINDINGS = 12  # primary rows shown; the rest are in findings.md, which the ending names
+MAX_RUNS = 15  # headline rows shown (the science experiment has dozens of dataset × run); the rest: summary.tsv
 MAX_LINES = 40  # the ending's length at most (tests/test_cli.py holds it to this)
 
 
@@ -94,8 +95,9 @@ def text(workdir: Path, report: Path, log: Path | None = None) -> str:
     if metrics.is_file():
         head = headline(pd.read_csv(metrics, sep="\t"))
         if not head.empty:
-            lines += ["", "at the last iteration of each run (mean over replicates):",
-                      *aligned(head)]
+            lines += ["", "at the last iteration of each run (mean over replicates):", *aligned(head.head(MAX_RUNS))]
+            if len(head) > MAX_RUNS:
+                lines.append(f"... and {len(head) - MAX_RUNS} more runs: summary.tsv")
     findings = tables / "findings.tsv"
     if findings.is_file():
         lines += ["", *findings_lines(pd.read_csv(findings, sep="\t"))]
