@@ -20,18 +20,29 @@ and only single-threaded ones: the servers load their BLAS and OpenMP libraries 
 
 Processes:
 - the client is the job's own process, started by Snakemake. It hands over its stdio, waits, and
-  exits with the worker's status; a signal it receives goes on to the worker. A served snakemake
+  exits with the worker's status; a signal it receives goes on to the worker, and it goes on
+  waiting: a SIGTERM'd training writes its checkpoint and stops as a cold one does. A served snakemake
   starts its Python script jobs with a launcher in place of its Python (``_write_launcher``): a
   client that hands Snakemake's script file to the light server before it imports anything (a
   job's own Python spent 0.1 CPU-s importing Snakemake for the file's preamble). The light worker
   then reads the job, and hands a model job on to the model server in its turn, or, for a job of
   several threads, becomes a fresh Python (exec) that runs it cold.
 - the server (this wrapper) forks a manager per client and exits with snakemake's status when
-  snakemake is done; if the wrapper is killed, snakemake gets SIGTERM. The light server ends when
-  snakemake has.
+  snakemake is done. The light server ends when snakemake has.
 - the manager forks the worker, tells the client its pid, and waits for it. If the client dies
-  (a job killed by Snakemake or by hand), it kills the worker at once, so nothing of a killed job
-  keeps writing.
+  (SIGKILLed by Snakemake or by hand: it dies of nothing else), it kills the worker at once, so
+  nothing of a killed job keeps writing. It ignores SIGTERM, which is for the job (a scheduler's
+  SIGTERM to the whole tree must not take the worker down with its manager before the checkpoint).
+
+If the wrapper dies (SIGKILL, a lost login), snakemake gets SIGTERM and stops starting jobs, and
+every manager, watching the server's life line (_LIFE), passes SIGTERM on to its worker at once: a
+training finishes the step and any checkpoint write under way, checkpoints and exits, any other job
+ends there and then. The tree is gone within that time (well under a second at the tests' scale,
+one training step and one checkpoint write at any scale), and a worker still running GRACE seconds
+after its SIGTERM is SIGKILLed. Each job's process holds the directory's jobs lock while it runs
+and removes the temporaries an earlier attempt left beside its outputs (start): a new run in the
+directory waits for an old run's jobs, or refuses naming them (ouroboros.locks), and finds no
+half-written files of theirs.
 
 Every process descends from the wrapper and stays in its process group, so killing the group kills
 them all and their CPU time is counted as the wrapper's children's. A job that finds no server (the
