@@ -195,7 +195,7 @@ def test_a_sigterm_during_a_checkpoint_write_finishes_it_checkpoints_and_stops(d
     from ouroboros import checkpoint
 
     images, _ = digits
-    cfg = TrainConfig(steps=6, batch_size=16, lr=1e-3, warmup_steps=2, weight_decay=0.0)
+    cfg = TrainConfig(steps=3, batch_size=16, lr=1e-3, warmup_steps=1, weight_decay=0.0)
     train.train(images, "tiny8", cfg, seed=5, out_dir=tmp_path / "whole", progress=False)
     work = tmp_path / "cut"
     work.mkdir()

@@ -66,7 +66,7 @@ def processes_in(work: Path) -> list[int]:
     return found
 
 
-def wait(condition, limit: float, what: str, proc: subprocess.Popen | None = None) -> None:
+def wait(condition, limit: float, what: str) -> None:
     deadline = time.monotonic() + limit
     while not condition():
         if time.monotonic() > deadline:
@@ -334,7 +334,7 @@ def test_the_warm_tree_killed_at_random_resumes_to_the_cold_runs_files(tmp_path)
     # every atomic write takes 0.2 s more (ouroboros.runtime.pause_point): half of the kills land mid-write
     slow_writes = {"OUROBOROS_PAUSE": "write", "OUROBOROS_PAUSE_SECONDS": "0.2"}
     made: list[str] = []
-    rounds = 0
+    rounds = during_writes = 0
     while plan:  # a run, killed at random moments (several times while it goes on), then the same command again
         proc = start(work, env=slow_writes, shared=False)
         kills = len(made)
@@ -353,6 +353,7 @@ def test_the_warm_tree_killed_at_random_resumes_to_the_cold_runs_files(tmp_path)
                         mine = [p for p in candidates if p in writing or set(writing) & set(_children(p))]
                         os.kill(rng.choice(mine or candidates), signal.SIGKILL)
                         made.append(plan.pop(0))
+                        during_writes += bool(writing)
                         mid_write = rng.random() < 0.5
                 time.sleep(0.02)
             proc.wait(timeout=300)
@@ -365,7 +366,7 @@ def test_the_warm_tree_killed_at_random_resumes_to_the_cold_runs_files(tmp_path)
         print(f"a run killed {made[kills:]} exited {proc.returncode}; its tree ended {time.monotonic() - ended:.1f} s later")
         if len(made) == kills and proc.returncode == 0:  # done before a kill: the loop's runs start over
             rounds += 1
-            assert rounds < 5, f"the runs kept ending before a {plan[0]} could be killed (seed {seed})"
+            assert rounds < 5, f"five runs ended before a {plan[0]} could be killed (seed {seed})"
             shutil.rmtree(work / "results/digits/greedy")
     assert snakemake(work, shared=False, env=slow_writes).returncode == 0  # the last resume: every file
     got = _results(work)
@@ -373,5 +374,5 @@ def test_the_warm_tree_killed_at_random_resumes_to_the_cold_runs_files(tmp_path)
     assert [f for f in want if got[f] != want[f]] == [], seed
     assert temporaries(work) == [] and processes_in(work) == []
     assert sorted(set(made)) == sorted(KINDS)
-    print(f"kills made: {len(made)} ({', '.join(made)}); files compared: {len(want)}; "
+    print(f"kills made: {len(made)} ({', '.join(made)}; {during_writes} while a job wrote); files compared: {len(want)}; "
           f"temporaries left: {len(temporaries(work))}; processes left: {len(processes_in(work))}; seed {seed}")
