@@ -123,15 +123,21 @@ def assert_checkpointed(work: Path) -> int:
 
 
 # --- 1. pre-emption honoured warm ----------------------------------------------------------------
-def test_a_warm_training_given_sigterm_finishes_its_checkpoint_and_stops(reference, tmp_path):
-    """SIGTERM reaches the training job while its checkpoint is half written (paused there): the
-    client passes it on to its worker and waits, the write is finished, the job checkpoints its
-    state, exits, and the next run resumes to the uninterrupted run's weights."""
+@pytest.mark.parametrize("whom", ["job", "tree"])
+def test_a_warm_training_given_sigterm_finishes_its_checkpoint_and_stops(reference, tmp_path, whom):
+    """SIGTERM reaches the training job while its checkpoint is half written (paused there): sent to
+    the job's process (as Snakemake or a user would; the test session's server), whose client passes
+    it on to its worker and waits, or to the whole warm tree (as a scheduler pre-empting the run
+    would; the wrapper's own servers), whose managers must live on: the write is finished, the job
+    checkpoints its state, exits, and the next run resumes to the uninterrupted run's weights."""
     work = make_workdir(tmp_path / "work", ddpm_config())
-    proc = start(work, TARGET, env=pause_env(work, "checkpoint"))
+    proc = start(work, TARGET, env=pause_env(work, "checkpoint"), shared=whom == "job")
     try:
         wait(lambda: (work / "paused").exists() or proc.poll() is not None, 300, "the checkpoint's write paused")
-        os.kill(job_process(work, "train"), signal.SIGTERM)
+        if whom == "job":
+            os.kill(job_process(work, "train"), signal.SIGTERM)
+        else:
+            os.killpg(proc.pid, signal.SIGTERM)
         log = work / TRAIN_LOG
         wait(lambda: "pre-emption (signal 15) received" in log.read_text() or proc.poll() is not None, 60,
              "the worker got the SIGTERM")

@@ -105,8 +105,8 @@ def pause_point(stage: str) -> None:
     its log and sleep here (OUROBOROS_PAUSE_SECONDS, default an hour), after it has started
     writing, so a test can SIGKILL (or SLURM requeue) it at exactly this point
     (OUROBOROS_PAUSE_ONCE: only the first job pauses; the restarted one runs through).
-    OUROBOROS_PAUSE_UNTIL=<path> ends the pause as soon as <path> exists; a pre-emption (SIGTERM,
-    ``preemptible``) received meanwhile is announced in the log, so a test knows it arrived."""
+    OUROBOROS_PAUSE_UNTIL=<path> ends the pause as soon as <path> exists, and so does a pre-emption
+    (SIGTERM, ``preemptible``), announced in the log so that a test knows it arrived."""
     if _armed("PAUSE", stage):
         import sys
         import time
@@ -114,11 +114,10 @@ def pause_point(stage: str) -> None:
         print(f"paused in {stage} (OUROBOROS_PAUSE={stage})", file=sys.stderr, flush=True)
         until = os.environ.get("OUROBOROS_PAUSE_UNTIL")
         deadline = time.monotonic() + float(os.environ.get("OUROBOROS_PAUSE_SECONDS", 3600))
-        told = False
         while time.monotonic() < deadline and not (until and os.path.exists(until)):
-            if _PREEMPTED and not told:
+            if _PREEMPTED:  # the stage stops at its next safe point, as it would have without the pause
                 print(f"pre-emption (signal {_PREEMPTED[0]}) received while paused in {stage}", file=sys.stderr, flush=True)
-                told = True
+                break
             time.sleep(0.05)
 
 

@@ -245,6 +245,10 @@ def train(
                 flush()
                 checkpoint.save(checkpoint_dir, unet, opt, step + 1, fp, "".join(stats_lines), ema=ema, scaler=scaler)
                 last_checkpoint, saved = time.time(), True
+            if step == total // 2:
+                flush()
+                fault_point("train")
+                pause_point("train")  # the requeue test pre-empts the job here, its checkpoint on disk
             if preempted() and step + 1 < total:  # SIGTERM: checkpoint and stop (after the last step: finish)
                 flush()
                 if checkpoint_dir and not saved:
@@ -252,10 +256,6 @@ def train(
                 where = f"checkpoint written to {checkpoint_dir}; run again to resume" if checkpoint_dir else "no checkpoint"
                 print(f"{label}: pre-empted (SIGTERM) after step {step + 1} of {total}: {where}", flush=True)
                 raise SystemExit(PREEMPTED)
-            if step == total // 2:
-                flush()
-                fault_point("train")
-                pause_point("train")  # the requeue test pre-empts the job here, its checkpoint on disk
         flush()
 
     if ema is not None:  # the saved model is the average, as in diffusers' example
