@@ -1,8 +1,10 @@
 """Files in and out: atomic writes, and loads that check what they read.
 
 Every write goes to a temporary file in the same directory and is renamed into place, so a
-killed job never leaves a half-written file under the final name. Every load refuses pickles
-(``allow_pickle=False``) and names the file in its error.
+killed job never leaves a half-written file under the final name; the temporary it leaves instead
+is removed by the job's next attempt (``remove_temporaries``, called for every output as a job
+starts: ouroboros.warm.start). Every load refuses pickles (``allow_pickle=False``) and names the
+file in its error.
 """
 
 from __future__ import annotations
