@@ -1023,13 +1023,6 @@ def run(args) -> int:
     return 0
 
 
-def main(argv: list[str]) -> int:
-    """``python -m ouroboros.findings [results/] [config.yaml]``, as a call."""
-    from ouroboros.cli import module_parser
-
-    return run(module_parser("findings").parse_args(argv))
-
-
 if __name__ == "__main__":
     from ouroboros.cli import module_main
 

@@ -30,6 +30,14 @@ def configure(threads: int = 1) -> None:
 
 
 HEAVY = ("torch", "diffusers", "transformers")  # seconds to import each
+# set inside a warm worker (ouroboros.warm): its libraries were imported before the job began. Here,
+# not in warm, so that the job's runtime asks without importing the warm start (warm imports runtime)
+WARM_WORKER = "OUROBOROS_WARM_WORKER"
+
+
+def preloaded() -> bool:
+    """Whether this process is a warm worker (its libraries were imported before the job began)."""
+    return bool(os.environ.get(WARM_WORKER))
 
 
 class logged:
@@ -79,8 +87,6 @@ class logged:
             traceback.print_exception(kind, value, tb, file=self._file)
         # what the job paid seconds to import: stages that run no model should name none of these
         loaded = [m for m in HEAVY if m in sys.modules]
-        from ouroboros.warm import preloaded
-
         warm = " (a warm worker: imported before the job began)" if preloaded() else ""
         print(f"libraries loaded: {', '.join(loaded) if loaded else 'none of ' + ', '.join(HEAVY)}{warm}", file=self._file)
         sys.stdout, sys.stderr = self._saved

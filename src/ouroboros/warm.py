@@ -68,8 +68,10 @@ import socket
 import struct
 import sys
 
+from ouroboros.runtime import WARM_WORKER  # runtime never imports warm: no import circle
+
 ENV = "OUROBOROS_WARM"  # the server's token, set by `python -m ouroboros.warm` for the command it runs
-WORKER = "OUROBOROS_WARM_WORKER"  # set inside a worker: the script runs here, it does not hand over again
+WORKER = WARM_WORKER  # set inside a worker: the script runs here, it does not hand over again
 LAUNCHED = "launched"  # WORKER in a worker that a launcher asked for: its job has not yet chosen a server
 _LAUNCHER: list[str] = []  # this server's launcher (_write_launcher), for the snakemakes it forks
 # the libraries a model job imports, in the order a job imports them
@@ -128,11 +130,6 @@ def _cuda_machine() -> bool:
 def offered() -> bool:
     """Whether this process may hand its job over: under the wrapper, and not already a worker."""
     return bool(os.environ.get(ENV)) and not os.environ.get(WORKER)
-
-
-def preloaded() -> bool:
-    """Whether this process is a warm worker (its libraries were imported before the job began)."""
-    return bool(os.environ.get(WORKER))
 
 
 def start(snakemake, *, heavy: bool | None = None) -> None:
