@@ -20,6 +20,7 @@ import yaml
 
 from ouroboros import __version__, ending
 from ouroboros import cli as command_line
+from ouroboros.errors import OuroborosError
 
 from cli import LOCAL_ENV, REPO, make_workdir, numpy_config, warm_server
 
@@ -89,6 +90,16 @@ def test_run_on_a_gpu_box_is_cold_with_a_slot_per_device_and_slot(monkeypatch):
     cmd = command_line.run_command(parse("run"), GPU, slots_per_gpu=2)
     assert Path(cmd[0]).name == "snakemake" and "ouroboros.warm" not in cmd
     assert cmd[1:] == ["--cores", "16", "--resources=gpu=8"]
+
+
+def test_progress_draws_the_run_with_the_rich_logger_or_says_how_to_install_it(monkeypatch):
+    monkeypatch.chdir(REPO)
+    monkeypatch.setattr(command_line, "_has_rich_logger", lambda: True)
+    cmd = command_line.run_command(parse("run", "--progress", "fig03"), CPU)
+    assert cmd[4:] == ["--cores", "8", "--resources=gpu=8", "--logger", "rich", "--", "fig03"]
+    monkeypatch.setattr(command_line, "_has_rich_logger", lambda: False)
+    with pytest.raises(OuroborosError, match=r"pip install -e '\.\[watch\]'"):
+        command_line.run_command(parse("run", "--progress"), CPU)
 
 
 def test_the_users_cores_and_resources_win(monkeypatch):

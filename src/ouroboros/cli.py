@@ -173,12 +173,24 @@ def run_command(args: argparse.Namespace, machine: Machine, slots_per_gpu: int =
         # on a CPU box the cores asked for, not the machine's: "gpu" there counts concurrent model jobs
         machine = Machine(args.cores or machine.cores, machine.gpus, machine.cuda)
         cmd.append(f"--resources=gpu={args.gpu_slots or gpu_slots(machine, slots_per_gpu)}")
+    if getattr(args, "progress", False):
+        if not _has_rich_logger():
+            raise OuroborosError("--progress draws snakemake's jobs with the rich logger plugin, which is not installed: "
+                                 "pip install -e '.[watch]' (snakemake-logger-plugin-rich), or leave --progress out")
+        cmd += ["--logger", "rich"]
     cmd += extra
     if args.targets:
         cmd += ["--", *args.targets]
     if not machine.cuda and not args.cold:
         cmd = [sys.executable, "-m", "ouroboros.warm", *cmd]
     return cmd
+
+
+def _has_rich_logger() -> bool:
+    """snakemake-logger-plugin-rich: a live panel of the jobs and a bar per rule in the terminal."""
+    import importlib.util
+
+    return importlib.util.find_spec("snakemake_logger_plugin_rich") is not None
 
 
 def _environment(warm: bool) -> dict[str, str]:
@@ -244,6 +256,8 @@ def add_run(sub: argparse._SubParsersAction) -> None:
     p.add_argument("targets", nargs="*", metavar="TARGET", help="files or rules, as for snakemake")
     p.add_argument("--cores", type=int, help="cores for snakemake (default: this machine's)")
     p.add_argument("--gpu-slots", type=int, help="N of --resources=gpu=N (default: devices × slots_per_gpu, or the cores on CPU)")
+    p.add_argument("--progress", action="store_true", help="follow the run in the terminal: the jobs running, a bar per "
+                   "rule and the whole plan's progress (snakemake's rich logger: pip install -e '.[watch]')")
     _workflow_options(p)
     p.set_defaults(run=run_run)
 
