@@ -5,7 +5,6 @@ BIN := $(VENV)/bin
 # torch first, pinned: this exact pair lies on the build machines' disk (no download), and the
 # project's torch>=… range then installs nothing more.
 TORCH := torch==2.14.1 torchvision==0.29.1
-CORES ?= 2
 
 .PHONY: demo science theory flow test test-fast lint docs clean wheelhouse
 
@@ -16,38 +15,38 @@ $(BIN)/snakemake: pyproject.toml
 	$(BIN)/pip install --quiet -e '.[test,docs]'
 	touch $@
 
-# The embedded demo on CPU: digits, 5 runs × 4 iterations. On a CPU box "gpu" only counts
-# concurrent model jobs, so the demo lifts the default profile's gpu=1 to the core count; model
-# jobs fork from one process that imported torch once (ouroboros.warm: the same bytes, seconds less
-# per job).
-WARM := $(BIN)/python -m ouroboros.warm
+# The embedded demo on CPU: digits, 5 runs × 4 iterations, then the report. `ouroboros run` is
+# snakemake with this machine's defaults (ouroboros.cli): the cores (CORES=N to use fewer), as many
+# concurrent model jobs ("gpu" slots on a CPU box) and the warm start (model jobs fork from one
+# process that imported torch once: the same bytes, seconds less per job). `ouroboros report` draws
+# the tables, figures and findings, writes report.html and ends on its path, a headline table and
+# the primary findings (ouroboros.ending).
+CORES ?=
+RUN = $(BIN)/ouroboros run $(if $(CORES),--cores $(CORES))
 demo: $(BIN)/snakemake
-	OMP_WAIT_POLICY=PASSIVE $(WARM) $(BIN)/snakemake --cores $(CORES) --resources=gpu=$(CORES)
-	$(BIN)/snakemake --cores 1 figures findings
-	$(BIN)/python -m ouroboros.tables --summary results/tables/metrics.tsv
-	cat results/tables/findings.md
+	$(RUN)
+	$(BIN)/ouroboros report
 
-# The reproduction at CPU scale (docs/reproduction.md; experiments/science.yaml): a size sweep under replace
-# and the paper's runs at one size, then the figures and the findings table (the findings read every
-# experiments/*.yaml, so they need no --configfile).
+# The reproduction at CPU scale (docs/reproduction.md; experiments/science.yaml): a size sweep under replace and
+# the paper's runs at one size, then the report (its findings: results/tables/findings.md; the findings
+# read every experiments/*.yaml, so they need no --configfile).
 science: $(BIN)/snakemake
-	OMP_WAIT_POLICY=PASSIVE $(WARM) $(BIN)/snakemake --cores $(CORES) --resources=gpu=$(CORES) --configfile experiments/science.yaml -- science
-	$(BIN)/snakemake --cores 1 figures findings
-	cat results/tables/findings.md
+	$(RUN) science -- --configfile experiments/science.yaml
+	$(BIN)/ouroboros report
 
 # Flow matching against the DDPM under the same loop on the same D_1 (docs/flow.md): replace,
 # accumulate and greedy at N = 48, 3 replicates each, then the findings.
 flow: $(BIN)/snakemake
-	OMP_WAIT_POLICY=PASSIVE $(WARM) $(BIN)/snakemake --cores $(CORES) --resources=gpu=$(CORES) --configfile experiments/science.yaml -- beyond-flow
-	$(BIN)/snakemake --cores 1 findings
+	$(RUN) beyond-flow -- --configfile experiments/science.yaml
+	$(RUN) findings
 	grep -E "^\| (claim|[IS5G]+\.)" results/tables/findings.md | head -40
 
 # The loop against closed forms: gaussian and kde generators on Gaussian vectors, replicates of
 # every run, and the findings table with its T.* rows (docs/known-answers.md). numpy only: every
 # job is the warm light server's.
 theory: $(BIN)/snakemake
-	OMP_WAIT_POLICY=PASSIVE $(WARM) $(BIN)/snakemake --cores $(CORES) --configfile experiments/theory.yaml -- theory
-	$(BIN)/snakemake --cores 1 findings
+	$(RUN) theory -- --configfile experiments/theory.yaml
+	$(RUN) findings
 	grep -E "^\| (claim|T\.)" results/tables/findings.md
 
 # Four test files at a time on two cores (--dist loadfile keeps a file's shared fixtures in one

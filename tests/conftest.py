@@ -14,9 +14,11 @@ os.environ["TRANSFORMERS_OFFLINE"] = "1"
 # The longest files first: with several workers (make test), a long file collected last would
 # run alone at the end while the other workers sit idle.
 # Ordered by wall time in a full run (slurm 152 s, mostly waiting on SLURM's polls, so it goes first
-# and never ends last; test_warm 150, paper_shape 159, workflow 117, theory 113, faults 68, ...).
-_FIRST = ("test_slurm.py", "test_warm.py", "test_paper_shape.py", "test_workflow.py", "test_theory.py", "test_upgrade.py",
-          "test_faults.py", "test_generators.py", "test_gpu_check.py", "test_experiments.py")
+# and never ends last; test_warm 150, paper_shape 159, warm_kills about 150 (alone, on a loaded machine),
+# workflow 117, theory 113, faults 68, ...).
+_FIRST = ("test_slurm.py", "test_warm.py", "test_paper_shape.py", "test_warm_kills.py", "test_workflow.py",
+          "test_theory.py", "test_upgrade.py", "test_faults.py", "test_generators.py", "test_gpu_check.py",
+          "test_experiments.py")
 
 
 def pytest_configure(config):

@@ -10,7 +10,7 @@ import pytest
 import yaml
 from scipy import stats as sps
 
-from ouroboros import experiments, findings, stats
+from ouroboros import cli, experiments, findings, stats
 from ouroboros.errors import OuroborosError
 
 ROLES = {  # run name: (paradigm, selection, samples per iteration)
@@ -296,7 +296,7 @@ def test_report_and_command_line(tmp_path, capsys):
     tables = tmp_path / "results" / "tables"
     tables.mkdir(parents=True)
     replace_run(-0.5).to_csv(tables / "metrics.tsv", sep="\t", index=False)
-    assert findings.main([str(tmp_path / "results")]) == 0
+    assert cli.module_main("findings", [str(tmp_path / "results")]) == 0
     written = pd.read_csv(tables / "findings.tsv", sep="\t")
     assert list(written.columns) == findings.COLUMNS and "I.gs_falls" in set(written.claim)
     summary = pd.read_csv(tables / "summary.tsv", sep="\t")
@@ -326,7 +326,7 @@ def test_command_line_scans_results_when_the_table_is_absent(tmp_path, capsys):
                 "samples_per_iteration": 1, "iteration": n, "tau0": None, "decay": None, "dataset_size": 64}
         values = {"generalization_score": 2.0 / n, "train_entropy": -float(n), "memorization_ratio": n / 10}
         (folder / "metrics.json").write_text(json.dumps(meta | {"feature_extractor": "pixels", "values": values}))
-    assert findings.main([str(root)]) == 0
+    assert cli.module_main("findings", [str(root)]) == 0
     written = pd.read_csv(root / "tables" / "findings.tsv", sep="\t")
     # the scanned table of today has one replicate: every trend is there, none decided
     assert "I.gs_falls" in set(written.claim)

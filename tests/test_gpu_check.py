@@ -39,7 +39,8 @@ def test_a_failing_and_an_overrunning_phase_are_recorded_within_the_budget(tmp_p
     for k, v in ENV.items():
         monkeypatch.setenv(k, v)
     out = tmp_path / "gpu_check.json"
-    budget = 14.0  # sample 6.3 s to fail in (a Python start), select 4.7 s to overrun
+    # sample 12 s to fail in (a Python start: seconds on a busy machine, never its whole share), select 9 s to overrun
+    budget = 24.0
     started = time.monotonic()
     code = gpu_check.main(["--out", str(out), "--budget", str(budget), "--tiny", "--only", "sample,select",
                            "--fail", "sample", "--overrun", "select"], started=started)
@@ -52,7 +53,7 @@ def test_a_failing_and_an_overrunning_phase_are_recorded_within_the_budget(tmp_p
     assert {n: p["status"] for n, p in phases.items() if p["status"] != "skipped"} == {"sample": "failed", "select": "overrun"}
     assert "this phase was made to fail" in phases["sample"]["error"]
     # stopped at its allowance, and what it had written before is kept
-    assert phases["select"]["seconds"] == pytest.approx(phases["select"]["allowance_s"], abs=3)
+    assert phases["select"]["allowance_s"] - 1 <= phases["select"]["seconds"] <= phases["select"]["allowance_s"] + gpu_check.GRACE
     assert "sleeps past its allowance" in phases["select"]["note"]
     printed = capsys.readouterr().out
     assert "training images/s (ref: diffusers loop)" in printed and "select overrun" in report["summary"]

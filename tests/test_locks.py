@@ -53,3 +53,30 @@ def test_register_records_this_process_and_drops_dead_records(tmp_path):
     mine = locks.register(tmp_path)
     names = sorted(p.name for p in (tmp_path / locks.SESSIONS).iterdir())
     assert names == [mine.name] and mine.name.endswith(f"@{os.getpid()}")
+
+
+def test_a_new_run_waits_for_the_jobs_lock_then_refuses_naming_its_holders(tmp_path):
+    import pytest
+
+    from ouroboros.errors import OuroborosError
+
+    locks.wait_for_jobs(tmp_path, limit=0)  # no job ever ran here
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from ouroboros import locks; "
+                               "locks.hold_job(sys.argv[1]); print('held', flush=True); time.sleep(600)", str(tmp_path)],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline() == "held\n"
+        assert locks.job_holders(tmp_path) == [holder.pid]
+        told = []
+        with pytest.raises(OuroborosError, match=rf"jobs of an earlier run are still running there \(pids {holder.pid}\)"):
+            locks.wait_for_jobs(tmp_path, limit=0.3, log=told.append)
+        assert len(told) == 1 and "waiting up to 0 s" in told[0]
+        record(tmp_path, socket.gethostname(), os.getpid())  # a live run: Snakemake's own lock refuses, not this
+        locks.wait_for_jobs(tmp_path, limit=0)
+    finally:
+        holder.kill()
+        holder.wait()
+        holder.stdout.close()
+    (tmp_path / locks.SESSIONS / f"{socket.gethostname()}@{os.getpid()}").unlink()
+    locks.wait_for_jobs(tmp_path, limit=0)  # its holder is gone
+    assert locks.job_holders(tmp_path) == []

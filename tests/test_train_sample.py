@@ -218,3 +218,46 @@ def test_sampler_equals_diffusers_ddpm_step_with_per_image_generators():
         reference = data.from_model(x)
         assert np.abs(ours.astype(int) - reference.astype(int)).max() <= 1
         assert reference.std() > 10  # not a degenerate all-equal image
+
+
+def test_a_sigterm_during_a_checkpoint_write_finishes_it_checkpoints_and_stops(digits, tmp_path, monkeypatch):
+    """Pre-emption, cold: SIGTERM arrives while the first checkpoint is being written; the write is
+    finished, the training stops after that step with status PREEMPTED, nothing temporary is left,
+    and the resumed training ends with the uninterrupted one's weights."""
+    import os
+    import signal
+
+    from ouroboros import checkpoint
+
+    images, _ = digits
+    cfg = TrainConfig(steps=3, batch_size=16, lr=1e-3, warmup_steps=1, weight_decay=0.0)
+    train.train(images, "tiny8", cfg, seed=5, out_dir=tmp_path / "whole", progress=False)
+    work = tmp_path / "cut"
+    work.mkdir()
+    ckpt = work / "train-checkpoint"
+    sent: list[int] = []
+
+    def sigterm_mid_write(stage: str) -> None:  # where the kill tests pause: model.safetensors written, the rest not
+        if not sent:
+            sent.append(1)
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    def reached_the_test(*_) -> None:
+        raise AssertionError("the SIGTERM was not taken by the training")
+
+    monkeypatch.setattr(checkpoint, "pause_point", sigterm_mid_write)
+    previous = signal.signal(signal.SIGTERM, reached_the_test)  # the training must replace it while it runs
+    try:
+        with pytest.raises(SystemExit) as stopped:
+            train.train(images, "tiny8", cfg, seed=5, out_dir=work / "model", progress=False, checkpoint_dir=ckpt,
+                        checkpoint_seconds=0)
+        assert signal.getsignal(signal.SIGTERM) is reached_the_test  # given back
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert stopped.value.code == train.PREEMPTED == 143 and sent
+    assert sorted(p.name for p in work.iterdir()) == ["train-checkpoint"]  # no temporary, no model
+    assert json.loads((ckpt / "state.json").read_text())["next_step"] == 1
+    train.train(images, "tiny8", cfg, seed=5, out_dir=work / "model", progress=False, checkpoint_dir=ckpt)
+    whole, cut = models.load(tmp_path / "whole").state_dict(), models.load(work / "model").state_dict()
+    assert all(torch.equal(whole[k], cut[k]) for k in whole)  # bit for bit
+    assert sorted(p.name for p in work.iterdir()) == ["model"]

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from ouroboros.io import atomic_dir
+from ouroboros.runtime import pause_point
 
 
 def fingerprint(preset: str, options: dict, seed: int, images: np.ndarray, labels: np.ndarray | None = None) -> str:
@@ -36,6 +37,7 @@ def save(path: str | os.PathLike, unet, opt, next_step: int, fp: str, stats_text
     state = opt.state_dict()
     with atomic_dir(path) as tmp:
         save_file({k: v.detach().cpu().contiguous() for k, v in unet.state_dict().items()}, str(tmp / "model.safetensors"))
+        pause_point("checkpoint")  # the kill tests stop a job here, its checkpoint half written
         tensors = {f"{i}.{k}": v.detach().cpu().contiguous() for i, s in state["state"].items() for k, v in s.items()}
         save_file(tensors, str(tmp / "optimizer.safetensors"))
         if ema is not None:

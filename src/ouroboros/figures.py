@@ -484,7 +484,48 @@ def build(results: str | Path, out_dir: str | Path | None = None, log=print) -> 
         data.to_csv(figures_dir / f"{name}.tsv", sep="\t", index=False)
         written.append(figures_dir / f"{name}.tsv")
         plt.close(fig)
+    if first := write_first_screen(figures_dir):
+        written.append(first)
     return written
+
+
+FIRST_SCREEN = "first_screen.rst"  # beside the figures: workflow/report/workflow.rst includes it
+NEAREST = "fig01_nearest_neighbours"
+LINE = 4000
+
+
+def first_screen_figures(figures_dir: Path) -> list[Path]:
+    """The pictures that show the collapse at a glance, in the order the report's first screen shows
+    them: the nearest neighbours (a sample on its neighbour is a copy), then each run's sample grid,
+    vanilla replace first."""
+    grids_ = sorted(figures_dir.glob("samples_*.png"), key=lambda p: (not p.stem.endswith("_replace"), p.stem))
+    return [p for p in [figures_dir / f"{NEAREST}.png", *grids_] if p.is_file()]
+
+
+def write_first_screen(figures_dir: Path) -> Path | None:
+    """first_screen.rst: those pictures as one block of HTML, each image inline (a data URI: the
+    report is one self-contained file), floated beside the primary findings of the first screen.
+    None (and no file) where there is none of them: the report then includes nothing."""
+    import base64
+    import html
+
+    figures = []
+    for png in first_screen_figures(figures_dir):
+        data = base64.b64encode(png.read_bytes()).decode()
+        kind = "nearest" if png.stem == NEAREST else "grid"
+        figures.append(f'<figure class="ouroboros-{kind}"><img alt="{html.escape(png.stem)}" '
+                       f'title="results/figures/{html.escape(png.name)}" src="data:image/png;base64,{data}">'
+                       f"<figcaption>{html.escape(png.name)}</figcaption></figure>")
+    out = figures_dir / FIRST_SCREEN
+    if not figures:
+        out.unlink(missing_ok=True)
+        return None
+    html_ = "<div class=\"ouroboros-first-figures\">" + "".join(figures) + "</div>"
+    # docutils refuses lines over 10,000 characters: the data URIs go on lines of 4,000, and a
+    # browser drops the line breaks from a URL (the URL standard strips ASCII tabs and newlines)
+    lines = [html_[i:i + LINE] for i in range(0, len(html_), LINE)]
+    out.write_text(".. raw:: html\n\n" + "".join(f"   {line}\n" for line in lines))
+    return out
 
 
 def _save(fig, stem: Path) -> list[Path]:
@@ -494,5 +535,13 @@ def _save(fig, stem: Path) -> list[Path]:
     return paths
 
 
+def run(args) -> int:
+    """``ouroboros figures`` and ``python -m ouroboros.figures`` (their parser: ouroboros.cli.figures_arguments)."""
+    build(args.results, args.out)
+    return 0
+
+
 if __name__ == "__main__":
-    build(sys.argv[1] if len(sys.argv) > 1 else "results")
+    from ouroboros.cli import module_main
+
+    sys.exit(module_main("figures"))

@@ -1013,14 +1013,15 @@ def stage(table: str, findings_out: str, summary_out: str, config: Mapping[str, 
                  config=config)
 
 
-def main(argv: list[str]) -> int:
-    """``python -m ouroboros.findings [results/] [config.yaml]``."""
+def run(args) -> int:
+    """``ouroboros findings [results/] [config.yaml]`` and ``python -m ouroboros.findings`` (their parser:
+    ouroboros.cli.findings_arguments)."""
     import yaml
 
-    results = Path(argv[0] if argv else "results")
+    results = Path(args.results)
     config = None
-    if len(argv) > 1:
-        config_file = Path(argv[1])
+    if args.config:
+        config_file = Path(args.config)
         if not config_file.is_file():
             raise OuroborosError(f"{config_file}: no such config; name the config.yaml the results were made with")
         config = yaml.safe_load(config_file.read_text())
@@ -1030,4 +1031,6 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    from ouroboros.cli import module_main
+
+    sys.exit(module_main("findings"))

@@ -1,8 +1,10 @@
 """Files in and out: atomic writes, and loads that check what they read.
 
 Every write goes to a temporary file in the same directory and is renamed into place, so a
-killed job never leaves a half-written file under the final name. Every load refuses pickles
-(``allow_pickle=False``) and names the file in its error.
+killed job never leaves a half-written file under the final name; the temporary it leaves instead
+is removed by the job's next attempt (``remove_temporaries``, called for every output as a job
+starts: ouroboros.warm.start). Every load refuses pickles (``allow_pickle=False``) and names the
+file in its error.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from ouroboros.errors import OuroborosError
+from ouroboros.runtime import pause_point
 
 
 def _atomic(path: str | os.PathLike, write) -> Path:
@@ -29,6 +32,7 @@ def _atomic(path: str | os.PathLike, write) -> Path:
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
+            pause_point("write")  # the kill tests stop a job here, a temporary written beside ``path``
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
@@ -57,6 +61,35 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+# the names of the temporary siblings of ``path`` that _atomic and atomic_dir write (tempfile's 8 random
+# characters) and the former directory atomic_dir moves aside: only these, never another file's
+_TEMPORARY = r"\.{name}\.(?:[a-z0-9_]{{8}}(?:\.tmp)?|old)"
+
+
+def remove_temporaries(path: str | os.PathLike) -> list[Path]:
+    """Remove the temporary siblings of ``path`` that an atomic write cut short (a killed or
+    pre-empted job) left behind; return them. Call it only where nothing else may be writing
+    ``path``: a job, for its own outputs, which Snakemake gives no other job."""
+    import re
+
+    path = Path(path)
+    pattern = re.compile(_TEMPORARY.format(name=re.escape(path.name)))
+    try:
+        entries = list(os.scandir(path.parent))
+    except FileNotFoundError:
+        return []
+    removed = []
+    for entry in entries:
+        if pattern.fullmatch(entry.name):
+            if entry.is_dir(follow_symlinks=False):
+                shutil.rmtree(entry.path, ignore_errors=True)
+            else:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(entry.path)
+            removed.append(Path(entry.path))
+    return removed
 
 
 def save_array(path: str | os.PathLike, array: np.ndarray) -> Path:

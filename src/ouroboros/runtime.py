@@ -6,8 +6,10 @@ jobs on a two-core box fight and run many times slower.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
+from collections.abc import Iterator
 
 
 def configure(threads: int = 1) -> None:
@@ -28,6 +30,14 @@ def configure(threads: int = 1) -> None:
 
 
 HEAVY = ("torch", "diffusers", "transformers")  # seconds to import each
+# set inside a warm worker (ouroboros.warm): its libraries were imported before the job began. Here,
+# not in warm, so that the job's runtime asks without importing the warm start (warm imports runtime)
+WARM_WORKER = "OUROBOROS_WARM_WORKER"
+
+
+def preloaded() -> bool:
+    """Whether this process is a warm worker (its libraries were imported before the job began)."""
+    return bool(os.environ.get(WARM_WORKER))
 
 
 class logged:
@@ -77,8 +87,6 @@ class logged:
             traceback.print_exception(kind, value, tb, file=self._file)
         # what the job paid seconds to import: stages that run no model should name none of these
         loaded = [m for m in HEAVY if m in sys.modules]
-        from ouroboros.warm import preloaded
-
         warm = " (a warm worker: imported before the job began)" if preloaded() else ""
         print(f"libraries loaded: {', '.join(loaded) if loaded else 'none of ' + ', '.join(HEAVY)}{warm}", file=self._file)
         sys.stdout, sys.stderr = self._saved
@@ -113,10 +121,48 @@ def pause_point(stage: str) -> None:
     """Test hook for the kill tests: OUROBOROS_PAUSE=<stage> makes that stage announce itself in
     its log and sleep here (OUROBOROS_PAUSE_SECONDS, default an hour), after it has started
     writing, so a test can SIGKILL (or SLURM requeue) it at exactly this point
-    (OUROBOROS_PAUSE_ONCE: only the first job pauses; the restarted one runs through)."""
+    (OUROBOROS_PAUSE_ONCE: only the first job pauses; the restarted one runs through).
+    OUROBOROS_PAUSE_UNTIL=<path> ends the pause as soon as <path> exists, and so does a pre-emption
+    (SIGTERM, ``preemptible``), announced in the log so that a test knows it arrived."""
     if _armed("PAUSE", stage):
         import sys
         import time
 
         print(f"paused in {stage} (OUROBOROS_PAUSE={stage})", file=sys.stderr, flush=True)
-        time.sleep(float(os.environ.get("OUROBOROS_PAUSE_SECONDS", 3600)))
+        until = os.environ.get("OUROBOROS_PAUSE_UNTIL")
+        deadline = time.monotonic() + float(os.environ.get("OUROBOROS_PAUSE_SECONDS", 3600))
+        while time.monotonic() < deadline and not (until and os.path.exists(until)):
+            if _PREEMPTED:  # the stage stops at its next safe point, as it would have without the pause
+                print(f"pre-emption (signal {_PREEMPTED[0]}) received while paused in {stage}", file=sys.stderr, flush=True)
+                break
+            time.sleep(0.05)
+
+
+_PREEMPTED: list[int] = []  # the signal that asked this job to stop, while ``preemptible`` holds
+
+
+@contextlib.contextmanager
+def preemptible() -> Iterator[None]:
+    """SIGTERM (a scheduler pre-empting the job, Snakemake or the warm start stopping it) asks the
+    block to stop at its next safe point instead of killing the process mid-write: a training
+    checks ``preempted()`` after each step, writes its checkpoint and exits, as a checkpoint being
+    written when the signal came is finished first. Outside the main thread (where no handler can
+    be set) it does nothing."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    _PREEMPTED.clear()
+    previous = signal.signal(signal.SIGTERM, lambda sig, _frame: _PREEMPTED.append(sig))
+    try:
+        yield  # a SIGTERM after the block's last safe point lets it finish: its end is the quickest stop
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        _PREEMPTED.clear()
+
+
+def preempted() -> bool:
+    """Whether a SIGTERM arrived inside ``preemptible``: stop at this safe point."""
+    return bool(_PREEMPTED)

@@ -142,10 +142,18 @@ def summary(frame: pd.DataFrame, metrics: list[str] = HEADLINE) -> str:
     return "\n\n".join(blocks)
 
 
-if __name__ == "__main__":
-    args = sys.argv[1:]
-    if args[:1] == ["--summary"]:
-        print(summary(pd.read_csv(args[1] if len(args) > 1 else "results/tables/metrics.tsv", sep="\t")))
+def run(args) -> int:
+    """``ouroboros tables`` and ``python -m ouroboros.tables`` (their parser: ouroboros.cli.tables_arguments)."""
+    if args.summary:
+        if not Path(args.summary).is_file():
+            raise OuroborosError(f"{args.summary}: no such table; `ouroboros tables` (or `ouroboros report`) writes it")
+        print(summary(pd.read_csv(args.summary, sep="\t")))
     else:
-        results = args[0] if args else "results"
-        stage([str(p) for p in scan(results)], f"{results}/tables/metrics.tsv")
+        stage([str(p) for p in scan(args.results)], f"{args.results}/tables/metrics.tsv")
+    return 0
+
+
+if __name__ == "__main__":
+    from ouroboros.cli import module_main
+
+    sys.exit(module_main("tables"))

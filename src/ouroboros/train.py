@@ -23,9 +23,10 @@ import numpy as np
 from ouroboros import models, seeds
 from ouroboros.config import TrainConfig
 from ouroboros.data import to_model
-from ouroboros.io import atomic_dir
+from ouroboros.io import atomic_dir, remove_temporaries
 
 NUM_TRAIN_TIMESTEPS = 1000
+PREEMPTED = 128 + 15  # a pre-empted training's exit status: a process ended by SIGTERM, as shells report it
 
 
 def scheduler():
@@ -152,6 +153,8 @@ def train(
     With ``checkpoint_dir``, the state is saved there every ``checkpoint_seconds`` (default:
     the config's ``checkpoint_minutes``) and a later
     call with the same inputs resumes from it (see ouroboros.checkpoint); it is removed at the end.
+    A SIGTERM (pre-emption) stops training after the step under way, a checkpoint being written then
+    finished first: the state is checkpointed and the job exits with status ``PREEMPTED``.
 
     With ``init_from`` (a saved model directory: iteration n − 1's, ``init: previous``), training
     starts from its weights instead of the seeded initialisation; the optimizer starts afresh.
@@ -171,7 +174,7 @@ def train(
 
     from ouroboros import checkpoint
     from ouroboros import policy as device_policy
-    from ouroboros.runtime import fault_point, pause_point
+    from ouroboros.runtime import fault_point, pause_point, preempted, preemptible
 
     if policy is None:
         policy = device_policy.resolve(train_precision=cfg.mixed_precision, compile=cfg.compile)
@@ -219,7 +222,7 @@ def train(
     losses = [json.loads(line)["loss"] for line in stats_lines]
     pending: list[tuple] = []  # (step, loss, lr, grad norm, seconds) not yet read back from the device
 
-    with open(stats_path, "w") if stats_path else contextlib.nullcontext() as stats:
+    with open(stats_path, "w") if stats_path else contextlib.nullcontext() as stats, preemptible():
         if stats:
             stats.write(stats_text)
         started = last_checkpoint = time.time()
@@ -270,14 +273,22 @@ def train(
             pending.append((step, loss.detach(), lr, grad_norm.detach(), round(time.time() - started, 3)))
             if len(pending) >= policy.log_every:
                 flush()
+            saved = False
             if checkpoint_dir and time.time() - last_checkpoint >= checkpoint_seconds and step + 1 < total:
                 flush()
                 checkpoint.save(checkpoint_dir, unet, opt, step + 1, fp, "".join(stats_lines), ema=ema, scaler=scaler)
-                saved_at, last_checkpoint = step + 1, time.time()
+                saved_at, last_checkpoint, saved = step + 1, time.time(), True
             if step == total // 2:
                 flush()
                 fault_point("train")
                 pause_point("train")  # the requeue test pre-empts the job here, its checkpoint on disk
+            if preempted() and step + 1 < total:  # SIGTERM: checkpoint and stop (after the last step: finish)
+                flush()
+                if checkpoint_dir and not saved:
+                    checkpoint.save(checkpoint_dir, unet, opt, step + 1, fp, "".join(stats_lines), ema=ema, scaler=scaler)
+                where = f"checkpoint written to {checkpoint_dir}; run again to resume" if checkpoint_dir else "no checkpoint"
+                print(f"{label}: pre-empted (SIGTERM) after step {step + 1} of {total}: {where}", flush=True)
+                raise SystemExit(PREEMPTED)
         flush()
 
     if ema is not None:  # the saved model is the average, as in diffusers' example
@@ -301,6 +312,7 @@ def train(
     save_model(unet.to(memory_format=torch.contiguous_format), noise_schedule, out_dir, summary, objective.save)
     if checkpoint_dir:
         shutil.rmtree(checkpoint_dir, ignore_errors=True)
+        remove_temporaries(checkpoint_dir)
     return summary
 
 

@@ -20,18 +20,29 @@ and only single-threaded ones: the servers load their BLAS and OpenMP libraries 
 
 Processes:
 - the client is the job's own process, started by Snakemake. It hands over its stdio, waits, and
-  exits with the worker's status; a signal it receives goes on to the worker. A served snakemake
+  exits with the worker's status; a signal it receives goes on to the worker, and it goes on
+  waiting: a SIGTERM'd training writes its checkpoint and stops as a cold one does. A served snakemake
   starts its Python script jobs with a launcher in place of its Python (``_write_launcher``): a
   client that hands Snakemake's script file to the light server before it imports anything (a
   job's own Python spent 0.1 CPU-s importing Snakemake for the file's preamble). The light worker
   then reads the job, and hands a model job on to the model server in its turn, or, for a job of
   several threads, becomes a fresh Python (exec) that runs it cold.
 - the server (this wrapper) forks a manager per client and exits with snakemake's status when
-  snakemake is done; if the wrapper is killed, snakemake gets SIGTERM. The light server ends when
-  snakemake has.
+  snakemake is done. The light server ends when snakemake has.
 - the manager forks the worker, tells the client its pid, and waits for it. If the client dies
-  (a job killed by Snakemake or by hand), it kills the worker at once, so nothing of a killed job
-  keeps writing.
+  (SIGKILLed by Snakemake or by hand: it dies of nothing else), it kills the worker at once, so
+  nothing of a killed job keeps writing. It ignores SIGTERM, which is for the job (a scheduler's
+  SIGTERM to the whole tree must not take the worker down with its manager before the checkpoint).
+
+If the wrapper dies (SIGKILL, a lost login), snakemake gets SIGTERM and stops starting jobs, and
+every manager, watching the server's life line (_LIFE), passes SIGTERM on to its worker at once: a
+training finishes the step and any checkpoint write under way, checkpoints and exits, any other job
+ends there and then. The tree is gone within that time (well under a second at the tests' scale,
+one training step and one checkpoint write at any scale), and a worker still running GRACE seconds
+after its SIGTERM is SIGKILLed. Each job's process holds the directory's jobs lock while it runs
+and removes the temporaries an earlier attempt left beside its outputs (start): a new run in the
+directory waits for an old run's jobs, or refuses naming them (ouroboros.locks), and finds no
+half-written files of theirs.
 
 Every process descends from the wrapper and stays in its process group, so killing the group kills
 them all and their CPU time is counted as the wrapper's children's. A job that finds no server (the
@@ -57,8 +68,10 @@ import socket
 import struct
 import sys
 
+from ouroboros.runtime import WARM_WORKER  # runtime never imports warm: no import circle
+
 ENV = "OUROBOROS_WARM"  # the server's token, set by `python -m ouroboros.warm` for the command it runs
-WORKER = "OUROBOROS_WARM_WORKER"  # set inside a worker: the script runs here, it does not hand over again
+WORKER = WARM_WORKER  # set inside a worker: the script runs here, it does not hand over again
 LAUNCHED = "launched"  # WORKER in a worker that a launcher asked for: its job has not yet chosen a server
 _LAUNCHER: list[str] = []  # this server's launcher (_write_launcher), for the snakemakes it forks
 # the libraries a model job imports, in the order a job imports them
@@ -77,6 +90,10 @@ COMMAND_PRELOAD = ("snakemake.cli", "snakemake.api", "snakemake.profiles", "snak
                    "jsonschema", "fastjsonschema", "yte", "smart_open", "dpath", "argparse_dataclass")
 _HEADER = struct.Struct("!Q")
 PR_SET_PDEATHSIG = 1
+# The server's life line (_lifeline): a pipe whose write end only the server holds, so that its read
+# end, which every manager watches, reads as closed the moment the server dies, however it dies
+_LIFE: list[int] = []
+GRACE = 60.0  # seconds a worker has to stop after its SIGTERM once the server is dead; then SIGKILL
 
 
 def _address(token: str, heavy: bool = True) -> str:
@@ -115,16 +132,35 @@ def offered() -> bool:
     return bool(os.environ.get(ENV)) and not os.environ.get(WORKER)
 
 
-def preloaded() -> bool:
-    """Whether this process is a warm worker (its libraries were imported before the job began)."""
-    return bool(os.environ.get(WORKER))
-
-
 def start(snakemake, *, heavy: bool | None = None) -> None:
     """Call first thing in a job's script. Under the wrapper, a job with one thread is run by a forked
     worker, and this process exits with the worker's status: a model job (``heavy``, by default one
     that asked for a GPU slot) by the server that imported torch, any other by the light server that
-    never does. Otherwise (and if no server answers) it returns, and the job runs here, cold."""
+    never does. Otherwise (and if no server answers) it returns, and the job runs here, cold.
+
+    Wherever the job runs, warm or cold, that process first holds the directory's jobs lock (a new
+    run waits for it: ouroboros.locks) and removes what an earlier attempt's cut-short atomic writes
+    left beside the job's outputs and checkpoint (ouroboros.io.remove_temporaries)."""
+    _run_elsewhere(snakemake, heavy)
+    _begin(snakemake)
+
+
+def _begin(snakemake) -> None:
+    """This process runs the job. Its outputs (and its training checkpoint, a sibling of its model)
+    are its own while it runs, Snakemake giving them to no other job, and the temporaries beside
+    them are an earlier attempt's, killed mid-write."""
+    from ouroboros import locks
+    from ouroboros.io import remove_temporaries
+
+    locks.hold_job()
+    params = getattr(snakemake, "params", None)
+    for path in [*getattr(snakemake, "output", []), *([params.get("checkpoint")] if params is not None else [])]:
+        if path:
+            remove_temporaries(path)
+
+
+def _run_elsewhere(snakemake, heavy: bool | None) -> None:
+    """start's hand-over: exits this process once a worker has run the job; returns where it runs here."""
     launched = os.environ.get(WORKER) == LAUNCHED
     single = int(snakemake.threads) == 1
     if not launched and not (offered() and single):
@@ -332,6 +368,7 @@ def wrap(argv: list[str]) -> int:
     listener, light, launcher, command = None, None, None, argv
     if not env.get(ENV) and not _cuda_machine():
         token = f"{os.getpid()}-{os.urandom(6).hex()}"
+        _lifeline()
         listener = _listen(token)
         light = _start_light(token, listener, eager=False)
         env[ENV] = token
@@ -393,6 +430,7 @@ def serve(token: str) -> None:
     if _cuda_machine():
         return
     parent = os.getppid()
+    _lifeline()
     listener = _listen(token)
     _LAUNCHER[:] = [path] if (path := _write_launcher()) else []  # for the snakemakes its light server forks
     for sig in (signal.SIGTERM, signal.SIGHUP):  # stopped: remove the launcher on the way out
@@ -402,6 +440,18 @@ def serve(token: str) -> None:
         _serve(listener, lambda: os.getppid() == parent, set(), eager=True)
     finally:
         _remove_launcher(path)
+
+
+def _lifeline() -> None:
+    """Make this process the server whose death its managers watch (_LIFE): it keeps the write end."""
+    _LIFE[:] = list(os.pipe())
+
+
+def _forked_from_server() -> None:
+    """In a process forked from the server (the light server, a manager): drop the life line's write
+    end, which only the server may hold, keeping the read end to watch."""
+    if len(_LIFE) == 2:
+        os.close(_LIFE.pop())
 
 
 def _listen(token: str, heavy: bool = True) -> socket.socket:
@@ -424,6 +474,7 @@ def _start_light(token: str, heavy: socket.socket, *, eager: bool, commands: boo
         light.close()
         return pid
     try:
+        _forked_from_server()
         heavy.close()  # else the model jobs' address would stay bound, unanswered, while this one lives
         stopping: list[int] = []
         signal.signal(signal.SIGTERM, lambda *_: stopping.append(1))
@@ -476,6 +527,7 @@ def _serve(listener: socket.socket, running, managers: set[int], *, eager: bool,
         pid = os.fork()
         if pid == 0:
             listener.close()
+            _forked_from_server()
             try:
                 _manage(conn)
             finally:
@@ -518,8 +570,10 @@ def _manage(conn: socket.socket) -> None:
     signal.set_wakeup_fd(wake_w)
     signal.signal(signal.SIGCHLD, lambda *_: None)  # a handler, so that SIGCHLD wakes the select below
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C: the worker stops and the manager reports it
+    # a SIGTERM to the whole tree (a scheduler, `kill -- -PGID`) is the job's, which writes its checkpoint
+    # and stops: the manager, ignoring it, lives on to report, and its worker is not SIGKILLed with it
     for sig in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, signal.SIG_DFL)  # not the wrapper's handler, which signals snakemake
+        signal.signal(sig, signal.SIG_IGN)
     pid = os.fork()
     if pid == 0:
         signal.set_wakeup_fd(-1)
@@ -533,7 +587,10 @@ def _manage(conn: socket.socket) -> None:
     for fd in fds:
         os.close(fd)
     import select
+    import time
 
+    watched = [conn, wake_r, *_LIFE[:1]]
+    deadline = None  # once the server is dead: when the worker's grace ends
     try:
         _send(conn, pid)
         while True:
@@ -541,12 +598,20 @@ def _manage(conn: socket.socket) -> None:
             if done:
                 _send(conn, os.waitstatus_to_exitcode(status))
                 return
-            readable, _, _ = select.select([conn, wake_r], [], [])
+            if deadline is not None and time.monotonic() >= deadline:
+                os.kill(pid, signal.SIGKILL)  # pre-empted GRACE s ago and still running
+                deadline = float("inf")
+            timeout = None if deadline is None else max(0.0, min(deadline - time.monotonic(), 3600.0))
+            readable, _, _ = select.select(watched, [], [], timeout)
             if wake_r in readable:
                 os.read(wake_r, 512)
+            if _LIFE and _LIFE[0] in readable:  # the server died (the wrapper killed): pre-empt the job
+                watched.remove(_LIFE[0])
+                os.kill(pid, signal.SIGTERM)
+                deadline = time.monotonic() + GRACE
             if conn in readable and not conn.recv(1):
                 raise EOFError("the client is gone: the job was killed")
-    except (OSError, EOFError):
+    except (OSError, EOFError):  # the job is gone (its client SIGKILLed): nothing of it may go on writing
         os.kill(pid, signal.SIGKILL)
         os.waitpid(pid, 0)
 

@@ -23,13 +23,18 @@ except OuroborosError as exc:
 TABLE = "results/tables/metrics.tsv"
 
 # A run killed outright leaves Snakemake's directory lock behind: clear it when its owner is dead,
-# so that the same command resumes (ouroboros.locks). Jobs that Snakemake spawns skip this.
+# so that the same command resumes (ouroboros.locks), once the jobs it may have left running are
+# over (a new run never writes beside them). Jobs that Snakemake spawns skip this.
 if workflow.is_main_process:
     from ouroboros import locks
 
     for _note in CFG.notes:  # an old name or form, still read: what to write instead
         print(f"Note: {_note}", file=sys.stderr)
-
+    if not workflow.dryrun:
+        try:
+            locks.wait_for_jobs(log=lambda message: print(message, file=sys.stderr))
+        except OuroborosError as exc:
+            raise WorkflowError(str(exc)) from None
     locks.clear_stale(log=lambda message: print(message, file=sys.stderr))
     locks.register()
 
