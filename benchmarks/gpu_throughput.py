@@ -56,13 +56,10 @@ def _gpu_check():
 
 
 def write(path: Path, report: dict) -> None:
-    """The whole report, atomically."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as f:
-        json.dump(report, f, indent=2)
-        f.write("\n")
-    os.replace(tmp, path)
+    """The whole report, atomically (ouroboros.io): a reader sees the previous version or this one, never half."""
+    from ouroboros.io import save_json
+
+    save_json(path, report)
 
 
 def dinov2_sizes() -> dict[str, str]:

@@ -119,8 +119,7 @@ def sample(model, start: int, count: int, *, seed: int, inference_steps: int = 5
     from tqdm import tqdm
 
     from ouroboros import policy as device_policy
-    from ouroboros.data import from_model
-    from ouroboros.sample import labels_for, noise_stream
+    from ouroboros.sample import finite_images, labels_for, noise_stream, stacked
 
     unet, params = model
     solver = solver or params.get("solver", "euler")
@@ -165,17 +164,9 @@ def sample(model, start: int, count: int, *, seed: int, inference_steps: int = 5
                     v = 0.5 * (v + v_next)
                 x = x + h * v
                 bar.update(len(ids))
-        if not bool(finite & torch.isfinite(x).all()):
-            raise OuroborosError(
-                f"{source}: non-finite samples in images {ids.start}…{ids.stop - 1} (precision "
-                f"{policy.sample_precision}); nothing was written. Sampling again fails the same way (it is "
-                "deterministic). Sampling in fp32 means setting train.mixed_precision: no for this dataset, a "
-                "training option: the model is then retrained from step 0 too")
-        out.append(from_model(x))
+        out.append(finite_images(finite, x, ids, policy, source))
     bar.close()
-    if not out:
-        return np.zeros((0, shape[1], shape[2], shape[0]), dtype=np.uint8), labels
-    return np.concatenate(out), labels
+    return stacked(out, shape), labels
 
 
 @register(NAME, load=load, save=_save, sample=sample, gpu=True, kinds=("images",), conditional=True, fine_tunes=True,

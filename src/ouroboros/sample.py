@@ -132,17 +132,30 @@ def sample(
                 if sigma > 0:
                     x = x + sigma * noise()
                 bar.update(len(ids))
-        if not bool(finite & torch.isfinite(x).all()):
-            raise OuroborosError(
-                f"{source}: non-finite samples in images {ids.start}…{ids.stop - 1} (precision "
-                f"{policy.sample_precision}); nothing was written. Sampling again fails the same way (it is deterministic). "
-                "Sampling in fp32 means setting train.mixed_precision: no for this dataset, a training option: the "
-                "model is then retrained from step 0 too")
-        out.append(from_model(x))
+        out.append(finite_images(finite, x, ids, policy, source))
     bar.close()
-    if not out:
-        return np.zeros((0, shape[1], shape[2], shape[0]), dtype=np.uint8), labels
-    return np.concatenate(out), labels
+    return stacked(out, shape), labels
+
+
+def finite_images(finite, x, ids: range, policy, source: str) -> np.ndarray:
+    """A sampled batch as uint8 images, or the error naming the model: ``finite`` is the device flag of
+    every network output of the batch, checked before anything clamped it (shared by every sampler)."""
+    import torch
+
+    if not bool(finite & torch.isfinite(x).all()):
+        raise OuroborosError(
+            f"{source}: non-finite samples in images {ids.start}…{ids.stop - 1} (precision "
+            f"{policy.sample_precision}); nothing was written. Sampling again fails the same way (it is deterministic). "
+            "Sampling in fp32 means setting train.mixed_precision: no for this dataset, a training option: the "
+            "model is then retrained from step 0 too")
+    return from_model(x)
+
+
+def stacked(batches: list[np.ndarray], shape: tuple[int, ...]) -> np.ndarray:
+    """The batches as one NHWC array (an empty one of the model's image shape for no batch)."""
+    if not batches:
+        return np.zeros((0, shape[1], shape[2], shape[0]), dtype=np.uint8)
+    return np.concatenate(batches)
 
 
 def stage(model_dir: str, start: int, count: int, *, seed: int, inference_steps: int, batch_size: int, out: str,
