@@ -206,6 +206,10 @@ def code_default(path: tuple[str, ...], raw: dict):
         return paths.GROUP_DEFAULTS[rest[0]]
     if top == "gpus" and rest == ["count"]:
         return devices.AUTO
+    if top == "tracking":
+        from ouroboros import train
+
+        return train.TRACKING[0]
     raise AssertionError(f"no known default for {'.'.join(path)}")
 
 
@@ -219,8 +223,8 @@ def _same(quoted: str, default, key: str) -> bool:
 def test_every_default_a_comment_quotes_is_the_codes(file):
     text = file.read_text()
     quoted = quoted_defaults(text)
-    if file.name == "config.yaml":  # the file that quotes them: train, sample, dataset, run, targets and gpus keys
-        assert len(quoted) >= 15 and {p[0] for p, _, _ in quoted} == {"gpus", "targets", "datasets", "runs"}
+    if file.name == "config.yaml":  # the file that quotes them: train, sample, dataset, run, targets, tracking and gpus keys
+        assert len(quoted) >= 15 and {p[0] for p, _, _ in quoted} == {"tracking", "gpus", "targets", "datasets", "runs"}
     # every "default" of a comment is one of the two quoted forms, so no other can go stale unchecked
     said = sum(line.partition("#")[2].count("default") for line in text.splitlines())
     assert said == len(quoted) + text.count('quoted as "default: X"'), (file, quoted)

@@ -146,7 +146,10 @@ class Module:
         self.name, self.path = name, path
         tree = ast.parse(path.read_text(), filename=str(path))
         self.functions = {n.name: n for n in tree.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))}
-        self.eager = [n for n in tree.body if not isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))]
+        # `if __name__ == "__main__":` of an imported module never runs (it runs only when the module is
+        # the program, `python -m ouroboros.X`): a rule's script imports the module, so it is left out
+        self.eager = [n for n in tree.body if not isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))
+                      and not (name != "__main__" and isinstance(n, ast.If) and "__main__" in ast.unparse(n.test))]
 
     def reached(self, name: str | None) -> list[ast.stmt]:
         """The statements that run when ``name`` is used: the top level, that function and the

@@ -133,6 +133,22 @@ def test_a_model_of_an_earlier_release_in_the_flat_layout_still_loads_and_sample
     assert np.array_equal(images, fresh)
 
 
+def test_tensorboard_tracking_holds_every_logged_step_of_the_stats_file(digits, tmp_path):
+    """config.yaml tracking: tensorboard: the event files hold the same loss, lr and gradient norm per step
+    as train-stats.jsonl (as float32, TensorBoard's scalar type)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    images, _ = digits
+    train.train(images, "micro8", TINY, seed=7, out_dir=tmp_path / "model", stats_path=tmp_path / "stats.jsonl",
+                progress=False, tensorboard_dir=tmp_path / "tb")
+    stats = [json.loads(line) for line in (tmp_path / "stats.jsonl").read_text().splitlines()]
+    events = EventAccumulator(str(tmp_path / "tb"))
+    events.Reload()
+    for name in ("loss", "lr", "grad_norm"):
+        logged = [(e.step, e.value) for e in events.Scalars(f"train/{name}")]
+        assert logged == [(s["step"], float(np.float32(s[name]))) for s in stats], name
+
+
 def test_unknown_preset_names_the_key():
     with pytest.raises(OuroborosError, match="unknown model preset"):
         models.preset("huge")

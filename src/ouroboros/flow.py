@@ -177,7 +177,8 @@ def sample(model, start: int, count: int, *, seed: int, inference_steps: int = 5
                               help="the sampler's ODE solver (heun: two network evaluations a step)"),
           })
 def fit(data, labels, out_dir, *, params: dict, seed: int, preset: str | None = None, classes: int | None = None,
-        stats_out=None, checkpoint_dir=None, init_from=None, label: str = "training", **_) -> dict:
+        stats_out=None, checkpoint_dir=None, init_from=None, label: str = "training", tensorboard_dir=None,
+        **_) -> dict:
     """Flow matching on straight paths (a UNet preset, the velocity ε − x_0), sampled by an ODE solver."""
     from dataclasses import fields
 
@@ -190,6 +191,6 @@ def fit(data, labels, out_dir, *, params: dict, seed: int, preset: str | None = 
     own = {"time_sampling": "uniform", "solver": "euler", **{k: v for k, v in params.items() if k not in keys}}
     summary = train(data, preset, TrainConfig(**{k: v for k, v in params.items() if k in keys}), seed=seed,
                     out_dir=out_dir, stats_path=stats_out, labels=labels, classes=classes, checkpoint_dir=checkpoint_dir,
-                    init_from=init_from, label=label,
+                    init_from=init_from, label=label, tensorboard_dir=tensorboard_dir,
                     objective=objective(own["time_sampling"], own))
     return summary | {"flow": own}

@@ -184,7 +184,8 @@ def _sample(model, start: int, count: int, *, seed: int, inference_steps: int = 
 @register("ddpm", load=_load, save=_save, sample=_sample, gpu=True, kinds=("images",), presets=PRESETS,
           conditional=True, fine_tunes=True)
 def fit(data, labels, out_dir, *, params: dict, seed: int, preset: str | None = None, classes: int | None = None,
-        stats_out=None, checkpoint_dir=None, init_from=None, label: str = "training", **_) -> dict:
+        stats_out=None, checkpoint_dir=None, init_from=None, label: str = "training", tensorboard_dir=None,
+        **_) -> dict:
     """A DDPM (diffusers UNet2DModel of a preset, the paper's noise schedule) trained on D_n;
     ``params`` are the dataset's train keys."""
     from ouroboros.config import TrainConfig
@@ -193,4 +194,5 @@ def fit(data, labels, out_dir, *, params: dict, seed: int, preset: str | None = 
     if preset is None:
         raise OuroborosError("the ddpm generator needs a preset: model: one of " + ", ".join(sorted(PRESETS)))
     return train(data, preset, TrainConfig(**params), seed=seed, out_dir=out_dir, stats_path=stats_out, labels=labels,
-                 classes=classes, checkpoint_dir=checkpoint_dir, init_from=init_from, label=label)
+                 classes=classes, checkpoint_dir=checkpoint_dir, init_from=init_from, label=label,
+                 tensorboard_dir=tensorboard_dir)

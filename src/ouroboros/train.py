@@ -143,6 +143,7 @@ def train(
     policy=None,
     label: str = "training",
     objective: Objective = DDPM,
+    tensorboard_dir: str | os.PathLike | None = None,
 ) -> dict:
     """Train on uint8 NHWC images and save the model to ``out_dir`` (atomically, as a directory).
 
@@ -163,6 +164,9 @@ def train(
     format, fused AdamW, TF32/cuDNN, torch.compile, how often the loss is read back) comes from
     the job's device policy (``policy``, default :func:`ouroboros.policy.resolve` of the config's
     ``mixed_precision`` and ``compile``); it is logged and written into training.json.
+
+    With ``tensorboard_dir`` (config.yaml ``tracking: tensorboard``), every logged step's loss,
+    learning rate and gradient norm also go to TensorBoard event files there.
 
     Each read-back checks the losses: a non-finite one (or a non-finite gradient norm, except in
     fp16, where the GradScaler skips such steps) stops training with an error naming the step and
@@ -221,6 +225,7 @@ def train(
     stats_lines = stats_text.splitlines(keepends=True)
     losses = [json.loads(line)["loss"] for line in stats_lines]
     pending: list[tuple] = []  # (step, loss, lr, grad norm, seconds) not yet read back from the device
+    board = tensorboard_writer(tensorboard_dir)
 
     with open(stats_path, "w") if stats_path else contextlib.nullcontext() as stats, preemptible():
         if stats:
@@ -241,6 +246,9 @@ def train(
                 stats_lines.append(line)
                 if stats:
                     stats.write(line)
+                if board is not None:
+                    for name, value in (("loss", loss), ("lr", lr), ("grad_norm", grad_norm)):
+                        board.add_scalar(f"train/{name}", value, step)
             pending.clear()
             bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}", refresh=False)  # printed at the bar's own pace
 
@@ -290,6 +298,8 @@ def train(
                 print(f"{label}: pre-empted (SIGTERM) after step {step + 1} of {total}: {where}", flush=True)
                 raise SystemExit(PREEMPTED)
         flush()
+    if board is not None:
+        board.close()
 
     if ema is not None:  # the saved model is the average, as in diffusers' example
         with torch.no_grad():
@@ -314,6 +324,24 @@ def train(
         shutil.rmtree(checkpoint_dir, ignore_errors=True)
         remove_temporaries(checkpoint_dir)
     return summary
+
+
+TRACKING = ("none", "tensorboard")  # config.yaml's tracking (the first is its default): where training also logs its steps
+
+
+def tensorboard_writer(folder: str | os.PathLike | None):
+    """A TensorBoard SummaryWriter into ``folder`` (None: no tracking). Event files append: a resumed
+    training writes its later steps beside the earlier ones, and TensorBoard shows one curve."""
+    if folder is None:
+        return None
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError as exc:
+        from ouroboros.errors import OuroborosError
+
+        raise OuroborosError("config.yaml: tracking: tensorboard needs the tensorboard package: pip install -e '.[watch]' "
+                             "(or pip install tensorboard), or set tracking: none") from exc
+    return SummaryWriter(log_dir=str(folder))
 
 
 def _load_weights(unet, model_dir: str | os.PathLike) -> None:
@@ -389,7 +417,7 @@ def save_model(unet, noise_schedule, out_dir: str | os.PathLike, summary: dict,
 
 def stage(manifest_path: str, model: str, options: dict, *, seed: int, model_out: str, stats_out: str,
           classes: int | None = None, checkpoint_dir: str | None = None, init_from: str | None = None,
-          real: str | None = None, labelled: bool = False) -> dict:
+          real: str | None = None, labelled: bool = False, tensorboard_dir: str | None = None) -> dict:
     """Fit the generator ``model`` names (a DDPM preset, or a registered generator) on the items
     a manifest names (D_n); ``options`` are its train keys (DDPM) or its ``model_params``.
     ``labelled``: load D_n's labels for a generator whose samples carry them (kde); ``real``: D_1,
@@ -408,7 +436,8 @@ def stage(manifest_path: str, model: str, options: dict, *, seed: int, model_out
           + (f", fine-tuning {init_from}" if init_from else ""))
     summary = generator.fit(data, labels, model_out, params=options, seed=seed, preset=preset, classes=classes,
                             stats_out=stats_out, checkpoint_dir=checkpoint_dir, init_from=init_from,
-                            label=_label(model_out), real=load_data(real) if real else None)
+                            label=_label(model_out), real=load_data(real) if real else None,
+                            tensorboard_dir=tensorboard_dir)
     if not (generator.name == "ddpm" or generator.unet):  # one line of statistics: a closed-form fit has no steps
         save_text(stats_out, json.dumps(summary) + "\n")
     print(json.dumps(summary, indent=2))

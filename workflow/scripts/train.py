@@ -1,5 +1,6 @@
 # Thin Snakemake script: output goes to the rule's log, the work to ouroboros (src/ouroboros).
 import sys
+from pathlib import Path
 
 sys.path.insert(0, f"{snakemake.scriptdir}/../../src")  # the library, also without pip install -e
 
@@ -17,4 +18,8 @@ with logged(snakemake.log[0], snakemake.threads, gpu=snakemake.resources.get("gp
     train.stage(snakemake.input.manifest, p.preset, p.options, seed=p.seed, classes=p.classes,
                 model_out=snakemake.output.model, stats_out=snakemake.output.stats, checkpoint_dir=p.checkpoint,
                 init_from=snakemake.input.get("init"), real=snakemake.input.get("real"),
-                labelled=bool(snakemake.input.get("labels")))
+                labelled=bool(snakemake.input.get("labels")),
+                # config.yaml tracking: tensorboard logs each step beside the job's log too; no parameter of the
+                # rule, so turning it on or off rebuilds nothing
+                tensorboard_dir=str(Path(snakemake.log[0]).with_name("tensorboard"))
+                if snakemake.config.get("tracking", train.TRACKING[0]) == "tensorboard" else None)
