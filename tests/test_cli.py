@@ -62,6 +62,8 @@ def test_version_is_the_packages(capsys):
 @pytest.mark.parametrize("name", ["tables", "figures", "findings"])
 def test_python_m_keeps_working_with_the_same_help(name, capsys, monkeypatch):
     monkeypatch.setattr(sys, "argv", [name, "--help"])
+    # as `python -m` finds it: not imported yet (another test of this process may have imported it)
+    monkeypatch.delitem(sys.modules, f"ouroboros.{name}", raising=False)
     with pytest.raises(SystemExit) as exc:
         runpy.run_module(f"ouroboros.{name}", run_name="__main__")
     out = capsys.readouterr().out

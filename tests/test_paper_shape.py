@@ -154,7 +154,7 @@ def test_cifar_greedy_iter08_at_the_papers_shape(done):
     assert all(np.isfinite(v) and v >= 0 for v in fid["values"].values())
     for n in range(1, 9):
         folder = results / ("real" if n == 1 else "greedy") / f"iter{n:02d}"
-        model = json.loads((folder / "model" / "config.json").read_text())
+        model = json.loads((folder / "model" / "unet" / "config.json").read_text())
         assert model["block_out_channels"] == [48, 48, 96, 96, 144, 144]  # §D.2's UNet
         policy = json.loads((folder / "model" / "training.json").read_text())["policy"]
         assert policy["kind"] == "cpu" and policy["train_precision"] == "no"  # this machine's own: fp32
@@ -179,7 +179,7 @@ def test_mnist_cfg_is_conditional_and_guided_at_iteration_2(done):
     folder = root / "replace-greedy/iter02"
     fid = json.loads((folder / "fid.json").read_text())
     assert np.isfinite(fid["values"]["fid"])
-    model = json.loads((folder / "model" / "config.json").read_text())
+    model = json.loads((folder / "model" / "unet" / "config.json").read_text())
     assert model["block_out_channels"] == [64, 128, 256, 512] and model["num_class_embeds"] == 11  # + the null label
     first, ext = np.load(root / "real/iter01/labels.npy"), np.load(root / "real/iter01/x2/labels.npy")
     assert first.tolist() == [i % 10 for i in range(M)] and ext.tolist() == [i % 10 for i in range(M, 2 * M)]

@@ -25,7 +25,7 @@ pytestmark = pytest.mark.cli
 
 ITER = "results/digits/real/iter01"
 TARGET = f"{ITER}/model"  # D_1, then a DDPM trained on it: one data job and one model job
-MODEL = f"{TARGET}/diffusion_pytorch_model.safetensors"
+MODEL = f"{TARGET}/unet/diffusion_pytorch_model.safetensors"
 TRAIN_LOG = "logs/digits/real/iter01/train.log"
 # what an atomic write leaves while it runs (ouroboros.io): a dot, the name, a dot, then tempfile's
 # random characters (and .tmp for a file), or a replaced directory moved aside
