@@ -74,6 +74,23 @@ def wait(condition, limit: float, what: str) -> None:
         time.sleep(0.05)
 
 
+def ended(proc: subprocess.Popen, work: Path, limit: float) -> int:
+    """The command's exit status; past ``limit`` seconds, an error that shows what still runs there and what
+    the command printed (a hang to debug, not a slow machine: the limit is minutes past the work)."""
+    try:
+        return proc.wait(timeout=limit)
+    except subprocess.TimeoutExpired:
+        alive = []
+        for pid in processes_in(work):
+            try:
+                state = Path(f"/proc/{pid}/stat").read_text().split()[2]
+                alive.append(f"{pid} {state} {Path(f'/proc/{pid}/cmdline').read_bytes().replace(bytes(1), b' ')[:200]!r}")
+            except OSError:
+                continue
+        raise AssertionError(f"still running after {limit:.0f} s:\n" + "\n".join(alive) + "\n--- run.out:\n"
+                             + (work / "run.out").read_text()[-3000:]) from None
+
+
 def job_process(work: Path, rule: str) -> int:
     """The process Snakemake started for the job of ``rule`` (a launcher: Python, Snakemake's script file)."""
     found = []
@@ -139,16 +156,16 @@ def test_a_warm_training_given_sigterm_finishes_its_checkpoint_and_stops(referen
         else:
             os.killpg(proc.pid, signal.SIGTERM)
         log = work / TRAIN_LOG
-        wait(lambda: "pre-emption (signal 15) received" in log.read_text() or proc.poll() is not None, 60,
+        wait(lambda: "pre-emption (signal 15) received" in log.read_text() or proc.poll() is not None, 240,
              "the worker got the SIGTERM")
         (work / "release").touch()
-        assert proc.wait(timeout=300) != 0  # a pre-empted job fails: Snakemake runs it again next time
+        assert ended(proc, work, 600) != 0  # a pre-empted job fails: Snakemake runs it again next time
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
     assert "pre-empted (SIGTERM) after step 1 of 24: checkpoint written" in log.read_text(), log.read_text()[-2000:]
-    wait(lambda: not processes_in(work), 30, "no process of the job left")
+    wait(lambda: not processes_in(work), 120, "no process of the job left")
     assert assert_checkpointed(work) == 1
     assert_resumes_to_the_reference(work, reference, 1)
 
@@ -165,7 +182,7 @@ def test_a_warm_job_killed_mid_checkpoint_leaves_a_temporary_that_its_next_attem
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
-    wait(lambda: not processes_in(work), 30, "no process of the killed job left")
+    wait(lambda: not processes_in(work), 120, "no process of the killed job left")
     [stray] = temporaries(work)
     assert re.fullmatch(rf"{ITER}/\.train-checkpoint\.\w{{8}}", stray) and (work / stray / "model.safetensors").is_file()
     snakemake(work, TARGET)  # no checkpoint was complete: it starts over, and removes the stray first
@@ -186,7 +203,7 @@ def test_a_cold_job_killed_mid_write_leaves_a_temporary_that_its_next_attempt_re
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
-    wait(lambda: not processes_in(work), 30, "no process of the killed run left")
+    wait(lambda: not processes_in(work), 120, "no process of the killed run left")
     assert re.fullmatch(r"results/digits/real/\.images\.npy\.\w{8}\.tmp", *temporaries(work))
     snakemake(work, target, warm=False)  # the workflow clears the dead run's lock itself
     assert temporaries(work) == []
