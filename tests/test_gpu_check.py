@@ -34,6 +34,7 @@ def test_the_allowances_add_up_to_the_budget():
     assert some == pytest.approx({"sample": 97 * 4 / 7, "select": 97 * 3 / 7})
 
 
+@pytest.mark.cli  # each phase a Python process of its own, and the overrunning one sleeps its whole share
 def test_a_failing_and_an_overrunning_phase_are_recorded_within_the_budget(tmp_path, monkeypatch, capsys):
     """Hooks only: the phases neither import torch nor measure, so this runs in seconds."""
     for k, v in ENV.items():

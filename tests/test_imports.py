@@ -4,6 +4,7 @@ Imports inside functions count: a lazy import is still a dependency, and a circl
 is a design knot (which module owns the concept?) even when Python resolves it at run time."""
 
 import ast
+import functools
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,7 @@ import pytest
 SRC = Path(__file__).resolve().parents[1] / "src" / "ouroboros"
 
 
+@functools.cache  # one parse of the package for every test of this file
 def graph() -> dict[str, set[str]]:
     """ouroboros module → the ouroboros modules it imports anywhere in its source."""
     names = {p.stem for p in SRC.glob("*.py")}

@@ -97,7 +97,7 @@ def figure(data: pd.DataFrame):
         ax.plot(part.step, part.loss, color=colour, alpha=0.2, linewidth=0.6)
         ax.plot(part.step, part.running_mean, color=colour, linewidth=1.6, label=f"n = {n}")
     ax.set_yscale("log")
-    ax.set(xlabel="training step", ylabel="loss (ε-prediction MSE)",
+    ax.set(xlabel="training step", ylabel="loss (MSE of the network's target: ε, or v for flow)",
            title=f"{data.dataset.iloc[0]} · {data.run.iloc[0]}: training loss per iteration\n"
                  f"(lines: running mean of {WINDOW} steps; faint: every step)")
     ax.title.set_fontsize(9)
