@@ -20,7 +20,8 @@ from typing import Any
 
 from ouroboros.errors import OuroborosError
 
-POLICY_ENV = "OUROBOROS_POLICY"  # ouroboros.policy.ENV (not imported: this module stays light)
+# ouroboros.policy.ENV, not imported: policy reaches torch, and rules whose envs lack torch import this module
+POLICY_ENV = "OUROBOROS_POLICY"
 # The newest CUDA each driver branch runs (NVIDIA's CUDA toolkit release notes, Linux x86_64),
 # paired with the PyTorch wheel index built for that CUDA: a driver runs builds up to its CUDA.
 DRIVER_CUDA: tuple[tuple[int, str, str], ...] = (

@@ -33,12 +33,13 @@ import numpy as np
 
 from ouroboros import models
 from ouroboros.errors import OuroborosError
-from ouroboros.generators import check_written_by, register
+from ouroboros.generators import MODEL_FILE, check_written_by, register
 from ouroboros.selectors import Param
 
 NAME = "flow"
 TIME_SAMPLING = ("uniform", "logit-normal")
 SOLVERS = ("euler", "heun")
+DEFAULTS = {"time_sampling": TIME_SAMPLING[0], "solver": SOLVERS[0]}  # the plain objective, one evaluation a step
 EVALS_PER_STEP = {"euler": 1, "heun": 2}  # network evaluations per ODE step (the cost model's)
 TIME_SCALE = 1000.0  # t ∈ [0, 1] enters the UNet as t · 1000, the DDPM's timestep range
 
@@ -64,7 +65,7 @@ def draw_times(count: int, time_sampling: str, gen, device):
     return torch.sigmoid(torch.randn(count, generator=gen, device=device))
 
 
-def objective(time_sampling: str = "uniform", params: dict | None = None):
+def objective(time_sampling: str = DEFAULTS["time_sampling"], params: dict | None = None):
     """ouroboros.train's Objective of flow matching with this time distribution; the saved model
     records ``params`` (time_sampling, solver) in its generator.json."""
     import torch
@@ -92,13 +93,13 @@ def save(unet, flow_schedule, folder: Path, params: dict | None = None) -> None:
     DDPMPipeline would sample the velocity as if it were ε."""
     unet.save_pretrained(folder / models.UNET, safe_serialization=True)
     flow_schedule.save_pretrained(folder / models.SCHEDULER)
-    (folder / "generator.json").write_text(json.dumps({"generator": NAME, "params": dict(params or {})}) + "\n")
+    (folder / MODEL_FILE).write_text(json.dumps({"generator": NAME, "params": dict(params or {})}) + "\n")
 
 
 def load(model_dir):
     """(UNet, params) of a flow model directory; any other generator's directory is refused."""
     check_written_by(model_dir, NAME)
-    meta = json.loads((Path(model_dir) / "generator.json").read_text())
+    meta = json.loads((Path(model_dir) / MODEL_FILE).read_text())
     return models.load(model_dir), dict(meta.get("params") or {})
 
 
@@ -122,7 +123,7 @@ def sample(model, start: int, count: int, *, seed: int, inference_steps: int = 5
     from ouroboros.sample import finite_images, labels_for, noise_stream, stacked
 
     unet, params = model
-    solver = solver or params.get("solver", "euler")
+    solver = solver or params.get("solver", DEFAULTS["solver"])
     if solver not in SOLVERS:
         raise OuroborosError(f"{source}: flow solver {solver!r}; choose one of {', '.join(SOLVERS)}")
     if policy is None:
@@ -171,9 +172,9 @@ def sample(model, start: int, count: int, *, seed: int, inference_steps: int = 5
 
 @register(NAME, load=load, save=_save, sample=sample, gpu=True, kinds=("images",), conditional=True, fine_tunes=True,
           unet=True, params={
-              "time_sampling": Param((str,), default="uniform", check=lambda v: v in TIME_SAMPLING,
+              "time_sampling": Param((str,), default=DEFAULTS["time_sampling"], check=lambda v: v in TIME_SAMPLING,
                                      rule=" or ".join(TIME_SAMPLING), help="how training draws t on the path"),
-              "solver": Param((str,), default="euler", check=lambda v: v in SOLVERS, rule=" or ".join(SOLVERS),
+              "solver": Param((str,), default=DEFAULTS["solver"], check=lambda v: v in SOLVERS, rule=" or ".join(SOLVERS),
                               help="the sampler's ODE solver (heun: two network evaluations a step)"),
           })
 def fit(data, labels, out_dir, *, params: dict, seed: int, preset: str | None = None, classes: int | None = None,
@@ -188,7 +189,7 @@ def fit(data, labels, out_dir, *, params: dict, seed: int, preset: str | None = 
     if preset is None:
         raise OuroborosError("the flow generator needs a UNet preset: model: one of " + ", ".join(sorted(models.PRESETS)))
     keys = {f.name for f in fields(TrainConfig)}
-    own = {"time_sampling": "uniform", "solver": "euler", **{k: v for k, v in params.items() if k not in keys}}
+    own = {**DEFAULTS, **{k: v for k, v in params.items() if k not in keys}}
     summary = train(data, preset, TrainConfig(**{k: v for k, v in params.items() if k in keys}), seed=seed,
                     out_dir=out_dir, stats_path=stats_out, labels=labels, classes=classes, checkpoint_dir=checkpoint_dir,
                     init_from=init_from, label=label, tensorboard_dir=tensorboard_dir,

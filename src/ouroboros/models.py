@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from ouroboros.errors import OuroborosError
-from ouroboros.generators import register
+from ouroboros.generators import MODEL_FILE, register
 
 _EXAMPLE_DOWN = ("DownBlock2D", "DownBlock2D", "DownBlock2D", "DownBlock2D", "AttnDownBlock2D", "DownBlock2D")
 _EXAMPLE_UP = ("UpBlock2D", "AttnUpBlock2D", "UpBlock2D", "UpBlock2D", "UpBlock2D", "UpBlock2D")
@@ -150,7 +150,7 @@ def save(unet, noise_schedule, folder: Path) -> None:
     index = {"_class_name": "DDPMPipeline", "_diffusers_version": diffusers.__version__,
              "scheduler": ["diffusers", type(noise_schedule).__name__], "unet": ["diffusers", type(unet).__name__]}
     (folder / INDEX).write_text(json.dumps(index, indent=2) + "\n")
-    (folder / "generator.json").write_text(json.dumps({"generator": "ddpm"}) + "\n")
+    (folder / MODEL_FILE).write_text(json.dumps({"generator": "ddpm"}) + "\n")
 
 
 # --- the generator ------------------------------------------------------------------------------

@@ -209,7 +209,7 @@ def source_missing(d: Dataset, needed: int) -> tuple[str, str] | None:
             what = "no such folder" if not root.is_dir() else f"holds {count} .png/.jpg images"
             return (f"image folder for datasets.{d.name}: {root} {what}; the planned jobs need {needed}",
                     f"put at least {needed} same-size .png or .jpg images under {root}/ (e.g. FFHQ downsampled to "
-                    f"32×32, README: Offline data and weights), or set {key} in config.yaml to such a folder")
+                    f"32×32, docs/data.md), or set {key} in config.yaml to such a folder")
         return None
     if d.source == "npz":
         return _npz_missing(d, needed)

@@ -281,18 +281,17 @@ def train(
             pending.append((step, loss.detach(), lr, grad_norm.detach(), round(time.time() - started, 3)))
             if len(pending) >= policy.log_every:
                 flush()
-            saved = False
             if checkpoint_dir and time.time() - last_checkpoint >= checkpoint_seconds and step + 1 < total:
                 flush()
                 checkpoint.save(checkpoint_dir, unet, opt, step + 1, fp, "".join(stats_lines), ema=ema, scaler=scaler)
-                saved_at, last_checkpoint, saved = step + 1, time.time(), True
+                saved_at, last_checkpoint = step + 1, time.time()
             if step == total // 2:
                 flush()
                 fault_point("train")
                 pause_point("train")  # the requeue test pre-empts the job here, its checkpoint on disk
             if preempted() and step + 1 < total:  # SIGTERM: checkpoint and stop (after the last step: finish)
                 flush()
-                if checkpoint_dir and not saved:
+                if checkpoint_dir and saved_at != step + 1:  # not already written after this step
                     checkpoint.save(checkpoint_dir, unet, opt, step + 1, fp, "".join(stats_lines), ema=ema, scaler=scaler)
                 where = f"checkpoint written to {checkpoint_dir}; run again to resume" if checkpoint_dir else "no checkpoint"
                 print(f"{label}: pre-empted (SIGTERM) after step {step + 1} of {total}: {where}", flush=True)
