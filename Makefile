@@ -35,7 +35,7 @@ science: $(BIN)/snakemake
 	$(BIN)/ouroboros report
 
 # Flow matching against the DDPM under the same loop on the same D_1 (docs/flow.md): replace,
-# accumulate and greedy at N = 48, 3 replicates each, then the findings.
+# accumulate and greedy at N = 48, 4 replicates each, then the findings.
 flow: $(BIN)/snakemake
 	$(RUN) beyond-flow -- --configfile experiments/science.yaml
 	$(RUN) findings
