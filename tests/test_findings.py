@@ -310,6 +310,23 @@ def test_report_and_command_line(tmp_path, capsys):
     assert findings.report(findings.findings(replace_run(-0.5).iloc[:0])).startswith("No claim")
 
 
+def test_command_line_merges_config_files_as_snakemake_does(tmp_path, capsys):
+    """`ouroboros findings results config.yaml experiments/science.yaml` reads what the run read; the
+    experiment file alone (no runs: accumulate-greedy would match no greedy/ directory) is refused."""
+    tables = tmp_path / "results" / "tables"
+    tables.mkdir(parents=True)
+    replace_run(-0.5).to_csv(tables / "metrics.tsv", sep="\t", index=False)
+    results, config, science = str(tmp_path / "results"), str(REPO / "config.yaml"), str(REPO / "experiments" / "science.yaml")
+    assert cli.module_main("findings", [results, config]) == 0
+    alone = pd.read_csv(tables / "findings.tsv", sep="\t")
+    assert cli.module_main("findings", [results, config, science]) == 0
+    pd.testing.assert_frame_equal(pd.read_csv(tables / "findings.tsv", sep="\t"), alone)
+    assert "demo" in set(alone.experiment)  # config.yaml's targets
+    capsys.readouterr()
+    assert cli.module_main("findings", [results, science]) == 1
+    assert f"{science}: defines no runs; pass config.yaml first" in capsys.readouterr().err
+
+
 def test_a_table_without_replicate_or_family_columns_is_one_replicate():
     old = replace_run(-0.5, replicates=1).drop(columns=["replicate", "family"])
     out = findings.findings(old)
@@ -659,6 +676,21 @@ def test_a_primary_row_ends_holds_fails_no_effect_or_inconclusive(values, side, 
     row = _decided(values, side, null, margin)
     assert row.verdict == want
     assert row.holm_family_size == (2 if np.isfinite(margin) else 1)  # a margin brings its equivalence test
+
+
+def test_an_effect_near_zero_needs_replicates_to_be_shown_negligible_not_to_take_a_side():
+    """Fig. 13's row at N = 48: an estimate near 0 with a margin would never decide its direction, but
+    a finite study shows it lies within the margin; without a margin only the direction is sized."""
+    values = [0.02, -0.2, 0.18, -0.1, 0.12, -0.05, 0.1, -0.09]  # mean −0.0025, sd 0.13
+    within = _decided(values, "<", 0.0, 0.05)
+    assert within.verdict == "inconclusive"
+    iv = stats.t_interval(values)
+    want = stats.replicates_for_power(0.05 - abs(iv.mean), iv.sd, alpha=2 * 0.05 / 2)  # family of 2: the row's two tests
+    assert within.replicates_needed == want and 8 < want < 100
+    assert _decided(values, "<").replicates_needed > 1000  # no margin: only a side would decide, and none will
+    # an effect outside the margin is sized for its direction only, as before
+    wide = _decided([v + 0.08 for v in values], "<", 0.0, 0.05)
+    assert wide.replicates_needed == stats.replicates_for_power(iv.mean + 0.08, iv.sd, alpha=0.05 / 2)
 
 
 def test_no_effect_is_two_one_sided_tests_against_the_margin():

@@ -351,8 +351,9 @@ def findings_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.description = ("The paper's claims tested on the runs under RESULTS: RESULTS/tables/findings.tsv (and findings.md, "
                      "findings.rst) and summary.tsv, with each experiment's primary claims from CONFIG.")
     p.add_argument("results", nargs="?", default="results", help="the results folder (default: results)")
-    p.add_argument("config", nargs="?", help="the config.yaml the results were made with, for the experiments and their "
-                   "primary claims (default: none: the rows are secondary, as of no experiment)")
+    p.add_argument("config", nargs="*", help="the config files the results were made with, merged in order as snakemake "
+                   "merges config.yaml and its --configfile files (e.g. config.yaml experiments/science.yaml): the "
+                   "experiments and their primary claims (default: none: the rows are secondary, as of no experiment)")
     return p
 
 

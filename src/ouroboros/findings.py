@@ -705,9 +705,11 @@ def decide(table: pd.DataFrame, alpha: float = ALPHA) -> pd.DataFrame:
     out.loc[equality & margin & differs & open_verdict, "verdict"] = FAILS
     out.loc[equality & margin & within & open_verdict, "verdict"] = HOLDS
     open_rows = role & (out.verdict == INCONCLUSIVE)
-    out.loc[open_rows, "replicates_needed"] = [replicates_needed(e, s, max(m, 1), alpha)
-                                               for e, s in zip(out.loc[open_rows, "_effect"], out.loc[open_rows, "_spread"],
-                                                               strict=True)]
+    rows = out.loc[open_rows]
+    out.loc[open_rows, "replicates_needed"] = [
+        min(replicates_needed(e, s, max(m, 1), alpha), no_effect_needed(e, s, x - n, g, max(m, 1), alpha))
+        for e, s, x, n, g in zip(rows._effect, rows._spread, rows.estimate.astype(float), rows.null.astype(float),
+                                 rows.margin, strict=True)]
     return out
 
 
@@ -724,6 +726,27 @@ def replicates_needed(effect: float, spread: float, family_size: int, alpha: flo
     interval itself is formed. inf: even 1000 replicates would not decide (an effect near 0).
     """
     return stats.replicates_for_power(effect, spread, alpha=alpha / family_size, power=POWER)
+
+
+def no_effect_needed(effect: float, spread: float, distance: float, margin: float, family_size: int,
+                     alpha: float = ALPHA) -> float:
+    """The replicates at which the same study would decide *no effect* (TOST within ±margin) with
+    80 % power, where the observed effect lies inside the margin; inf where it does not (or no
+    margin is declared). An estimate near 0 needs no end of replicates to take a side, but a finite
+    number to be shown negligible: the smaller of the two is the row's ``replicates_needed``.
+
+    Each one-sided test of TOST runs at alpha / family_size (Holm's strictest step); the nearer
+    bound decides its power, so the study is read as a one-sided t-test of the distance to that
+    bound (margin − |effect|): a two-sided test at twice the level. An approximation that the
+    farther bound, rejected too with near certainty at these sizes, makes slightly optimistic.
+    ``distance`` (estimate − null) guards the units: the margin is in the statistic's, and a row
+    whose test runs on another scale (Fisher's z for r) is sized for its direction alone."""
+    if not (np.isfinite(margin) and margin > 0 and np.isfinite(effect)):
+        return math.inf
+    if not math.isclose(effect, distance, rel_tol=1e-9, abs_tol=1e-12) or abs(effect) >= margin:
+        return math.inf
+    return stats.replicates_for_power(margin - abs(effect), spread, alpha=min(2 * alpha / family_size, 1.0),
+                                      power=POWER)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1014,17 +1037,23 @@ def stage(table: str, findings_out: str, summary_out: str, config: Mapping[str, 
 
 
 def run(args) -> int:
-    """``ouroboros findings [results/] [config.yaml]`` and ``python -m ouroboros.findings`` (their parser:
-    ouroboros.cli.findings_arguments)."""
-    import yaml
+    """``ouroboros findings [results/] [config.yaml [experiments/X.yaml ...]]`` and ``python -m
+    ouroboros.findings`` (their parser: ouroboros.cli.findings_arguments)."""
+    from ouroboros import experiments
 
     results = Path(args.results)
     config = None
     if args.config:
-        config_file = Path(args.config)
-        if not config_file.is_file():
-            raise OuroborosError(f"{config_file}: no such config; name the config.yaml the results were made with")
-        config = yaml.safe_load(config_file.read_text())
+        for file in map(Path, args.config):
+            if not file.is_file():
+                raise OuroborosError(f"{file}: no such config; name the config.yaml the results were made with, then "
+                                     "any --configfile files the run was given")
+        config = experiments.load(*args.config)
+        # an experiment file alone names runs that only config.yaml defines: its rows would match no
+        # results directory (accumulate-greedy is greedy/) and its primaries would read "not run"
+        if not config.get("runs"):
+            raise OuroborosError(f"{args.config[0]}: defines no runs; pass config.yaml first, then the --configfile "
+                                 f"files the run was given (e.g. `ouroboros findings results config.yaml {args.config[0]}`)")
     write(load(results), results / "tables" / "findings.tsv", results / "tables" / "summary.tsv", results=results,
           config=config)
     return 0
