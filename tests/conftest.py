@@ -13,12 +13,12 @@ os.environ["TRANSFORMERS_OFFLINE"] = "1"
 
 # The longest files first: with several workers (make test), a long file collected last would
 # run alone at the end while the other workers sit idle.
-# Ordered by wall time in a full run (slurm 152 s, mostly waiting on SLURM's polls, so it goes first
-# and never ends last; test_warm 150, paper_shape 159, warm_kills about 150 (alone, on a loaded machine),
-# workflow 117, theory 113, faults 68, ...).
-_FIRST = ("test_slurm.py", "test_warm.py", "test_paper_shape.py", "test_warm_kills.py", "test_workflow.py",
-          "test_theory.py", "test_upgrade.py", "test_faults.py", "test_generators.py", "test_gpu_check.py",
-          "test_experiments.py")
+# Ordered by wall time in a full run on an idle machine (2026-12-07: slurm 153 s, mostly waiting on
+# SLURM's polls, so it goes first and never ends last; warm_kills 147, paper_shape 128, warm 127,
+# gpu_check 114, workflow 70, faults 66, theory 63, upgrade 43, experiments 36, cli 29, flow_training 28).
+_FIRST = ("test_slurm.py", "test_warm_kills.py", "test_paper_shape.py", "test_warm.py", "test_gpu_check.py",
+          "test_workflow.py", "test_faults.py", "test_theory.py", "test_upgrade.py", "test_experiments.py",
+          "test_cli.py", "test_flow_training.py", "test_check.py", "test_figures.py", "test_generators.py")
 
 
 def pytest_configure(config):
