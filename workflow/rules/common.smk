@@ -11,9 +11,15 @@ sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 import re  # noqa: E402
 
 from ouroboros import experiments, features, generators, paths, seeds, selectors  # noqa: E402
+from ouroboros import sigterm  # noqa: E402
 from ouroboros.config import AUTO, RUN_OPTION_DEFAULTS  # noqa: E402
 from ouroboros.config import check as check_config  # noqa: E402
 from ouroboros.errors import OuroborosError  # noqa: E402
+
+# snakemake's SIGTERM handler takes a lock the main thread may hold when the signal lands, and a
+# pre-empted run then hangs for ever (ouroboros.sigterm); the scheduler, made after this file is
+# read, binds the handler that runs off the main thread instead
+sigterm.install()
 
 try:  # the schema, then the checks across keys: one message naming the key
     CFG = check_config(config, Path(workflow.basedir) / "workflow/schemas/config.schema.yaml")
