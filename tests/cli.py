@@ -43,7 +43,12 @@ def start_server() -> tuple[subprocess.Popen, str]:
 
 def stop_server(proc: subprocess.Popen) -> None:
     proc.terminate()
-    proc.wait()  # reaped, so that its CPU time is counted as this process's children's
+    try:
+        proc.wait(timeout=120)  # reaped, so that its CPU time is counted as this process's children's
+    except subprocess.TimeoutExpired:  # a server that ignores SIGTERM must not hang the session's end
+        proc.kill()
+        proc.wait()
+        raise AssertionError(f"the warm server {proc.pid} did not stop within 120 s of SIGTERM") from None
 
 
 def warm_server() -> str:

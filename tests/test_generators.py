@@ -116,6 +116,7 @@ def docs_generator() -> str:
     return textwrap.dedent(re.search(r"```python\n(.*?)```", section, re.S)[1])
 
 
+@pytest.mark.cli  # a second pytest in a fresh interpreter (6 CPU-s): not the fast tier's in-process kind
 def test_the_docs_walk_through_passes_the_contract(tmp_path):
     """The docs' example generator, written to a file and named in OUROBOROS_GENERATORS, passes
     this file's contract tests in a fresh interpreter."""

@@ -433,8 +433,15 @@ def serve(token: str) -> None:
     _lifeline()
     listener = _listen(token)
     _LAUNCHER[:] = [path] if (path := _write_launcher()) else []  # for the snakemakes its light server forks
-    for sig in (signal.SIGTERM, signal.SIGHUP):  # stopped: remove the launcher on the way out
-        signal.signal(sig, lambda s, _frame: sys.exit(128 + s))
+    def stop(sig: int, _frame) -> None:
+        # stopped: remove the launcher and exit here. Not sys.exit: a handler's exception is raised in
+        # whatever the main thread runs, and during the eager imports a library's import code that
+        # catches everything swallowed it, the server serving on and its stopper waiting for ever
+        _remove_launcher(path)
+        os._exit(128 + sig)
+
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, stop)
     try:
         _start_light(token, listener, eager=True, commands=True)
         _serve(listener, lambda: os.getppid() == parent, set(), eager=True)
