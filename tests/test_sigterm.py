@@ -47,7 +47,7 @@ def signalled_while_holding_the_lock(JobScheduler, handler):  # noqa: N803
 def test_snakemakes_own_handler_deadlocks_on_the_lock_its_thread_holds(JobScheduler):  # noqa: N803
     """The bug this module exists for, shown on snakemake's handler as it ships (if a release of
     snakemake fixes it, this test says so and the patch can go)."""
-    original = getattr(JobScheduler.exit_gracefully, "_ouroboros_original_exit_gracefully", JobScheduler.exit_gracefully)
+    original = getattr(JobScheduler.exit_gracefully, sigterm._ORIGINAL, JobScheduler.exit_gracefully)
     s = scheduler(JobScheduler)
     with s._lock:
         assert not s._lock.acquire(timeout=0.1)  # a threading.Lock: its holder cannot take it again
@@ -60,8 +60,8 @@ def test_snakemakes_own_handler_deadlocks_on_the_lock_its_thread_holds(JobSchedu
 def test_the_installed_handler_ends_the_run_gracefully_while_the_lock_is_held(JobScheduler):  # noqa: N803
     assert sigterm.install() and sigterm.install()  # twice: patched once
     handler = JobScheduler.exit_gracefully
-    assert hasattr(handler, "_ouroboros_original_exit_gracefully")
-    assert not hasattr(handler._ouroboros_original_exit_gracefully, "_ouroboros_original_exit_gracefully")
+    assert hasattr(handler, sigterm._ORIGINAL)
+    assert not hasattr(getattr(handler, sigterm._ORIGINAL), sigterm._ORIGINAL)
     t, s = signalled_while_holding_the_lock(JobScheduler, handler)
     assert not t.is_alive(), "the SIGTERM handler deadlocked on the scheduler's lock"
     assert s._user_kill == "graceful"  # what snakemake's own handler sets, for its loop to stop on
