@@ -26,6 +26,21 @@ def test_the_simulator_reproduces_the_gaussian_closed_form_where_there_is_one():
     assert simulate.gaussian_loop(real, 5, paradigm="accumulate", replicates=2000, seed=1)[-1] > expected[-1]
 
 
+def test_the_simulators_draws_have_the_mle_mean_and_covariance_of_each_set():
+    """Its draws without a factorisation: each set's MLE Gaussian (divisor N), a rank-deficient one
+    (N < dim) included, whose draws stay in the affine span of its points."""
+    rng = np.random.default_rng(0)
+    sets = np.stack([rng.normal(size=(5, 3)) * [1.0, 2.0, 0.5], rng.normal(size=(5, 3)) + 4.0])
+    draws = simulate._refit_and_draw(sets, 200_000, np.random.default_rng(1))
+    for d, x in zip(sets, draws, strict=True):
+        centred = d - d.mean(0)
+        assert np.allclose(x.mean(0), d.mean(0), atol=0.02)
+        assert np.allclose(np.cov(x.T, bias=True), centred.T @ centred / 5, atol=0.03)
+    thin = rng.normal(size=(1, 3, 6))  # 3 points in 6 dimensions: a covariance of rank 2
+    x = simulate._refit_and_draw(thin, 1000, rng)[0] - thin[0].mean(0)
+    assert np.linalg.matrix_rank(x, tol=1e-8) == 2
+
+
 def tidy(values: dict[int, list[float]], metric: str, generator: str = "gaussian", **meta) -> pd.DataFrame:
     """A tidy table of one run: values[n] = one value per replicate at iteration n."""
     rows = [{"dataset": "d", "family": "d", "run": "r", "dataset_size": 10, "paradigm": "replace", "selection": "all",
