@@ -114,12 +114,25 @@ def concurrent_training(k: int, args, scratch: Path, deadline: float) -> float:
     return sum(rates)
 
 
+_ARMED: list[bool] = []  # while an in-process part runs: its alarm may interrupt it
+
+
 def _alarm(seconds: float):
+    """Interrupt the running part with Overrun after ``seconds``, and again every 0.1 s until _disarm:
+    an alarm that lands in a finalizer (a __del__ the garbage collector runs) raises there, where
+    Python only prints the exception, and the part would run on past its share."""
     def ring(*_):
-        raise Overrun("passed its share of the budget")
+        if _ARMED:
+            raise Overrun("passed its share of the budget")
 
     signal.signal(signal.SIGALRM, ring)
-    signal.setitimer(signal.ITIMER_REAL, max(seconds, 0.01))
+    _ARMED[:] = [True]
+    signal.setitimer(signal.ITIMER_REAL, max(seconds, 0.01), 0.1)
+
+
+def _disarm() -> None:
+    _ARMED.clear()
+    signal.setitimer(signal.ITIMER_REAL, 0)
 
 
 def _sync(torch) -> None:
@@ -239,8 +252,9 @@ def main(argv=None) -> dict:
                 try:
                     (part_sample if part == "sample" else part_features)(args, result, device, torch)
                 finally:
-                    signal.setitimer(signal.ITIMER_REAL, 0)
+                    _disarm()
         except Overrun as exc:
+            _disarm()  # a repeat that rang before the finally above disarmed it lands here: none after this
             status = f"overrun: {exc}"
         except Exception as exc:  # noqa: BLE001 - recorded; the next part runs
             status = f"failed: {exc.__class__.__name__}: {str(exc)[:500]}"

@@ -4,6 +4,7 @@ share and records it, and the JSON still holds what came before."""
 
 import importlib.util
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -39,6 +40,30 @@ def test_a_budget_too_small_stops_every_part_at_its_share(tmp_path, forced_gpu):
     # the training worker (a process importing torch) is killed at its share of 0.45 s
     assert result["parts"]["train"]["seconds"] < 10
     assert json.loads(out.read_text())["parts"] == result["parts"]
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # the swallowed first alarm
+def test_an_alarm_that_lands_in_a_finalizer_still_stops_the_part(tmp_path, forced_gpu, monkeypatch):
+    """The part's alarm rings while the garbage collector runs a __del__, where Python prints an exception
+    and goes on: it rings again, and the part stops near its share instead of running its whole course."""
+    class Slow:
+        def __del__(self):
+            time.sleep(3)  # the first alarm lands here: each part's share of the 2 s budget ends sooner
+
+    def part(*_):
+        Slow()  # unreferenced at once: its __del__ runs now
+        end = time.monotonic() + 20
+        while time.monotonic() < end:
+            pass
+
+    monkeypatch.setattr(gpu_throughput, "concurrent_training", lambda *_: 1.0)
+    monkeypatch.setattr(gpu_throughput, "part_sample", part)
+    monkeypatch.setattr(gpu_throughput, "part_features", part)
+    result = gpu_throughput.main([*TINY, "--out", str(tmp_path / "t.json"), "--budget", "2"])
+    parts = result["parts"]
+    assert {k: p["status"].split(":")[0] for k, p in parts.items()} == {"train": "ok", "sample": "overrun",
+                                                                        "features": "overrun"}
+    assert parts["sample"]["seconds"] < 10 and parts["features"]["seconds"] < 10  # not the part's 20 s
 
 
 @pytest.mark.cli  # a training worker process and the feature networks: half a minute on one core
