@@ -514,6 +514,7 @@ def _serve(listener: socket.socket, running, managers: set[int], *, eager: bool,
            preload: tuple[str, ...] = PRELOAD) -> None:
     """Fork a manager per connection while ``running()``; import ``preload`` first (``eager``)
     or at the first connection."""
+    import gc
     import select
 
     if eager:
@@ -531,6 +532,9 @@ def _serve(listener: socket.socket, running, managers: set[int], *, eager: bool,
             imported = True
         sys.stdout.flush()
         sys.stderr.flush()
+        # every object so far into the collector's permanent generation: a job's collections then never
+        # write to the headers of the libraries' objects, which would copy their pages into each job
+        gc.freeze()
         pid = os.fork()
         if pid == 0:
             listener.close()
