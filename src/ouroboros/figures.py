@@ -529,9 +529,14 @@ def write_first_screen(figures_dir: Path) -> Path | None:
 
 
 def _save(fig, stem: Path) -> list[Path]:
+    """The PNG and the PDF, cropped to the figure's tight box plus savefig's padding. The box is measured
+    once (one draw) for both: bbox_inches="tight" would draw each file twice, to measure and to render."""
+    import matplotlib as mpl
+
     paths = [stem.with_suffix(".png"), stem.with_suffix(".pdf")]
-    fig.savefig(paths[0], dpi=120, bbox_inches="tight")
-    fig.savefig(paths[1], bbox_inches="tight")
+    box = fig.get_tightbbox(fig.canvas.get_renderer()).padded(mpl.rcParams["savefig.pad_inches"])
+    fig.savefig(paths[0], dpi=120, bbox_inches=box)
+    fig.savefig(paths[1], bbox_inches=box)
     return paths
 
 
