@@ -22,7 +22,7 @@ import pytest
 import yaml
 
 import slurm_cluster
-from cli import LOCAL_ENV, REPO, command, make_workdir, numpy_config, tiny_config
+from cli import LOCAL_ENV, REPO, command, make_workdir, numpy_config, tiny_config, warm_server
 
 RUN = "greedy"  # accumulate pool + Greedy Selection: every stage of the loop
 FOLDER = f"results/digits/{RUN}/iter02"
@@ -173,9 +173,10 @@ def test_a_requeued_training_resumes_from_its_checkpoint(cluster, profile, loop,
     cfg["datasets"]["digits"]["train"].update(steps=40, checkpoint_minutes=1e-4)  # a checkpoint every step
     model = "results/digits/real/iter01/model"
     reference = make_workdir(tmp_path / "reference", cfg)
-    # the uninterrupted run, locally, side by side with the SLURM run (which mostly waits)
+    # the uninterrupted run, locally, side by side with the SLURM run (which mostly waits); its jobs the
+    # session's warm server's (a wrapper's own server would import torch again for one training)
     local = subprocess.Popen(command(reference, model), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                             env={**os.environ, **LOCAL_ENV})
+                             env={**os.environ, **LOCAL_ENV, "OUROBOROS_WARM": warm_server()})
 
     workdir = make_workdir(tmp_path / "requeued", cfg)
     paused = workdir / "paused"  # the training pauses at step 20 (of 40), once: the restarted job runs through
