@@ -118,12 +118,17 @@ _ARMED: list[bool] = []  # while an in-process part runs: its alarm may interrup
 
 
 def _alarm(seconds: float):
-    """Interrupt the running part with Overrun after ``seconds``, and again every 0.1 s until _disarm:
-    an alarm that lands in a finalizer (a __del__ the garbage collector runs) raises there, where
-    Python only prints the exception, and the part would run on past its share."""
-    def ring(*_):
-        if _ARMED:
-            raise Overrun("passed its share of the budget")
+    """Interrupt the running part with Overrun after ``seconds``, and again every 0.1 s until _disarm.
+    An exception raised in a finalizer (a __del__ the garbage collector runs) is only printed, and the
+    part would run on past its share: an alarm that lands in one waits for the next ring."""
+    def ring(_signal, frame):
+        if not _ARMED:
+            return
+        while frame is not None:
+            if frame.f_code.co_name == "__del__":
+                return
+            frame = frame.f_back
+        raise Overrun("passed its share of the budget")
 
     signal.signal(signal.SIGALRM, ring)
     _ARMED[:] = [True]
