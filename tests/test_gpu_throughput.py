@@ -48,7 +48,7 @@ def test_an_alarm_that_lands_in_a_finalizer_still_stops_the_part(tmp_path, force
     part stops soon after its share instead of running its whole course."""
     class Slow:
         def __del__(self):
-            time.sleep(3)  # the first alarm lands here: each part's share of the 2 s budget ends sooner
+            time.sleep(0.5)  # the first alarm lands here: the parts' shares ended during main's imports
 
     def part(*_):
         Slow()  # unreferenced at once: its __del__ runs now
@@ -59,11 +59,12 @@ def test_an_alarm_that_lands_in_a_finalizer_still_stops_the_part(tmp_path, force
     monkeypatch.setattr(gpu_throughput, "concurrent_training", lambda *_: 1.0)
     monkeypatch.setattr(gpu_throughput, "part_sample", part)
     monkeypatch.setattr(gpu_throughput, "part_features", part)
-    result = gpu_throughput.main([*TINY, "--out", str(tmp_path / "t.json"), "--budget", "2"])
+    # a budget spent before the parts start: each part's alarm is due 10 ms after the part begins
+    result = gpu_throughput.main([*TINY, "--out", str(tmp_path / "t.json"), "--budget", "0.01"])
     parts = result["parts"]
     assert {k: p["status"].split(":")[0] for k, p in parts.items()} == {"train": "ok", "sample": "overrun",
                                                                         "features": "overrun"}
-    assert parts["sample"]["seconds"] < 10 and parts["features"]["seconds"] < 10  # the __del__'s 3 s, not the part's 20 s
+    assert parts["sample"]["seconds"] < 10 and parts["features"]["seconds"] < 10  # the __del__'s 0.5 s, not the part's 20 s
 
 
 @pytest.mark.cli  # a training worker process and the feature networks: half a minute on one core
