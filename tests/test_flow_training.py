@@ -20,7 +20,8 @@ def test_the_trained_velocity_is_the_closed_form_optimum_on_gaussian_images(tmp_
     rng = np.random.default_rng(0)
     s = 0.3
     images = np.clip(np.round(127.5 + 127.5 * s * rng.standard_normal((512, 8, 8, 1))), 0, 255).astype(np.uint8)
-    params = {"steps": 200, "batch_size": 64, "lr": 3e-3, "warmup_steps": 20, "weight_decay": 0.0}
+    # 100 steps land within 0.11–0.15 of v* here (200 steps: 0.09–0.11), an untrained network at 1
+    params = {"steps": 100, "batch_size": 64, "lr": 5e-3, "warmup_steps": 10, "weight_decay": 0.0}
     FLOW.fit(images, None, tmp_path / "model", params=params, seed=1, preset="micro8")
     unet, _ = FLOW.load(tmp_path / "model")
     x0 = to_model(images[:64])
