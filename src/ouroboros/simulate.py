@@ -51,12 +51,13 @@ def gaussian_loop(real: np.ndarray, iterations: int, *, paradigm: str, fresh: np
     traces = np.zeros((replicates, iterations))
     for start in range(0, replicates, CHUNK):
         r = min(CHUNK, replicates - start)
-        d, generated, used = np.broadcast_to(real, (r, *real.shape)), [], 0
+        stacked = np.broadcast_to(real, (r, *real.shape))  # D_1 of every replicate: a view, no copy
+        d, generated, used = stacked, [], 0
         traces[start:start + r, 0] = np.var(real, axis=0).sum()
         for i in range(1, iterations):
             generated.append(_refit_and_draw(d, n, rng))
             if paradigm == "accumulate":
-                pool = np.concatenate([np.broadcast_to(real, (r, *real.shape)), *generated], axis=1)
+                pool = np.concatenate([stacked, *generated], axis=1)
                 d = _rows(pool, _subsets(rng, r, pool.shape[1], n))
             else:
                 d = _rows(generated[-1], _subsets(rng, r, n, n - take))
