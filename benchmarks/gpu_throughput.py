@@ -114,30 +114,35 @@ def concurrent_training(k: int, args, scratch: Path, deadline: float) -> float:
     return sum(rates)
 
 
-_ARMED: list[bool] = []  # while an in-process part runs: its alarm may interrupt it
+_ARMED: list = []  # while an in-process part runs: the unraisable hook it replaced
 
 
 def _alarm(seconds: float):
     """Interrupt the running part with Overrun after ``seconds``, and again every 0.1 s until _disarm.
-    An exception raised in a finalizer (a __del__ the garbage collector runs) is only printed, and the
-    part would run on past its share: an alarm that lands in one waits for the next ring."""
-    def ring(_signal, frame):
-        if not _ARMED:
-            return
-        while frame is not None:
-            if frame.f_code.co_name == "__del__":
-                return
-            frame = frame.f_back
-        raise Overrun("passed its share of the budget")
+    Where the alarm lands in code whose exceptions Python only reports (a finalizer, a weakref
+    callback the garbage collector runs), the part runs on: the report is dropped and the next ring
+    stops the part."""
+    def ring(*_):
+        if _ARMED:
+            raise Overrun("passed its share of the budget")
+
+    previous = sys.unraisablehook
+
+    def report(unraisable) -> None:
+        if not isinstance(unraisable.exc_value, Overrun):
+            previous(unraisable)
 
     signal.signal(signal.SIGALRM, ring)
-    _ARMED[:] = [True]
+    _ARMED[:] = [previous]
+    sys.unraisablehook = report
     signal.setitimer(signal.ITIMER_REAL, max(seconds, 0.01), 0.1)
 
 
 def _disarm() -> None:
-    _ARMED.clear()
+    previous = _ARMED.pop() if _ARMED else None  # first: a ring already due finds the part disarmed
     signal.setitimer(signal.ITIMER_REAL, 0)
+    if previous is not None:
+        sys.unraisablehook = previous
 
 
 def _sync(torch) -> None:

@@ -4,7 +4,9 @@ share and records it, and the JSON still holds what came before."""
 
 import importlib.util
 import json
+import sys
 import time
+import weakref
 from pathlib import Path
 
 import pytest
@@ -42,20 +44,37 @@ def test_a_budget_too_small_stops_every_part_at_its_share(tmp_path, forced_gpu):
     assert json.loads(out.read_text())["parts"] == result["parts"]
 
 
-def test_an_alarm_that_lands_in_a_finalizer_still_stops_the_part(tmp_path, forced_gpu, monkeypatch):
-    """The part's alarm rings while the garbage collector runs a __del__, where an exception would only
-    be printed (pytest fails the test on one): it rings again once the __del__ has returned, and the
-    part stops soon after its share instead of running its whole course."""
-    class Slow:
-        def __del__(self):
-            time.sleep(0.5)  # the first alarm lands here: the parts' shares ended during main's imports
+class _Slow:
+    def __del__(self):
+        time.sleep(0.5)  # the first alarm lands here: the parts' shares ended during main's imports
 
+
+class _Target:
+    pass
+
+
+def _slow_callback(_ref) -> None:
+    time.sleep(0.5)  # as _Slow.__del__
+
+
+@pytest.mark.parametrize("finalizer", ["__del__", "weakref callback"])
+def test_an_alarm_that_lands_in_a_finalizer_still_stops_the_part(tmp_path, forced_gpu, monkeypatch, finalizer):
+    """The part's alarm rings while the garbage collector runs a finalizer (a __del__, a weakref's
+    callback, as a WeakSet's), where Python only reports an exception (pytest fails the test on a
+    report): the report is dropped, the alarm rings again, and the part stops soon after its share
+    instead of running its whole course."""
     def part(*_):
-        Slow()  # unreferenced at once: its __del__ runs now
+        if finalizer == "__del__":
+            _Slow()  # unreferenced at once: its __del__ runs now
+        else:
+            target = _Target()
+            ref = weakref.ref(target, _slow_callback)  # noqa: F841 - kept, so that its callback runs
+            del target  # the callback runs now
         end = time.monotonic() + 20
         while time.monotonic() < end:
             pass
 
+    previous_hook = sys.unraisablehook
     monkeypatch.setattr(gpu_throughput, "concurrent_training", lambda *_: 1.0)
     monkeypatch.setattr(gpu_throughput, "part_sample", part)
     monkeypatch.setattr(gpu_throughput, "part_features", part)
@@ -64,7 +83,8 @@ def test_an_alarm_that_lands_in_a_finalizer_still_stops_the_part(tmp_path, force
     parts = result["parts"]
     assert {k: p["status"].split(":")[0] for k, p in parts.items()} == {"train": "ok", "sample": "overrun",
                                                                         "features": "overrun"}
-    assert parts["sample"]["seconds"] < 10 and parts["features"]["seconds"] < 10  # the __del__'s 0.5 s, not the part's 20 s
+    assert parts["sample"]["seconds"] < 10 and parts["features"]["seconds"] < 10  # the finalizer's 0.5 s, not the part's 20 s
+    assert sys.unraisablehook is previous_hook  # given back once the parts end
 
 
 @pytest.mark.cli  # a training worker process and the feature networks: half a minute on one core
