@@ -510,7 +510,7 @@ def measured_rates(report: dict) -> tuple[dict[str, float], dict[str, str]]:
     return rates, basis
 
 
-def phase_projection(s: dict, work: Path, pol, out: Path, report_path: Path) -> dict:
+def phase_projection(s: dict, work: Path, out: Path, report_path: Path) -> dict:
     """GPU-hours of the user's target and of Figure 3: the jobs snakemake -n plans in an empty
     directory, their FLOPs (ouroboros.costs), at the rates this check measured; a kind it did not
     measure at the table's rate for this device class."""
@@ -558,17 +558,19 @@ def run_phase(name: str, args) -> int:
     if args.hook == "overrun":
         _partial(out, {"note": f"--overrun {name}: this phase sleeps past its allowance"})
         time.sleep(10**6)
-    _imports()
     s = json.loads(args.sizes)
+    work = Path(args.work)
+    if name == "projection":  # plans and costs jobs, runs no model: no torch (seconds of the budget)
+        write(out, phase_projection(s, work, out, Path(args.report)))
+        return 0
+    _imports()
     pol = device_policy.resolve()
     pol.apply_backends()
-    work = Path(args.work)
     fn = {"resume": lambda: phase_resume(s, work, pol, out), "sample": lambda: phase_sample(s, work, pol),
           "features": lambda: phase_features(s, work, pol, s.get("tiny", False)),
           "select": lambda: phase_select(s, work, pol), "loop": lambda: phase_loop(s, work, pol, s.get("tiny", False)),
           "throughput": lambda: phase_throughput(s, work, pol, out), "compile": lambda: phase_compile(s, work, pol, out),
-          "sweep": lambda: phase_sweep(s, work, pol, out, args.allowance),
-          "projection": lambda: phase_projection(s, work, pol, out, Path(args.report))}[name]
+          "sweep": lambda: phase_sweep(s, work, pol, out, args.allowance)}[name]
     write(out, fn())
     return 0
 

@@ -26,7 +26,11 @@ PY="${PYTHON:-.venv/bin/python}"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || echo "no nvidia-smi"
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-4}" HF_HUB_OFFLINE=1
 wheels="${WHEELHOUSE:-wheelhouse}"
-need="import diffusers, snakemake, torch_fidelity, scipy, PIL, torchvision, transformers"
+# found, not imported: importing them all would cost seconds of the budget that each phase pays again
+need='import importlib.util as u, sys
+names = "torch diffusers huggingface_hub safetensors snakemake torch_fidelity scipy PIL torchvision transformers"
+missing = [n for n in names.split() if u.find_spec(n) is None]
+sys.exit("no module named " + ", ".join(missing) if missing else 0)'
 if ! "$PY" -c "$need" 2>/dev/null; then
   if [ -d "$wheels" ] && ls "$wheels"/*.whl >/dev/null 2>&1; then
     # the wheelhouse is complete by construction (benchmarks/wheelhouse.py): no resolver, no index

@@ -80,12 +80,12 @@ def preset(name: str) -> dict[str, Any]:
 def build(name: str, classes: int | None = None):
     """A freshly initialised UNet2DModel (initialise under a seeded torch RNG for determinism);
     class-conditional with ``classes`` labels plus the null label."""
-    from diffusers import UNet2DModel
+    from ouroboros.lazy import unet_class
 
     options = preset(name)
     if classes:
         options.update(num_class_embeds=int(classes) + 1)
-    return UNet2DModel(**options)
+    return unet_class()(**options)
 
 
 def null_label(unet) -> int | None:
@@ -111,7 +111,7 @@ def unet_dir(path) -> Path:
 
 def load(path: str):
     """A trained UNet from a model directory (safetensors only, never a pickle)."""
-    from diffusers import UNet2DModel
+    from ouroboros.lazy import unet_class
 
     folder = unet_dir(path)
     weights = folder / WEIGHTS
@@ -125,7 +125,7 @@ def load(path: str):
         # low_cpu_mem_usage=False: the default wants accelerate (not a dependency) and warns at every
         # load without it; the largest preset is 58M parameters (230 MB), so the memory it would save
         # does not matter, and every machine then loads the same way, accelerate installed or not
-        return UNet2DModel.from_pretrained(folder, use_safetensors=True, low_cpu_mem_usage=False, local_files_only=True)
+        return unet_class().from_pretrained(folder, use_safetensors=True, low_cpu_mem_usage=False, local_files_only=True)
     except Exception as exc:  # diffusers raises several types for corrupt weights
         raise OuroborosError(f"{path}: cannot load the model ({exc}); delete it and re-run the train step") from exc
 

@@ -74,8 +74,9 @@ ENV = "OUROBOROS_WARM"  # the server's token, set by `python -m ouroboros.warm` 
 WORKER = WARM_WORKER  # set inside a worker: the script runs here, it does not hand over again
 LAUNCHED = "launched"  # WORKER in a worker that a launcher asked for: its job has not yet chosen a server
 _LAUNCHER: list[str] = []  # this server's launcher (_write_launcher), for the snakemakes it forks
-# the libraries a model job imports, in the order a job imports them
-PRELOAD = ("torch", "torchvision", "diffusers", "diffusers.models.unets.unet_2d", "diffusers.schedulers",
+# the libraries a model job imports, in the order a job imports them ("module:function": called, for
+# what a job imports by a function of ours: the UNet, as ouroboros.lazy imports it)
+PRELOAD = ("torch", "torchvision", "diffusers", "ouroboros.lazy:unet_class", "diffusers.schedulers",
            "transformers", "transformers.models.dinov2.modeling_dinov2", "transformers.models.auto",
            "torch_fidelity.feature_extractor_inceptionv3", "scipy.linalg", "snakemake.script")
 # what the jobs without a model import (0.3–2 CPU-s each: sklearn's digits loader alone is 1.9): the
@@ -555,8 +556,11 @@ def _preload(names: tuple[str, ...]) -> None:
 
     runtime.configure(1)
     for name in names:
+        module, _, function = name.partition(":")
         try:
-            importlib.import_module(name)
+            imported = importlib.import_module(module)
+            if function:
+                getattr(imported, function)()
         except Exception:  # noqa: BLE001 - a library this install lacks: its jobs import it themselves
             pass
 
