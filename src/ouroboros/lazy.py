@@ -3,11 +3,12 @@
 ``diffusers.models.unets`` and ``diffusers.models.transformers`` import all their models in their
 ``__init__`` (video, audio and text-to-image transformers, their LoRA loaders, transformers' and
 scipy's modules), and UNet2DModel's blocks import two modules of the second package: a job that
-builds or loads one UNet spent 6.1 CPU-s importing diffusers, 1.7 of them on models it never
-builds. ``packages`` registers such a package without running its ``__init__``: its submodules
-import as they always do, and the first other name asked of it runs the ``__init__`` then (as
-``from diffusers import UNet2DConditionModel`` or DDPMPipeline's own imports do), so every name
-of the package is still there for whoever asks. The classes are the same objects either way.
+builds or loads one UNet spent 6.1 CPU-s importing it and its scheduler, 1.6 of them on models
+it never builds. ``packages`` registers such a package without running its ``__init__``: its submodules
+import as they always do, and the first other name asked of it runs the ``__init__`` then (``from
+diffusers.models.transformers import Transformer2DModel``), so every name of the package is still
+there for whoever asks; ``diffusers.UNet2DConditionModel`` and DDPMPipeline import as before. The
+classes are the same objects either way.
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ import importlib.util
 import sys
 from types import ModuleType
 
-# the two packages whose __init__ the UNet's modules would run (diffusers 0.2x to 0.4x lay them out so)
+# the two packages whose __init__ the UNet's modules would run (so laid out from diffusers 0.30, the
+# floor pyproject.toml sets, to 0.42.1, the pinned one)
 UNET_PACKAGES = ("diffusers.models.unets", "diffusers.models.transformers")
 
 
