@@ -58,6 +58,7 @@ def test_what_is_no_package_or_already_imported_is_left_alone(package):
     assert plain.VALUE == 1
 
 
+@pytest.mark.cli  # a fresh interpreter importing torch and diffusers (6 CPU-s): not the fast tier's in-process kind
 def test_the_unet_imports_without_diffusers_other_models_and_is_diffusers_class():
     """In a fresh process (this one may hold diffusers whole): after the lean import none of the
     models that diffusers' packages import eagerly is loaded, and the full import then gives the
