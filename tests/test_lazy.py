@@ -49,6 +49,18 @@ def test_a_deferred_package_imports_its_submodules_without_its_init(package):
     assert runs.count == 1
 
 
+def test_an_init_that_fails_raises_its_own_error_at_every_name_asked(package):
+    import runs
+
+    (package / "eager" / "__init__.py").write_text("import runs\nruns.count += 1\nraise ImportError('init failed')\n")
+    lazy.packages("eager")
+    eager = sys.modules["eager"]
+    for _ in range(2):
+        with pytest.raises(ImportError, match="init failed"):
+            eager.NAME  # noqa: B018
+    assert runs.count == 2
+
+
 def test_what_is_no_package_or_already_imported_is_left_alone(package):
     import plain
 

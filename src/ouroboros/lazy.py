@@ -43,7 +43,13 @@ def _deferred(module: ModuleType) -> ModuleType:
         if attr.startswith("__") and attr.endswith("__"):
             raise AttributeError(f"module {module.__name__!r} has no attribute {attr!r}")
         del module.__dict__["__getattr__"]  # runs once: the __init__ then defines every name itself
-        module.__spec__.loader.exec_module(module)
+        try:
+            module.__spec__.loader.exec_module(module)
+        except BaseException:
+            # as after a failed import: the next name asked runs the __init__ again and raises its own
+            # error, not an AttributeError of a module left half-made
+            module.__getattr__ = __getattr__
+            raise
         return getattr(module, attr)
 
     module.__getattr__ = __getattr__
